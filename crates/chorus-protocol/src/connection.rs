@@ -1,0 +1,228 @@
+//! Connection lifecycle messages: welcome, heartbeat, token refresh (spec: connection.md,
+//! CONN requirements), and the JWT claims a server reads.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Millis, RequestId, UserId};
+
+/// The protocol token: the WebSocket subprotocol and `welcome.protocol`.
+pub const PROTOCOL: &str = "chorus.v1";
+
+/// Claims of the HS256 JWT that authenticates a connection (CONN requirements).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Claims {
+    /// The user id. Required.
+    pub sub: UserId,
+    /// Public profile shown to other members (name, avatar, color, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<serde_json::Value>,
+    /// Tenant; channels of different tenants never meet. Absent means the default tenant "".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Glob patterns (`*` matches any run of characters) granting `private-` channels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+    /// Expiry, seconds since the Unix epoch (standard JWT `exp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+    /// Issued-at, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+/// The identity a server took from the token, as announced in `welcome`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserInfo {
+    /// The user id (`sub`).
+    pub id: UserId,
+    /// The profile claim, or an empty object.
+    pub profile: serde_json::Value,
+}
+
+/// Heartbeat timing announced in `welcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// How often a client should send `ping` (default 30000).
+    pub interval_ms: u64,
+    /// Silence after which the server closes with 4300 (default 60000).
+    pub timeout_ms: u64,
+}
+
+/// The server's limits, announced so a client can stay under them (spec: limits.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted frame in bytes; larger frames close the connection with 1009.
+    pub max_frame_bytes: u64,
+    /// Channels one connection may be subscribed to at once.
+    pub max_subscriptions: u32,
+    /// Longest channel name in characters.
+    pub max_channel_name_len: u32,
+    /// Sustained `broadcast` rate per connection, per second.
+    pub broadcast_rate_per_sec: u32,
+    /// Burst of `broadcast` a connection may send above the sustained rate.
+    pub broadcast_burst: u32,
+    /// Members one presence channel may hold.
+    pub max_presence_members: u32,
+    /// Upper bound on a room's `max_users`.
+    pub max_room_users: u32,
+    /// Messages retained per channel and returned by one `history` request at most.
+    pub history_limit: u32,
+    /// Deepest JSON nesting accepted in a frame.
+    pub max_json_depth: u32,
+    /// Cursor coalescing interval: at most one `cursor:moved` per channel per interval.
+    pub cursor_interval_ms: u64,
+    /// How long an abruptly closed connection keeps its presence leases.
+    pub presence_grace_ms: u64,
+}
+
+impl Default for Limits {
+    /// The defaults of the spec (limits.md), taken from the seed documents where they say.
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 1024 * 1024,
+            max_subscriptions: 100,
+            max_channel_name_len: 200,
+            broadcast_rate_per_sec: 50,
+            broadcast_burst: 100,
+            max_presence_members: 1000,
+            max_room_users: 1000,
+            history_limit: 100,
+            max_json_depth: 32,
+            cursor_interval_ms: 50,
+            presence_grace_ms: 5000,
+        }
+    }
+}
+
+/// Optional parts of the protocol a server may implement; it announces them in `welcome`
+/// and a conformance suite grades only what is announced (spec: versioning.md).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Presence channels: members, statuses, data (presence.md).
+    Presence,
+    /// Room options on presence channels: password, max users, metadata, persist (rooms.md).
+    Rooms,
+    /// Live cursors with server-side coalescing (cursors.md).
+    Cursors,
+    /// Shared versioned state (state.md).
+    State,
+    /// The `history` request (history.md).
+    History,
+    /// `subscribe` with `since` (history.md).
+    Recovery,
+    /// `data_change` feeds (changes.md).
+    DataChange,
+    /// The SSE stream (sse.md).
+    Sse,
+    /// The HTTP API with an API key: stats, channel users, server broadcast, resources (http.md).
+    HttpApi,
+    /// HTTP publish for clients without a WebSocket (http.md).
+    HttpPublish,
+}
+
+impl Capability {
+    /// Every capability, in wire order.
+    pub const ALL: [Capability; 10] = [
+        Capability::Presence,
+        Capability::Rooms,
+        Capability::Cursors,
+        Capability::State,
+        Capability::History,
+        Capability::Recovery,
+        Capability::DataChange,
+        Capability::Sse,
+        Capability::HttpApi,
+        Capability::HttpPublish,
+    ];
+
+    /// The wire name, e.g. `data_change`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Presence => "presence",
+            Capability::Rooms => "rooms",
+            Capability::Cursors => "cursors",
+            Capability::State => "state",
+            Capability::History => "history",
+            Capability::Recovery => "recovery",
+            Capability::DataChange => "data_change",
+            Capability::Sse => "sse",
+            Capability::HttpApi => "http_api",
+            Capability::HttpPublish => "http_publish",
+        }
+    }
+}
+
+/// `welcome`: the first frame on every accepted connection (CONN requirements).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Welcome {
+    /// Always `chorus.v1`.
+    pub protocol: String,
+    /// Server-chosen id of this connection.
+    pub connection_id: String,
+    /// The authenticated identity.
+    pub user: UserInfo,
+    /// The tenant this connection lives in ("" for the default tenant).
+    pub tenant: String,
+    /// Heartbeat interval and timeout.
+    pub heartbeat: Heartbeat,
+    /// The limits this server enforces.
+    pub limits: Limits,
+    /// Optional capabilities this server implements.
+    pub capabilities: Vec<Capability>,
+    /// Server software and version, e.g. `chorus-server/0.1.0`.
+    pub server: String,
+    /// When the token expires (ms); absent for tokens without `exp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Millis>,
+}
+
+/// `ping` (client): keeps the connection alive and measures round trips.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ping {
+    /// Correlation id, echoed in `pong`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+}
+
+/// `pong` (server): the reply to `ping`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pong {
+    /// The `ping`'s id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+    /// Server time.
+    pub ts: Millis,
+}
+
+/// `auth:refresh` (client): replaces the connection's token before it expires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRefresh {
+    /// Correlation id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+    /// The new JWT; same `sub` and `tenant` as the connection's.
+    pub token: String,
+}
+
+/// `auth:refreshed` (server): the new token is in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRefreshed {
+    /// The `auth:refresh`'s id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+    /// The new expiry (ms); absent for a token without `exp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Millis>,
+}

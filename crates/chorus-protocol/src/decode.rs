@@ -1,0 +1,174 @@
+//! Decoding client frames into [`ClientMessage`], sorted into the spec's error codes
+//! (transport.md: invalid_json, unknown_type, invalid_message).
+
+use thiserror::Error;
+
+use crate::errors::ErrorCode;
+use crate::ids::RequestId;
+use crate::{ClientMessage, CLIENT_TYPES};
+
+/// Why a text frame is not a valid client message.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum DecodeError {
+    /// Not JSON, not an object, or nested too deeply.
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    /// `type` names no client message.
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    /// A known type whose fields are wrong.
+    #[error("invalid {kind} message: {reason}")]
+    InvalidMessage {
+        /// The frame's `type`, or `?` when it has none.
+        kind: String,
+        /// What is wrong.
+        reason: String,
+        /// The request id, when it could be read, so the error can echo it.
+        id: Option<RequestId>,
+    },
+}
+
+impl DecodeError {
+    /// The error code a server answers with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::InvalidJson(_) => ErrorCode::InvalidJson,
+            DecodeError::UnknownType(_) => ErrorCode::UnknownType,
+            DecodeError::InvalidMessage { .. } => ErrorCode::InvalidMessage,
+        }
+    }
+
+    /// The request id to echo, when it could be read.
+    pub fn request_id(&self) -> Option<&RequestId> {
+        match self {
+            DecodeError::InvalidMessage { id, .. } => id.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Nesting depth of a JSON value: 0 for a scalar, 1 for a flat object or array.
+pub fn json_depth(value: &serde_json::Value) -> usize {
+    // Iterative so that a hostile depth cannot overflow the stack.
+    let mut max = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            serde_json::Value::Array(items) => {
+                max = max.max(d + 1);
+                stack.extend(items.iter().map(|i| (i, d + 1)));
+            }
+            serde_json::Value::Object(map) => {
+                max = max.max(d + 1);
+                stack.extend(map.values().map(|i| (i, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Decodes one text frame. `max_depth` is the server's `limits.max_json_depth`.
+pub fn decode_client(text: &str, max_depth: usize) -> Result<ClientMessage, DecodeError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+    let depth = json_depth(&value);
+    if depth > max_depth {
+        return Err(DecodeError::InvalidJson(format!(
+            "nesting depth {depth} exceeds the limit {max_depth}"
+        )));
+    }
+    let serde_json::Value::Object(map) = &value else {
+        return Err(DecodeError::InvalidJson(
+            "a frame must be a JSON object".into(),
+        ));
+    };
+    let id = map
+        .get("id")
+        .and_then(|v| serde_json::from_value::<RequestId>(v.clone()).ok());
+    let kind = match map.get("type") {
+        Some(serde_json::Value::String(t)) => t.clone(),
+        Some(_) => {
+            return Err(DecodeError::InvalidMessage {
+                kind: "?".into(),
+                reason: "`type` must be a string".into(),
+                id,
+            })
+        }
+        None => {
+            return Err(DecodeError::InvalidMessage {
+                kind: "?".into(),
+                reason: "missing `type`".into(),
+                id,
+            })
+        }
+    };
+    if !CLIENT_TYPES.contains(&kind.as_str()) {
+        return Err(DecodeError::UnknownType(kind));
+    }
+    serde_json::from_value(value).map_err(|e| DecodeError::InvalidMessage {
+        kind,
+        reason: e.to_string(),
+        id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_json_is_invalid_json() {
+        assert_eq!(
+            decode_client("{nope", 32).unwrap_err().code(),
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            decode_client("[1]", 32).unwrap_err().code(),
+            ErrorCode::InvalidJson
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_invalid_json() {
+        let deep = format!(
+            r#"{{"type":"ping","x":{}{}}}"#,
+            "[".repeat(40),
+            "]".repeat(40)
+        );
+        assert_eq!(
+            decode_client(&deep, 32).unwrap_err().code(),
+            ErrorCode::InvalidJson
+        );
+    }
+
+    #[test]
+    fn unknown_type_is_reported_as_such() {
+        let e = decode_client(r#"{"type":"room:join","id":"1"}"#, 32).unwrap_err();
+        assert_eq!(e, DecodeError::UnknownType("room:join".into()));
+    }
+
+    #[test]
+    fn forged_server_field_is_invalid_message_with_id() {
+        let e = decode_client(
+            r#"{"type":"broadcast","id":"7","channel":"c","event":"e","data":1,"from":"mallory"}"#,
+            32,
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidMessage);
+        assert_eq!(e.request_id(), Some(&RequestId::from("7")));
+    }
+
+    #[test]
+    fn missing_field_is_invalid_message() {
+        let e = decode_client(r#"{"type":"subscribe"}"#, 32).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidMessage);
+    }
+
+    #[test]
+    fn valid_frame_decodes() {
+        let m = decode_client(r#"{"type":"subscribe","id":1,"channel":"chat"}"#, 32).unwrap();
+        assert_eq!(m.type_name(), "subscribe");
+        assert_eq!(m.id(), Some(&RequestId::Number(1)));
+    }
+}
