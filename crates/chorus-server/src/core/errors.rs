@@ -1,0 +1,106 @@
+//! Why the core refused a request, mapped onto the wire's error codes (ERR).
+
+use chorus_protocol::{ChannelNameError, ErrorCode, ErrorFrame, RequestId, StateVersion};
+use chorus_protocol::ChannelName;
+use thiserror::Error;
+
+use crate::store::StoreError;
+
+/// A refused request. [`CoreError::code`] is the wire code; HTTP maps it to a status.
+#[derive(Debug, Error)]
+pub enum CoreError {
+    /// The channel name breaks the rules, or the request does not fit the channel's kind.
+    #[error("invalid channel: {0}")]
+    InvalidChannel(String),
+    /// A field is out of range or the request is not allowed in this shape.
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    /// Token for another identity, or otherwise unacceptable.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// Missing grant, or a broadcast on a `resource:` feed.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Room password missing or wrong.
+    #[error("wrong or missing room password")]
+    BadPassword,
+    /// Room at `max_users`.
+    #[error("room is full")]
+    RoomFull,
+    /// The request needs a subscription.
+    #[error("not subscribed to the channel")]
+    NotSubscribed,
+    /// Subscribed already.
+    #[error("already subscribed to the channel")]
+    AlreadySubscribed,
+    /// Compare-and-set failed.
+    #[error("expected version does not match the current version {}", current.version)]
+    Conflict {
+        /// The state's current version.
+        current: StateVersion,
+    },
+    /// Broadcast rate limit.
+    #[error("rate limited, retry after {retry_after_ms} ms")]
+    RateLimited {
+        /// How long to wait.
+        retry_after_ms: u64,
+    },
+    /// A configured limit.
+    #[error("limit {limit} exceeded")]
+    LimitExceeded {
+        /// The limit's name as in `welcome.limits`.
+        limit: &'static str,
+    },
+    /// A capability this server does not announce.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The thing asked for does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<ChannelNameError> for CoreError {
+    fn from(e: ChannelNameError) -> Self {
+        CoreError::InvalidChannel(e.to_string())
+    }
+}
+
+impl CoreError {
+    /// The wire error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CoreError::InvalidChannel(_) => ErrorCode::InvalidChannel,
+            CoreError::InvalidMessage(_) => ErrorCode::InvalidMessage,
+            CoreError::Unauthorized(_) => ErrorCode::Unauthorized,
+            CoreError::Forbidden(_) => ErrorCode::Forbidden,
+            CoreError::BadPassword => ErrorCode::BadPassword,
+            CoreError::RoomFull => ErrorCode::RoomFull,
+            CoreError::NotSubscribed => ErrorCode::NotSubscribed,
+            CoreError::AlreadySubscribed => ErrorCode::AlreadySubscribed,
+            CoreError::Conflict { .. } => ErrorCode::Conflict,
+            CoreError::RateLimited { .. } => ErrorCode::RateLimited,
+            CoreError::LimitExceeded { .. } => ErrorCode::LimitExceeded,
+            CoreError::Unsupported(_) => ErrorCode::Unsupported,
+            CoreError::NotFound(_) => ErrorCode::NotFound,
+            CoreError::Store(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The `error` frame answering request `id` about `channel`.
+    pub fn to_frame(&self, id: Option<RequestId>, channel: Option<ChannelName>) -> ErrorFrame {
+        let mut frame = ErrorFrame::new(id, self.code(), self.to_string());
+        frame.channel = channel;
+        match self {
+            CoreError::Conflict { current } => frame.current = Some(current.clone()),
+            CoreError::RateLimited { retry_after_ms } => {
+                frame.retry_after_ms = Some(*retry_after_ms)
+            }
+            CoreError::LimitExceeded { limit } => frame.limit = Some((*limit).to_owned()),
+            _ => {}
+        }
+        frame
+    }
+}
