@@ -1,1 +1,28 @@
-fn main() {}
+//! `chorus`: the project's one binary.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod schema;
+
+/// Chorus: an open realtime protocol for the web, its reference server and its conformance suite.
+#[derive(Debug, Parser)]
+#[command(name = "chorus", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Regenerate schema/*.json and spec/requirements.json (or check them with --check).
+    Schema(schema::SchemaArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Schema(args) => schema::run(args),
+    }
+}

@@ -134,10 +134,13 @@ pub fn parse_requirements(
         };
         let id = &rest[..end];
         let after = rest[end + 2..].trim_start();
-        if !id.contains('-')
-            || !id.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-            || !after.starts_with('(')
-        {
+        // Only `**PREFIX-n** (LEVEL)` starts a requirement; other bold text is prose. An id
+        // with an upper-case prefix but a bad number is an error, not prose.
+        let looks_like_id = !id.contains(' ')
+            && id
+                .split_once('-')
+                .is_some_and(|(p, _)| !p.is_empty() && p.chars().all(|c| c.is_ascii_uppercase()));
+        if !looks_like_id || !after.starts_with('(') {
             i += 1;
             continue;
         }
@@ -295,4 +298,29 @@ mod tests {
         assert_eq!(ex[0].direction, Direction::Client);
         assert_eq!(ex[0].json.trim(), "{\"type\":\"ping\"}");
     }
+}
+
+/// Builds the registry from spec sources given as `(path, markdown)`; the area of each file
+/// is its stem. Files named `README.md` or `concordance.md` hold no requirements of their own
+/// but are parsed too (a requirement there would still be registered).
+pub fn registry_from_sources(
+    sources: &[(String, String)],
+) -> Result<Vec<Requirement>, RegistryError> {
+    let mut all = Vec::new();
+    for (path, text) in sources {
+        let stem = path
+            .rsplit('/')
+            .next()
+            .unwrap_or(path)
+            .trim_end_matches(".md")
+            .to_owned();
+        all.extend(parse_requirements(&stem, path, text)?);
+    }
+    build_registry(all)
+}
+
+/// The registry as the pretty JSON committed in `spec/requirements.json`.
+pub fn registry_json(registry: &[Requirement]) -> String {
+    let text = serde_json::to_string_pretty(registry).unwrap_or_default();
+    format!("{text}\n")
 }

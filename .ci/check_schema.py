@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Independent check of schema/ outside Rust (issue: the schema is accepted by a validator
+that is not ours): every schema is a valid draft 2020-12 schema for Python's `jsonschema`,
+and every example frame in spec/*.md validates against the schema of its direction."""
+import json
+import pathlib
+import re
+import sys
+
+from jsonschema import Draft202012Validator
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FENCE = re.compile(r"^\s*```json (client|server)\s*$")
+
+
+def examples(text):
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        m = FENCE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        start = i + 1
+        body = []
+        i += 1
+        while i < len(lines) and not lines[i].strip().startswith("```"):
+            body.append(lines[i])
+            i += 1
+        yield m.group(1), start, "\n".join(body)
+        i += 1
+
+
+def main():
+    failures = 0
+    validators = {}
+    for path in sorted((ROOT / "schema").glob("*.json")):
+        schema = json.loads(path.read_text())
+        Draft202012Validator.check_schema(schema)
+        validators[path.name] = Draft202012Validator(schema)
+        print(f"ok schema/{path.name} is a valid draft 2020-12 schema")
+    checked = 0
+    for md in sorted((ROOT / "spec").glob("*.md")):
+        for direction, line, body in examples(md.read_text()):
+            frame = json.loads(body)
+            validator = validators[f"{direction}.schema.json"]
+            errors = list(validator.iter_errors(frame))
+            checked += 1
+            for err in errors:
+                failures += 1
+                print(f"FAIL spec/{md.name}:{line}: {err.message} at /{'/'.join(map(str, err.path))}")
+    print(f"{checked} spec example frames validated, {failures} failures")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
