@@ -5,3 +5,5 @@
 
 pub mod core;
 pub mod store;
+pub mod auth;
+pub mod config;

@@ -1,0 +1,455 @@
+//! The server's configuration: one typed [`Config`], loaded in one place from command-line
+//! flags, `CHORUS_*` environment variables and an optional TOML file.
+//!
+//! Precedence, highest first: flag > environment variable > file > built-in default. Every
+//! setting has the same name in all three places: flag `--max-frame-bytes`, variable
+//! `CHORUS_MAX_FRAME_BYTES`, file key `max_frame_bytes`.
+//!
+//! Defaults follow the spec (limits.md) and the seeds: port 3001, WebSocket path `/ws`,
+//! heartbeat 30 s / 60 s, frames up to 1 MiB. The default bind address is `0.0.0.0`
+//! (every interface), what people expect of a server they start in a container; use
+//! `--host 127.0.0.1` to keep it local.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use chorus_protocol::{Heartbeat, Limits};
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The `--config` file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The `--config` file is not valid TOML for these settings.
+    #[error("invalid config file {path}: {source}")]
+    ParseFile {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error (names the unknown or mistyped key).
+        source: Box<toml::de::Error>,
+    },
+    /// Neither a JWT secret nor development mode: no connection could ever authenticate.
+    #[error(
+        "no JWT secret configured: pass --jwt-secret (or CHORUS_JWT_SECRET, or jwt_secret in \
+         the config file), or run with --dev to accept anonymous connections"
+    )]
+    MissingJwtSecret,
+    /// A setting is out of range or contradicts another one.
+    #[error("invalid setting {setting}: {reason}")]
+    Invalid {
+        /// The setting's name (as in the config file).
+        setting: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Declares every setting once: its type, default and help text. Generates the clap flags
+/// ([`ServeArgs`]), the file layer ([`FileSettings`]) and the merged [`Config`].
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident: $ty:ty = $default:expr, env = $env:literal $(, [$($arg:tt)*])?;
+    )*) => {
+        /// Flags of `chorus serve`. Each one can also come from its `CHORUS_*` environment
+        /// variable or from the `--config` TOML file (same name, with underscores).
+        #[derive(Debug, Clone, Default, clap::Args)]
+        pub struct ServeArgs {
+            /// TOML file with any of these settings (file keys use underscores, e.g.
+            /// `max_frame_bytes = 65536`); flags and environment variables override it.
+            #[arg(long, env = "CHORUS_CONFIG", value_name = "FILE")]
+            pub config: Option<PathBuf>,
+            $(
+                $(#[doc = $doc])*
+                #[arg(long, env = $env $(, $($arg)*)?)]
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        /// The settings of a config file; every key optional, unknown keys refused.
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct FileSettings {
+            $(
+                #[allow(missing_docs)]
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        /// The server's whole configuration (see the module docs for where each value comes
+        /// from). Build it with [`Config::load`], or start from [`Config::default`] in code.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            $(
+                $(#[doc = $doc])*
+                pub $name: $ty,
+            )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $name: $default, )* }
+            }
+        }
+
+        impl Config {
+            /// Layers flags/environment (already merged by clap) over the file over the
+            /// defaults.
+            fn layered(args: &ServeArgs, file: FileSettings) -> Config {
+                let defaults = Config::default();
+                Config {
+                    $( $name: args.$name.clone().or(file.$name).unwrap_or(defaults.$name), )*
+                }
+            }
+        }
+    };
+}
+
+settings! {
+    /// Address to bind [default: 0.0.0.0].
+    host: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED), env = "CHORUS_HOST";
+    /// TCP port for WebSocket, HTTP API and SSE; 0 picks a free port [default: 3001].
+    port: u16 = 3001, env = "CHORUS_PORT";
+    /// Path of the WebSocket endpoint [default: /ws].
+    path: String = "/ws".to_owned(), env = "CHORUS_PATH";
+    /// Directory of the SQLite database (created if missing) [default: ./chorus-data].
+    data_dir: PathBuf = PathBuf::from("./chorus-data"), env = "CHORUS_DATA_DIR";
+    /// Keep everything in memory instead of --data-dir; nothing survives a restart
+    /// [default: false].
+    memory: bool = false, env = "CHORUS_MEMORY",
+        [num_args = 0..=1, default_missing_value = "true", value_name = "BOOL"];
+    /// HS256 secret that verifies connection tokens (required unless --dev).
+    jwt_secret: Option<String> = None, env = "CHORUS_JWT_SECRET",
+        [hide_env_values = true, value_parser = non_empty_secret];
+    /// Key clients of the HTTP API send in X-Api-Key; without one the API answers 401.
+    api_key: Option<String> = None, env = "CHORUS_API_KEY",
+        [hide_env_values = true, value_parser = non_empty_secret];
+    /// Development mode: accept connections without a token (anonymous users). Never in
+    /// production [default: false].
+    dev: bool = false, env = "CHORUS_DEV",
+        [num_args = 0..=1, default_missing_value = "true", value_name = "BOOL"];
+    /// Heartbeat interval announced in welcome, ms [default: 30000].
+    heartbeat_interval_ms: u64 = 30_000, env = "CHORUS_HEARTBEAT_INTERVAL_MS";
+    /// Silence after which a connection is closed with 4300, ms; at least twice the
+    /// interval [default: 60000].
+    heartbeat_timeout_ms: u64 = 60_000, env = "CHORUS_HEARTBEAT_TIMEOUT_MS";
+    /// Largest accepted client frame in bytes; larger ones close with 1009 [default: 1048576].
+    max_frame_bytes: u64 = 1024 * 1024, env = "CHORUS_MAX_FRAME_BYTES";
+    /// Channels one connection may be subscribed to [default: 100].
+    max_subscriptions: u32 = 100, env = "CHORUS_MAX_SUBSCRIPTIONS";
+    /// Longest channel name in characters [default: 200].
+    max_channel_name_len: u32 = 200, env = "CHORUS_MAX_CHANNEL_NAME_LEN";
+    /// Sustained broadcasts per second per connection [default: 50].
+    broadcast_rate_per_sec: u32 = 50, env = "CHORUS_BROADCAST_RATE_PER_SEC";
+    /// Broadcast burst above the sustained rate [default: 100].
+    broadcast_burst: u32 = 100, env = "CHORUS_BROADCAST_BURST";
+    /// Members one presence channel may hold [default: 1000].
+    max_presence_members: u32 = 1000, env = "CHORUS_MAX_PRESENCE_MEMBERS";
+    /// Upper bound on a room's max_users [default: 1000].
+    max_room_users: u32 = 1000, env = "CHORUS_MAX_ROOM_USERS";
+    /// Messages retained per channel and returned per history page [default: 100].
+    history_limit: u32 = 100, env = "CHORUS_HISTORY_LIMIT";
+    /// Deepest JSON nesting accepted in a client frame [default: 32].
+    max_json_depth: u32 = 32, env = "CHORUS_MAX_JSON_DEPTH";
+    /// Cursor coalescing interval, ms [default: 50].
+    cursor_interval_ms: u64 = 50, env = "CHORUS_CURSOR_INTERVAL_MS";
+    /// How long an abruptly closed connection keeps its presence, ms [default: 5000].
+    presence_grace_ms: u64 = 5000, env = "CHORUS_PRESENCE_GRACE_MS";
+    /// Frames queued per connection before it is closed as a slow consumer (4200)
+    /// [default: 1024].
+    queue_capacity: usize = 1024, env = "CHORUS_QUEUE_CAPACITY";
+    /// Queue length above which droppable frames (cursor:moved) are dropped [default: 256].
+    queue_watermark: usize = 256, env = "CHORUS_QUEUE_WATERMARK";
+    /// Consecutive protocol errors that close a connection with 4005 [default: 20].
+    max_protocol_errors: u32 = 20, env = "CHORUS_MAX_PROTOCOL_ERRORS";
+    /// Open connections (WebSocket and SSE) above which new ones are closed with 4202
+    /// [default: 100000].
+    max_connections: usize = 100_000, env = "CHORUS_MAX_CONNECTIONS";
+    /// Origins allowed to open WebSockets and SSE streams (comma-separated); empty allows
+    /// every origin [default: empty].
+    allowed_origins: Vec<String> = Vec::new(), env = "CHORUS_ALLOWED_ORIGINS",
+        [value_delimiter = ',', num_args = 1..];
+    /// WebSocket read buffer per connection, bytes [default: 4096].
+    ws_read_buffer_bytes: usize = 4096, env = "CHORUS_WS_READ_BUFFER_BYTES";
+    /// WebSocket write buffer per connection before a write reaches the socket, bytes
+    /// [default: 4096].
+    ws_write_buffer_bytes: usize = 4096, env = "CHORUS_WS_WRITE_BUFFER_BYTES";
+    /// How long shutdown waits for connections to flush and close, ms [default: 5000].
+    shutdown_timeout_ms: u64 = 5000, env = "CHORUS_SHUTDOWN_TIMEOUT_MS";
+    /// Log filter, e.g. `info` or `chorus_server=debug` [default: info].
+    log_level: String = "info".to_owned(), env = "CHORUS_LOG_LEVEL";
+    /// Log format [default: text].
+    log_format: LogFormat = LogFormat::Text, env = "CHORUS_LOG_FORMAT", [value_enum];
+}
+
+fn non_empty_secret(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+impl Config {
+    /// Loads the configuration from parsed flags (which clap already merged with the
+    /// environment) and the file they name, then validates it.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let config = Config::layered(args, file);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A configuration for tests: loopback on a free port, in memory, with a JWT secret
+    /// and an API key.
+    pub fn for_tests(jwt_secret: &str, api_key: &str) -> Config {
+        Config {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            memory: true,
+            jwt_secret: Some(jwt_secret.to_owned()),
+            api_key: Some(api_key.to_owned()),
+            ..Config::default()
+        }
+    }
+
+    /// Checks every rule a setting must follow; [`Config::load`] calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.jwt_secret.is_none() && !self.dev {
+            return Err(ConfigError::MissingJwtSecret);
+        }
+        // CONN-14: one lost ping must not close the connection.
+        check(
+            self.heartbeat_timeout_ms >= 2 * self.heartbeat_interval_ms,
+            "heartbeat_timeout_ms",
+            "must be at least twice heartbeat_interval_ms",
+        )?;
+        check(
+            self.heartbeat_interval_ms > 0,
+            "heartbeat_interval_ms",
+            "must be positive",
+        )?;
+        check(self.queue_capacity > 0, "queue_capacity", "must be positive")?;
+        check(
+            self.queue_watermark <= self.queue_capacity,
+            "queue_watermark",
+            "must not exceed queue_capacity",
+        )?;
+        check(
+            self.max_frame_bytes >= 64,
+            "max_frame_bytes",
+            "must be at least 64",
+        )?;
+        check(self.max_json_depth >= 1, "max_json_depth", "must be at least 1")?;
+        check(
+            self.max_protocol_errors >= 1,
+            "max_protocol_errors",
+            "must be at least 1",
+        )?;
+        self.validate_path()
+    }
+
+    fn validate_path(&self) -> Result<(), ConfigError> {
+        check(self.path.starts_with('/'), "path", "must start with /")?;
+        let taken = ["/healthz", "/sse"];
+        let clash = taken.contains(&self.path.as_str()) || self.path.starts_with("/api");
+        check(
+            !clash && self.path != "/",
+            "path",
+            "clashes with an HTTP endpoint (/, /healthz, /sse, /api/...)",
+        )
+    }
+
+    /// The socket address to bind.
+    pub fn bind_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// The limits announced in `welcome` and enforced.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_subscriptions: self.max_subscriptions,
+            max_channel_name_len: self.max_channel_name_len,
+            broadcast_rate_per_sec: self.broadcast_rate_per_sec,
+            broadcast_burst: self.broadcast_burst,
+            max_presence_members: self.max_presence_members,
+            max_room_users: self.max_room_users,
+            history_limit: self.history_limit,
+            max_json_depth: self.max_json_depth,
+            cursor_interval_ms: self.cursor_interval_ms,
+            presence_grace_ms: self.presence_grace_ms,
+        }
+    }
+
+    /// The heartbeat announced in `welcome` and enforced.
+    pub fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            interval_ms: self.heartbeat_interval_ms,
+            timeout_ms: self.heartbeat_timeout_ms,
+        }
+    }
+
+    /// Copies every limit from `limits` (handy in tests).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.max_frame_bytes = limits.max_frame_bytes;
+        self.max_subscriptions = limits.max_subscriptions;
+        self.max_channel_name_len = limits.max_channel_name_len;
+        self.broadcast_rate_per_sec = limits.broadcast_rate_per_sec;
+        self.broadcast_burst = limits.broadcast_burst;
+        self.max_presence_members = limits.max_presence_members;
+        self.max_room_users = limits.max_room_users;
+        self.history_limit = limits.history_limit;
+        self.max_json_depth = limits.max_json_depth;
+        self.cursor_interval_ms = limits.cursor_interval_ms;
+        self.presence_grace_ms = limits.presence_grace_ms;
+    }
+}
+
+fn check(ok: bool, setting: &'static str, reason: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            setting,
+            reason: reason.to_owned(),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parse(flags: &[&str]) -> ServeArgs {
+        let mut argv = vec!["chorus"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv).unwrap().args
+    }
+
+    fn file_with(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn defaults_follow_the_seeds() {
+        let c = Config::default();
+        assert_eq!(c.port, 3001);
+        assert_eq!(c.path, "/ws");
+        assert_eq!(c.data_dir, PathBuf::from("./chorus-data"));
+        assert_eq!(c.heartbeat().interval_ms, 30_000);
+        assert_eq!(c.heartbeat().timeout_ms, 60_000);
+        assert_eq!(c.limits(), Limits::default());
+        assert_eq!(c.max_protocol_errors, 20);
+        assert!(!c.dev);
+    }
+
+    #[test]
+    fn refuses_to_start_without_a_secret_outside_dev() {
+        let err = Config::load(&parse(&[])).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingJwtSecret), "{err}");
+        assert!(Config::load(&parse(&["--dev"])).unwrap().dev);
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let file = file_with("port = 4000\npath = \"/rt\"\njwt_secret = \"s\"\n");
+        let path = file.path().to_str().unwrap();
+        let c = Config::load(&parse(&["--config", path, "--port", "5000"])).unwrap();
+        assert_eq!(c.port, 5000);
+        assert_eq!(c.path, "/rt");
+        assert_eq!(c.max_frame_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn bool_flags_take_an_optional_value() {
+        assert!(parse(&["--memory"]).memory.unwrap());
+        assert!(!parse(&["--memory=false"]).memory.unwrap());
+        assert_eq!(parse(&[]).memory, None);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let file = file_with("prot = 4000\n");
+        let args = parse(&["--dev", "--config", file.path().to_str().unwrap()]);
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::ParseFile { .. })
+        ));
+    }
+
+    #[test]
+    fn heartbeat_timeout_must_cover_two_intervals() {
+        let args = parse(&[
+            "--dev",
+            "--heartbeat-interval-ms",
+            "1000",
+            "--heartbeat-timeout-ms",
+            "1500",
+        ]);
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::Invalid {
+                setting: "heartbeat_timeout_ms",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn path_may_not_shadow_http_endpoints() {
+        let args = parse(&["--dev", "--path", "/api/ws"]);
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::Invalid { setting: "path", .. })
+        ));
+    }
+
+    #[test]
+    fn origins_are_comma_separated() {
+        let args = parse(&["--dev", "--allowed-origins", "https://a.example,https://b.example"]);
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.allowed_origins.len(), 2);
+    }
+}
