@@ -1,1 +1,13 @@
-//! placeholder
+//! # chorus-conformance
+//!
+//! The Chorus conformance harness: it reads fixtures (data: named clients and steps), plays
+//! them against a server's URL, grades every case against the spec's requirements, and
+//! renders the one result structure as terminal, JSON, JUnit or HTML reports.
+//!
+//! Black box: it speaks only the wire protocol and the documented HTTP endpoints, and never
+//! links the reference server (except in its own tests).
+
+pub mod fixture;
+pub mod schema;
+pub mod suite;
+pub mod validate;

@@ -1,0 +1,179 @@
+//! Frame validation against the protocol's JSON Schema, branch by branch: a frame is
+//! checked against the `oneOf` branch whose `type` const matches, so a violation names the
+//! message type and the field path instead of "oneOf failed" (TRANS-6, TRANS-7).
+
+use std::collections::BTreeMap;
+
+use jsonschema::Validator;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+/// One way a frame breaks the schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Violation {
+    /// The frame's `type`, when it has a known one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_type: Option<String>,
+    /// JSON pointer of the offending member (`""` for the frame itself).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = if self.path.is_empty() { "/" } else { &self.path };
+        match &self.message_type {
+            Some(t) => write!(f, "`{t}` at {path}: {}", self.message),
+            None => write!(f, "at {path}: {}", self.message),
+        }
+    }
+}
+
+/// The schema could not be split into branches or compiled.
+#[derive(Debug, Error)]
+pub enum SchemaError {
+    /// The root has no `oneOf` of branches with a `type` const.
+    #[error("schema has no oneOf branches tagged by a `type` const")]
+    NoBranches,
+    /// A branch does not compile.
+    #[error("branch `{branch}` does not compile: {message}")]
+    Compile {
+        /// The branch's type.
+        branch: String,
+        /// The compiler's message.
+        message: String,
+    },
+}
+
+/// A message schema split into one compiled validator per `type`.
+pub struct FrameSchema {
+    branches: BTreeMap<String, Validator>,
+}
+
+impl FrameSchema {
+    /// Splits a `oneOf`-of-tagged-objects schema (as generated for the message enums).
+    pub fn new(root: &Value) -> Result<Self, SchemaError> {
+        let defs = root.get("$defs").cloned().unwrap_or(Value::Object(Map::new()));
+        let branches = root
+            .get("oneOf")
+            .and_then(Value::as_array)
+            .ok_or(SchemaError::NoBranches)?;
+        let mut out = BTreeMap::new();
+        for branch in branches {
+            let Some(tag) = branch
+                .pointer("/properties/type/const")
+                .and_then(Value::as_str)
+            else {
+                return Err(SchemaError::NoBranches);
+            };
+            let mut schema = branch.clone();
+            if let Value::Object(map) = &mut schema {
+                map.insert("$defs".into(), defs.clone());
+                map.insert(
+                    "$schema".into(),
+                    Value::String("https://json-schema.org/draft/2020-12/schema".into()),
+                );
+            }
+            let validator =
+                jsonschema::validator_for(&schema).map_err(|e| SchemaError::Compile {
+                    branch: tag.into(),
+                    message: e.to_string(),
+                })?;
+            out.insert(tag.to_owned(), validator);
+        }
+        Ok(FrameSchema { branches: out })
+    }
+
+    /// The server message schema of the protocol crate (= `schema/server.schema.json`).
+    pub fn server() -> Result<Self, SchemaError> {
+        Self::new(&chorus_protocol::schema::server_schema())
+    }
+
+    /// The client message schema of the protocol crate (= `schema/client.schema.json`).
+    pub fn client() -> Result<Self, SchemaError> {
+        Self::new(&chorus_protocol::schema::client_schema())
+    }
+
+    /// Whether `t` names a branch.
+    pub fn knows(&self, t: &str) -> bool {
+        self.branches.contains_key(t)
+    }
+
+    /// Every violation of `frame`; empty when valid.
+    pub fn check(&self, frame: &Value) -> Vec<Violation> {
+        let bare = |path: &str, message: String| {
+            vec![Violation {
+                message_type: None,
+                path: path.into(),
+                message,
+            }]
+        };
+        let Value::Object(map) = frame else {
+            return bare("", "a frame must be a JSON object".into());
+        };
+        let Some(tag) = map.get("type") else {
+            return bare("", "missing member `type`".into());
+        };
+        let Some(tag) = tag.as_str() else {
+            return bare("/type", format!("`type` must be a string, got {tag}"));
+        };
+        let Some(validator) = self.branches.get(tag) else {
+            return bare("/type", format!("unknown message type {tag:?}"));
+        };
+        validator
+            .iter_errors(frame)
+            .map(|e| Violation {
+                message_type: Some(tag.to_owned()),
+                path: e.instance_path().as_str().to_owned(),
+                message: e.to_string(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn valid_pong_has_no_violation() {
+        let s = FrameSchema::server().unwrap();
+        assert!(s.check(&json!({"type": "pong", "id": 1, "ts": 5})).is_empty());
+    }
+
+    #[test]
+    fn violation_names_type_and_field_path() {
+        let s = FrameSchema::server().unwrap();
+        let v = s.check(&json!({"type": "pong", "ts": "soon"}));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].message_type.as_deref(), Some("pong"));
+        assert_eq!(v[0].path, "/ts");
+    }
+
+    #[test]
+    fn unknown_member_is_a_violation() {
+        let s = FrameSchema::server().unwrap();
+        let v = s.check(&json!({"type": "pong", "ts": 1, "extra": true}));
+        assert!(!v.is_empty());
+        assert!(v[0].message.contains("extra"), "{}", v[0].message);
+    }
+
+    #[test]
+    fn unknown_type_is_named() {
+        let s = FrameSchema::server().unwrap();
+        let v = s.check(&json!({"type": "ping"}));
+        assert_eq!(v[0].path, "/type");
+        assert!(v[0].message.contains("ping"));
+    }
+
+    #[test]
+    fn nested_field_path_is_reported() {
+        let s = FrameSchema::server().unwrap();
+        let v = s.check(&json!({"type": "subscribed", "channel": "c", "kind": "public",
+            "position": {"epoch": "e", "seq": -1}}));
+        assert!(v.iter().any(|v| v.path == "/position/seq"), "{v:?}");
+    }
+}
