@@ -14,8 +14,13 @@ pub enum DecodeError {
     #[error("invalid JSON: {0}")]
     InvalidJson(String),
     /// `type` names no client message.
-    #[error("unknown message type {0:?}")]
-    UnknownType(String),
+    #[error("unknown message type {kind:?}")]
+    UnknownType {
+        /// The unknown `type`.
+        kind: String,
+        /// The request id, when it could be read, so the error can echo it (TRANS-22).
+        id: Option<RequestId>,
+    },
     /// A known type whose fields are wrong.
     #[error("invalid {kind} message: {reason}")]
     InvalidMessage {
@@ -33,7 +38,7 @@ impl DecodeError {
     pub fn code(&self) -> ErrorCode {
         match self {
             DecodeError::InvalidJson(_) => ErrorCode::InvalidJson,
-            DecodeError::UnknownType(_) => ErrorCode::UnknownType,
+            DecodeError::UnknownType { .. } => ErrorCode::UnknownType,
             DecodeError::InvalidMessage { .. } => ErrorCode::InvalidMessage,
         }
     }
@@ -41,7 +46,9 @@ impl DecodeError {
     /// The request id to echo, when it could be read.
     pub fn request_id(&self) -> Option<&RequestId> {
         match self {
-            DecodeError::InvalidMessage { id, .. } => id.as_ref(),
+            DecodeError::InvalidMessage { id, .. } | DecodeError::UnknownType { id, .. } => {
+                id.as_ref()
+            }
             _ => None,
         }
     }
@@ -104,7 +111,7 @@ pub fn decode_client(text: &str, max_depth: usize) -> Result<ClientMessage, Deco
         }
     };
     if !CLIENT_TYPES.contains(&kind.as_str()) {
-        return Err(DecodeError::UnknownType(kind));
+        return Err(DecodeError::UnknownType { kind, id });
     }
     serde_json::from_value(value).map_err(|e| DecodeError::InvalidMessage {
         kind,
@@ -145,7 +152,13 @@ mod tests {
     #[test]
     fn unknown_type_is_reported_as_such() {
         let e = decode_client(r#"{"type":"room:join","id":"1"}"#, 32).unwrap_err();
-        assert_eq!(e, DecodeError::UnknownType("room:join".into()));
+        assert_eq!(
+            e,
+            DecodeError::UnknownType {
+                kind: "room:join".into(),
+                id: Some("1".into())
+            }
+        );
     }
 
     #[test]

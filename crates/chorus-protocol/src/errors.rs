@@ -145,6 +145,8 @@ pub enum CloseCode {
     Normal,
     /// 1001: the server is shutting down; pending frames were flushed. Back off and reconnect.
     GoingAway,
+    /// 1002: the peer broke the WebSocket protocol itself (WebSocket libraries send it).
+    ProtocolError,
     /// 1003: a binary frame was received; Chorus speaks text frames only.
     UnsupportedData,
     /// 1007: a text frame held invalid UTF-8.
@@ -153,13 +155,13 @@ pub enum CloseCode {
     MessageTooBig,
     /// 1011: the server hit an unexpected condition. Back off and reconnect.
     InternalError,
-    /// 4001: the token is missing, malformed, badly signed or expired at connect.
+    /// 4001: the token is missing, malformed or badly signed (an expired one gets 4100).
     Unauthorized,
     /// 4003: the identity may not connect at all (e.g. tenant disabled).
     Forbidden,
     /// 4005: too many consecutive protocol errors.
     TooManyErrors,
-    /// 4100: the token expired during the session. Refresh it, then reconnect.
+    /// 4100: the token is expired, at connect or during the session. Refresh it, then reconnect.
     TokenExpired,
     /// 4200: the client did not read fast enough and its outbound queue overflowed.
     SlowConsumer,
@@ -173,9 +175,10 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every registered close code.
-    pub const ALL: [CloseCode; 14] = [
+    pub const ALL: [CloseCode; 15] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
+        CloseCode::ProtocolError,
         CloseCode::UnsupportedData,
         CloseCode::InvalidPayload,
         CloseCode::MessageTooBig,
@@ -195,6 +198,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
             CloseCode::UnsupportedData => 1003,
             CloseCode::InvalidPayload => 1007,
             CloseCode::MessageTooBig => 1009,
@@ -220,6 +224,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "normal",
             CloseCode::GoingAway => "going away",
+            CloseCode::ProtocolError => "protocol error",
             CloseCode::UnsupportedData => "binary frames are not accepted",
             CloseCode::InvalidPayload => "invalid utf-8",
             CloseCode::MessageTooBig => "frame too big",
@@ -239,7 +244,7 @@ impl CloseCode {
     /// credentials, 4200-4299 back off, 4300-4399 reconnect now.
     pub fn action(self) -> CloseAction {
         match self.code() {
-            1000 | 1003 | 1007 | 1009 => CloseAction::Stop,
+            1000 | 1002 | 1003 | 1007 | 1009 => CloseAction::Stop,
             1001 | 1011 => CloseAction::Backoff,
             4000..=4099 => CloseAction::Stop,
             4100..=4199 => CloseAction::RefreshCredentials,

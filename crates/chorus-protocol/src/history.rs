@@ -17,9 +17,10 @@ pub struct History {
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,
-    /// At most this many messages (capped by `limits.history_limit`).
+    /// At most this many messages, at least 1; above `limits.history_limit` it is lowered
+    /// to it (HIST-12, HIST-15).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
+    pub limit: Option<std::num::NonZeroU32>,
     /// Only messages with `seq` below this (paging backwards).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before_seq: Option<u64>,

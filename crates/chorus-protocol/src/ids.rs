@@ -3,6 +3,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// The largest integer request id: 2^53-1, exact in every JSON implementation (TRANS-8).
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 /// Request correlation id chosen by the client and echoed verbatim in the one reply to that
 /// request (TRANS requirements): a string of 1 to 64 characters or a non-negative integer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -21,10 +24,10 @@ impl JsonSchema for RequestId {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "Request correlation id chosen by the client and echoed verbatim in the one reply to that request: a string of 1 to 64 characters or a non-negative integer.",
+            "description": "Request correlation id chosen by the client and echoed verbatim in the one reply to that request: a string of 1 to 64 characters or an integer from 0 to 2^53-1.",
             "oneOf": [
                 { "type": "string", "minLength": 1, "maxLength": 64 },
-                { "type": "integer", "minimum": 0 }
+                { "type": "integer", "minimum": 0, "maximum": 9007199254740991u64 }
             ]
         })
     }
@@ -43,7 +46,10 @@ impl<'de> Deserialize<'de> for RequestId {
                 "id must be a string of 1 to 64 characters or a non-negative integer",
             )
         })? {
-            Raw::Number(n) => Ok(RequestId::Number(n)),
+            Raw::Number(n) if n <= MAX_SAFE_INTEGER => Ok(RequestId::Number(n)),
+            Raw::Number(_) => Err(serde::de::Error::custom(
+                "an integer id must be at most 2^53-1 (TRANS-8)",
+            )),
             Raw::Text(s) if (1..=64).contains(&s.chars().count()) => Ok(RequestId::Text(s)),
             Raw::Text(_) => Err(serde::de::Error::custom(
                 "id must be a string of 1 to 64 characters or a non-negative integer",
@@ -77,11 +83,26 @@ impl From<u64> for RequestId {
 /// the server can no longer continue the previous numbering (history or state lost, e.g. a
 /// restart of a server that does not persist the channel); a client that sees a new epoch
 /// knows its positions and versions are void (HIST, STATE requirements).
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
 #[serde(transparent)]
-pub struct Epoch(pub String);
+pub struct Epoch(
+    /// 1 to 64 characters (HIST-1).
+    #[schemars(length(min = 1, max = 64))]
+    pub String,
+);
+
+impl<'de> Deserialize<'de> for Epoch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        if (1..=64).contains(&s.chars().count()) {
+            Ok(Epoch(s))
+        } else {
+            Err(serde::de::Error::custom(
+                "an epoch is 1 to 64 characters (HIST-1)",
+            ))
+        }
+    }
+}
 
 impl Epoch {
     /// The epoch as a string slice.

@@ -31,7 +31,7 @@ pub struct Member {
     pub profile: serde_json::Value,
     /// Current status.
     pub status: PresenceStatus,
-    /// Custom presence data set with `presence:update` (null until set).
+    /// Custom presence data set with `presence:update`: an object, `{}` until set (PRES).
     pub data: serde_json::Value,
     /// When the member joined (its first lease), server ms.
     pub joined_at: Millis,

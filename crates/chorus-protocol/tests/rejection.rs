@@ -56,7 +56,13 @@ fn unknown_field_in_server_frame_is_rejected() {
 
 #[test]
 fn bad_request_ids_are_rejected() {
-    for id in [json!(""), json!("x".repeat(65)), json!(-1), json!(1.5)] {
+    for id in [
+        json!(""),
+        json!("x".repeat(65)),
+        json!(-1),
+        json!(1.5),
+        json!(9007199254740992u64),
+    ] {
         let frame = json!({"type": "ping", "id": id});
         assert_eq!(
             decode_client(&frame.to_string(), 32).unwrap_err().code(),

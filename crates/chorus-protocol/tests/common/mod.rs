@@ -65,7 +65,7 @@ pub fn client_messages() -> Vec<ClientMessage> {
         ClientMessage::History(History {
             id: Some("h1".into()),
             channel: "chat-1".into(),
-            limit: Some(50),
+            limit: std::num::NonZeroU32::new(50),
             before_seq: Some(100),
             event: Some("typing".into()),
         }),
