@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod conform;
 mod schema;
 
 /// Chorus: an open realtime protocol for the web, its reference server and its conformance suite.
@@ -18,11 +19,14 @@ struct Cli {
 enum Command {
     /// Regenerate schema/*.json and spec/requirements.json (or check them with --check).
     Schema(schema::SchemaArgs),
+    /// Grade a server against the conformance suite (no --url: the embedded reference server).
+    Conform(conform::ConformArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Schema(args) => schema::run(args),
+        Command::Conform(args) => conform::run(args),
     }
 }
