@@ -8,6 +8,7 @@
 //! links the reference server (except in its own tests).
 
 pub mod fixture;
+pub mod property;
 pub mod schema;
 pub mod suite;
 pub mod validate;
