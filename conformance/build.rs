@@ -50,8 +50,16 @@ fn collect(dir: &Path, ext: &str) -> Vec<PathBuf> {
 fn table(out: &mut String, name: &str, root: &Path, files: &[PathBuf]) {
     let _ = writeln!(out, "pub static {name}: &[(&str, &str)] = &[");
     for f in files {
-        let rel = f.strip_prefix(root).unwrap_or(f).to_string_lossy().replace('\\', "/");
-        let _ = writeln!(out, "    ({rel:?}, include_str!({:?})),", f.display().to_string());
+        let rel = f
+            .strip_prefix(root)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let _ = writeln!(
+            out,
+            "    ({rel:?}, include_str!({:?})),",
+            f.display().to_string()
+        );
     }
     let _ = writeln!(out, "];");
 }

@@ -672,6 +672,28 @@ impl Step {
         }
     }
 
+    /// Every matcher tree the step holds (nested `repeat` steps excluded).
+    pub fn matchers(&self) -> Vec<&Value> {
+        let mut out: Vec<&Value> = Vec::new();
+        match self {
+            Step::Connect(s) => out.extend(s.welcome.iter().chain(&s.expect_protocol)),
+            Step::Expect(s) => {
+                out.extend(s.frame.iter().chain(s.any_of.iter().flatten()));
+                out.extend(&s.ignore);
+            }
+            Step::ExpectSet(s) => out.extend(s.frames.iter().chain(&s.ignore)),
+            Step::ExpectNone(s) => out.extend(&s.matching),
+            Step::ExpectClose(s) => out.extend(&s.ignore),
+            Step::Http(s) => out.extend(s.expect_body.iter().chain(s.expect_headers.values())),
+            Step::SseExpect(s) => {
+                out.push(&s.frame);
+                out.extend(s.id.iter().chain(&s.ignore));
+            }
+            _ => {}
+        }
+        out
+    }
+
     /// The client (or SSE stream) the step acts on, if any.
     pub fn target(&self) -> Option<&str> {
         Some(match self {

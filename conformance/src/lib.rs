@@ -8,7 +8,9 @@
 //! links the reference server (except in its own tests).
 
 pub mod fixture;
+pub mod matcher;
 pub mod property;
 pub mod schema;
 pub mod suite;
+pub mod template;
 pub mod validate;

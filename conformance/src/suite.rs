@@ -65,7 +65,9 @@ impl Suite {
         let requirements = match embedded::REQUIREMENTS_JSON {
             Some(text) => requirements_from_json(text)?,
             None => requirements_from_markdown(
-                embedded::SPEC.iter().map(|(f, t)| (f.to_string(), t.to_string())),
+                embedded::SPEC
+                    .iter()
+                    .map(|(f, t)| (f.to_string(), t.to_string())),
             )?,
         };
         let unobservable = match embedded::UNOBSERVABLE_JSON {
@@ -126,6 +128,7 @@ impl Suite {
             if let Ok(schema) = &client {
                 check_send_frames(&lf.file, &f.steps, schema, &mut out);
             }
+            lint_matchers(&lf.file, &f.steps, &mut out);
         }
         if let Err(e) = client {
             out.push(format!("client schema: {e}"));
@@ -146,13 +149,59 @@ fn check_send_frames(file: &str, steps: &[Step], schema: &FrameSchema, out: &mut
                 let frame = static_substitute(&s.frame);
                 for v in schema.check(&frame) {
                     if !at_placeholder(&frame, &v.path) {
-                        out.push(format!("{file}: step {} sends an invalid frame: {v}", i + 1));
+                        out.push(format!(
+                            "{file}: step {} sends an invalid frame: {v}",
+                            i + 1
+                        ));
                     }
                 }
             }
             Step::Repeat(r) => check_send_frames(file, &r.steps, schema, out),
             _ => {}
         }
+    }
+}
+
+fn lint_matchers(file: &str, steps: &[Step], out: &mut Vec<String>) {
+    for (i, step) in steps.iter().enumerate() {
+        for m in step.matchers() {
+            for problem in crate::matcher::lint(m) {
+                out.push(format!(
+                    "{file}: step {} ({}): {problem}",
+                    i + 1,
+                    step.action()
+                ));
+            }
+            for name in capture_names(m) {
+                if crate::template::RESERVED.contains(&name.as_str()) {
+                    out.push(format!(
+                        "{file}: step {}: capture name {name:?} is reserved",
+                        i + 1
+                    ));
+                }
+            }
+        }
+        if let Step::Repeat(r) = step {
+            lint_matchers(file, &r.steps, out);
+        }
+    }
+}
+
+fn capture_names(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => s
+            .strip_prefix("$capture:")
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+        Value::Array(a) => a.iter().flat_map(capture_names).collect(),
+        Value::Object(m) => {
+            let own = m.get("$capture").and_then(Value::as_str).map(str::to_owned);
+            own.into_iter()
+                .chain(m.values().flat_map(capture_names))
+                .collect()
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -204,7 +253,8 @@ fn parse_fixtures<'a>(
 }
 
 fn requirements_from_json(text: &str) -> Result<Vec<Requirement>, SuiteError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| SuiteError::Registry(e.to_string()))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| SuiteError::Registry(e.to_string()))?;
     let list = match value {
         Value::Object(mut m) => m.remove("requirements").unwrap_or(Value::Null),
         other => other,
@@ -279,7 +329,15 @@ mod tests {
             unobservable: BTreeMap::new(),
         };
         let p = suite.problems();
-        assert!(p.iter().any(|p| p.contains("invalid frame") && p.contains("ping")), "{p:?}");
-        assert!(p.iter().any(|p| p.contains("unknown requirement id CONN-12")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|p| p.contains("invalid frame") && p.contains("ping")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.contains("unknown requirement id CONN-12")),
+            "{p:?}"
+        );
     }
 }

@@ -23,7 +23,11 @@ pub struct Violation {
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let path = if self.path.is_empty() { "/" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        };
         match &self.message_type {
             Some(t) => write!(f, "`{t}` at {path}: {}", self.message),
             None => write!(f, "at {path}: {}", self.message),
@@ -55,7 +59,10 @@ pub struct FrameSchema {
 impl FrameSchema {
     /// Splits a `oneOf`-of-tagged-objects schema (as generated for the message enums).
     pub fn new(root: &Value) -> Result<Self, SchemaError> {
-        let defs = root.get("$defs").cloned().unwrap_or(Value::Object(Map::new()));
+        let defs = root
+            .get("$defs")
+            .cloned()
+            .unwrap_or(Value::Object(Map::new()));
         let branches = root
             .get("oneOf")
             .and_then(Value::as_array)
@@ -141,7 +148,9 @@ mod tests {
     #[test]
     fn valid_pong_has_no_violation() {
         let s = FrameSchema::server().unwrap();
-        assert!(s.check(&json!({"type": "pong", "id": 1, "ts": 5})).is_empty());
+        assert!(s
+            .check(&json!({"type": "pong", "id": 1, "ts": 5}))
+            .is_empty());
     }
 
     #[test]
@@ -172,8 +181,10 @@ mod tests {
     #[test]
     fn nested_field_path_is_reported() {
         let s = FrameSchema::server().unwrap();
-        let v = s.check(&json!({"type": "subscribed", "channel": "c", "kind": "public",
-            "position": {"epoch": "e", "seq": -1}}));
+        let v = s.check(
+            &json!({"type": "subscribed", "channel": "c", "kind": "public",
+            "position": {"epoch": "e", "seq": -1}}),
+        );
         assert!(v.iter().any(|v| v.path == "/position/seq"), "{v:?}");
     }
 }

@@ -1,0 +1,277 @@
+//! Placeholders in fixture strings (FIXTURES.md, "Placeholders"): `{run}`, `{i}` and
+//! `${path}` with optional `+n`, `-n`, `*n` arithmetic on whole-string references.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use crate::fixture::NumExpr;
+
+/// Names the harness fills in; captures may not use them.
+pub const RESERVED: [&str; 7] = [
+    "welcome",
+    "limits",
+    "heartbeat",
+    "capabilities",
+    "server",
+    "user",
+    "token",
+];
+
+/// A placeholder could not be resolved: a fixture bug, graded `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TemplateError {
+    /// `${path}` names nothing.
+    #[error("unknown placeholder ${{{0}}}")]
+    Unknown(String),
+    /// Arithmetic on a value that is not a number, or a malformed expression.
+    #[error("placeholder {0:?} is not a number expression")]
+    NotNumber(String),
+    /// A count or duration evaluated to a negative or non-integer number.
+    #[error("{0:?} does not evaluate to a non-negative integer")]
+    NotCount(String),
+}
+
+/// Everything placeholders can refer to during one case execution.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// The `{run}` prefix.
+    pub run: String,
+    /// `{i}` inside `repeat`.
+    pub iteration: Option<u64>,
+    /// Values set by `$capture`.
+    pub captures: BTreeMap<String, Value>,
+    /// `welcome`, `limits`, `heartbeat`, `capabilities`, `server`, `user`, `token`.
+    pub builtins: Map<String, Value>,
+}
+
+impl Scope {
+    /// Looks up a dotted path.
+    pub fn lookup(&self, path: &str) -> Option<&Value> {
+        let mut parts = path.split('.');
+        let first = parts.next()?;
+        let mut cur = if RESERVED.contains(&first) {
+            self.builtins.get(first)?
+        } else {
+            self.captures.get(first)?
+        };
+        for p in parts {
+            cur = match cur {
+                Value::Object(m) => m.get(p)?,
+                Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(cur)
+    }
+
+    /// Sets `builtins[group][name]`, e.g. `("welcome", "bob", frame)`.
+    pub fn set_builtin(&mut self, group: &str, name: &str, value: Value) {
+        let entry = self
+            .builtins
+            .entry(group.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(m) = entry {
+            m.insert(name.to_owned(), value);
+        }
+    }
+
+    /// Substitutes every string of a JSON tree (object keys are left alone).
+    pub fn value(&self, v: &Value) -> Result<Value, TemplateError> {
+        Ok(match v {
+            Value::String(s) => self.string(s)?,
+            Value::Array(a) => {
+                Value::Array(a.iter().map(|x| self.value(x)).collect::<Result<_, _>>()?)
+            }
+            Value::Object(m) => {
+                let mut out = Map::new();
+                for (k, x) in m {
+                    out.insert(k.clone(), self.value(x)?);
+                }
+                Value::Object(out)
+            }
+            other => other.clone(),
+        })
+    }
+
+    /// Substitutes one string; a whole-string `${path}` keeps the value's JSON type.
+    pub fn string(&self, s: &str) -> Result<Value, TemplateError> {
+        let s = self.builtin_text(s);
+        if let Some((path, op)) = whole_reference(&s) {
+            let value = self
+                .lookup(path)
+                .ok_or_else(|| TemplateError::Unknown(path.into()))?;
+            return match op {
+                None => Ok(value.clone()),
+                Some((sign, n)) => {
+                    arithmetic(value, sign, n).ok_or(TemplateError::NotNumber(s.clone()))
+                }
+            };
+        }
+        self.text(&s).map(Value::String)
+    }
+
+    /// Substitutes into a string that stays a string (paths, headers, raw text).
+    pub fn text(&self, s: &str) -> Result<String, TemplateError> {
+        let s = self.builtin_text(s);
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s.as_str();
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                out.push_str(&rest[start..]);
+                return Ok(out);
+            };
+            let path = &after[..end];
+            match self.lookup(path) {
+                Some(Value::String(v)) => out.push_str(v),
+                Some(v) => out.push_str(&v.to_string()),
+                None => return Err(TemplateError::Unknown(path.into())),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    /// Evaluates a count or duration.
+    pub fn count(&self, e: &NumExpr) -> Result<u64, TemplateError> {
+        match e {
+            NumExpr::Literal(n) => Ok(*n),
+            NumExpr::Template(t) => {
+                let v = self.string(t)?;
+                if let Some(n) = v.as_u64() {
+                    return Ok(n);
+                }
+                if let Value::String(s) = &v {
+                    if let Ok(n) = s.trim().parse::<u64>() {
+                        return Ok(n);
+                    }
+                }
+                Err(TemplateError::NotCount(t.clone()))
+            }
+        }
+    }
+
+    fn builtin_text(&self, s: &str) -> String {
+        let mut s = s.replace("{run}", &self.run);
+        if let Some(i) = self.iteration {
+            s = s.replace("{i}", &i.to_string());
+        }
+        s
+    }
+}
+
+/// `"${path}"`, `"${path}+3"`: the path and the optional operator with its operand.
+fn whole_reference(s: &str) -> Option<(&str, Option<(char, u64)>)> {
+    let inner = s.strip_prefix("${")?;
+    let end = inner.find('}')?;
+    let path = &inner[..end];
+    let tail = &inner[end + 1..];
+    if tail.is_empty() {
+        return Some((path, None));
+    }
+    let mut chars = tail.chars();
+    let sign = chars.next()?;
+    if !matches!(sign, '+' | '-' | '*') {
+        return None;
+    }
+    let n = chars.as_str().parse::<u64>().ok()?;
+    Some((path, Some((sign, n))))
+}
+
+fn arithmetic(v: &Value, sign: char, n: u64) -> Option<Value> {
+    if let Some(x) = v.as_i64() {
+        let n = i64::try_from(n).ok()?;
+        let r = match sign {
+            '+' => x.checked_add(n)?,
+            '-' => x.checked_sub(n)?,
+            _ => x.checked_mul(n)?,
+        };
+        return Some(Value::from(r));
+    }
+    if let Some(x) = v.as_u64() {
+        let r = match sign {
+            '+' => x.checked_add(n)?,
+            '-' => x.checked_sub(n)?,
+            _ => x.checked_mul(n)?,
+        };
+        return Some(Value::from(r));
+    }
+    let x = v.as_f64()?;
+    let n = n as f64;
+    Some(Value::from(match sign {
+        '+' => x + n,
+        '-' => x - n,
+        _ => x * n,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope() -> Scope {
+        let mut s = Scope {
+            run: "r1-2".into(),
+            iteration: Some(3),
+            ..Scope::default()
+        };
+        s.captures.insert("seq".into(), json!(41));
+        s.captures
+            .insert("page".into(), json!({"messages": [{"seq": 7}]}));
+        s.builtins
+            .insert("limits".into(), json!({"max_frame_bytes": 1024}));
+        s.set_builtin("user", "bob", json!("bob-r1"));
+        s
+    }
+
+    #[test]
+    fn whole_reference_keeps_type() {
+        assert_eq!(scope().string("${seq}").unwrap(), json!(41));
+    }
+
+    #[test]
+    fn arithmetic_on_whole_reference() {
+        let s = scope();
+        assert_eq!(s.string("${seq}+1").unwrap(), json!(42));
+        assert_eq!(s.string("${seq}-1").unwrap(), json!(40));
+        assert_eq!(
+            s.string("${limits.max_frame_bytes}*2").unwrap(),
+            json!(2048)
+        );
+    }
+
+    #[test]
+    fn textual_inside_longer_string() {
+        let s = scope();
+        assert_eq!(
+            s.string("c-{run}-${user.bob}-{i}").unwrap(),
+            json!("c-r1-2-bob-r1-3")
+        );
+    }
+
+    #[test]
+    fn paths_walk_arrays() {
+        assert_eq!(scope().string("${page.messages.0.seq}").unwrap(), json!(7));
+    }
+
+    #[test]
+    fn unknown_path_is_an_error_naming_it() {
+        let e = scope().string("x-${nope.a}").unwrap_err();
+        assert_eq!(e, TemplateError::Unknown("nope.a".into()));
+    }
+
+    #[test]
+    fn count_from_template() {
+        let s = scope();
+        let n = s
+            .count(&NumExpr::Template("${limits.max_frame_bytes}+1".into()))
+            .unwrap();
+        assert_eq!(n, 1025);
+        assert!(s.count(&NumExpr::Template("${user.bob}".into())).is_err());
+    }
+}
