@@ -7,10 +7,13 @@
 //! Black box: it speaks only the wire protocol and the documented HTTP endpoints, and never
 //! links the reference server (except in its own tests).
 
+pub mod client;
 pub mod fixture;
 pub mod matcher;
 pub mod property;
 pub mod schema;
 pub mod suite;
 pub mod template;
+pub mod tokens;
+pub mod transcript;
 pub mod validate;
