@@ -1,7 +1,8 @@
 //! Why the core refused a request, mapped onto the wire's error codes (ERR).
 
-use chorus_protocol::{ChannelNameError, ErrorCode, ErrorFrame, RequestId, StateVersion};
-use chorus_protocol::ChannelName;
+use chorus_protocol::{
+    ChannelName, ChannelNameError, ErrorCode, ErrorFrame, RequestId, StateVersion,
+};
 use thiserror::Error;
 
 use crate::store::StoreError;
@@ -33,6 +34,9 @@ pub enum CoreError {
     /// Subscribed already.
     #[error("already subscribed to the channel")]
     AlreadySubscribed,
+    /// A record with this id exists already (HTTP-26, 409 `conflict`).
+    #[error("{0} exists already")]
+    Exists(String),
     /// Compare-and-set failed.
     #[error("expected version does not match the current version {}", current.version)]
     Conflict {
@@ -80,7 +84,7 @@ impl CoreError {
             CoreError::RoomFull => ErrorCode::RoomFull,
             CoreError::NotSubscribed => ErrorCode::NotSubscribed,
             CoreError::AlreadySubscribed => ErrorCode::AlreadySubscribed,
-            CoreError::Conflict { .. } => ErrorCode::Conflict,
+            CoreError::Conflict { .. } | CoreError::Exists(_) => ErrorCode::Conflict,
             CoreError::RateLimited { .. } => ErrorCode::RateLimited,
             CoreError::LimitExceeded { .. } => ErrorCode::LimitExceeded,
             CoreError::Unsupported(_) => ErrorCode::Unsupported,

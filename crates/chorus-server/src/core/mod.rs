@@ -26,24 +26,43 @@
 //! Fan-out, streams, presence, rooms and state sit behind the [`Engine`] trait so that a
 //! scale-out engine can replace [`InProcessEngine`] without touching the handlers.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use chorus_protocol::http::{
-    ChannelUsersResponse, PublishRequest, PublishResponse, ResourceList, ResourceRecord,
-    StatsResponse,
-};
+use chorus_protocol::http::ResourceRecord;
 use chorus_protocol::{
-    Capability, ChannelName, ClientMessage, CloseCode, Heartbeat, Limits, Millis, RequestId,
-    UserId,
+    Capability, ChannelKind, ChannelName, ClientMessage, CloseCode, Heartbeat, Limits, Millis,
+    ServerMessage, UserId,
 };
+use serde::Serialize;
 
 use crate::store::Store;
 
+mod changes;
+mod channels;
+mod connection;
+mod cursors;
+pub mod engine;
 mod errors;
 pub mod faults;
+mod history;
+mod http;
+mod in_process;
+mod limits;
+mod presence;
+mod rooms;
+mod state;
+#[cfg(test)]
+mod testkit;
 
+pub use engine::{ChannelKey, Engine};
 pub use errors::CoreError;
 pub use faults::{Fault, Faults};
+pub use in_process::InProcessEngine;
+
+use connection::Connection;
+use cursors::Cursors;
+use limits::TokenBucket;
 
 /// The shell's handle on one connection (WebSocket or SSE stream).
 pub type ConnId = u64;
@@ -161,10 +180,14 @@ pub enum ResourceOp {
 /// A read of the HTTP resource API.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResourceRead {
-    /// `GET /api/resources/{name}`.
+    /// `GET /api/resources/{name}?limit=&after=` (HTTP-28).
     List {
         /// Resource name.
         resource: String,
+        /// Page size, 1..=1000 (the shell defaults it to 100).
+        limit: u64,
+        /// Start after this record id.
+        after: Option<String>,
     },
     /// `GET /api/resources/{name}/{id}`.
     Get {
@@ -187,25 +210,49 @@ pub struct ResourceWritten {
 /// What a resource read found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResourceFound {
-    /// Every record of the resource.
-    List(ResourceList),
+    /// A page of records in creation order.
+    List {
+        /// The resource name.
+        resource: String,
+        /// The records.
+        records: Vec<ResourceRecord>,
+        /// More records follow.
+        has_more: bool,
+    },
     /// One record.
     Record(ResourceRecord),
 }
 
 /// The protocol core. See the module docs for how the shell drives it.
-pub struct Core {
+pub struct Core<E: Engine = InProcessEngine> {
     config: CoreConfig,
-    _store: Store,
+    engine: E,
+    conns: HashMap<ConnId, Connection>,
+    cursors: Cursors,
+    /// `POST /api/publish` rate limit per (tenant, user) (HTTP-24).
+    publish_buckets: HashMap<(Arc<str>, UserId), TokenBucket>,
 }
 
 impl Core {
-    /// Builds a core over `store`, loading everything it persisted.
+    /// Builds a core over `store` with the in-process engine, loading everything it
+    /// persisted (HIST-4, STATE-25, ROOM-19).
     pub fn new(config: CoreConfig, store: Store) -> Result<Core, CoreError> {
-        Ok(Core {
+        let retention = config.limits.history_limit as usize;
+        let engine = InProcessEngine::load(store, retention, config.faults.clone())?;
+        Ok(Core::with_engine(config, engine))
+    }
+}
+
+impl<E: Engine> Core<E> {
+    /// Builds a core over any engine.
+    pub fn with_engine(config: CoreConfig, engine: E) -> Core<E> {
+        Core {
             config,
-            _store: store,
-        })
+            engine,
+            conns: HashMap::new(),
+            cursors: Cursors::default(),
+            publish_buckets: HashMap::new(),
+        }
     }
 
     /// The configuration in force.
@@ -213,102 +260,176 @@ impl Core {
         &self.config
     }
 
-    /// Registers a connection whose token the shell verified; returns its `welcome`.
-    pub fn connect(&mut self, _conn: ConnId, _session: Session, _now: Millis) -> Vec<Effect> {
-        Vec::new()
+    /// The engine (tests inspect it).
+    pub fn engine(&self) -> &E {
+        &self.engine
     }
 
-    /// Handles one decoded client frame.
-    pub fn handle(&mut self, _conn: ConnId, _msg: ClientMessage, _now: Millis) -> Vec<Effect> {
-        Vec::new()
-    }
-
-    /// Applies a refreshed session after the shell verified an `auth:refresh` token (CONN-15):
-    /// answers `auth:refreshed` (or `unauthorized` when `sub`/tenant differ, CONN-16) and ends
-    /// private subscriptions the new grants no longer cover (CONN-17).
-    pub fn refresh(
-        &mut self,
-        _conn: ConnId,
-        _id: Option<RequestId>,
-        _session: Session,
-        _now: Millis,
-    ) -> Vec<Effect> {
-        Vec::new()
-    }
-
-    /// The connection is gone. `graceful`: client close 1000 or server close 4000-4099.
-    pub fn disconnect(&mut self, _conn: ConnId, _graceful: bool, _now: Millis) -> Vec<Effect> {
-        Vec::new()
+    /// Handles one decoded client frame: exactly one reply per request (TRANS-10), which
+    /// echoes the request's `id` (TRANS-9) and, for an error, its channel (ERR-2).
+    pub fn handle(&mut self, conn: ConnId, msg: ClientMessage, now: Millis) -> Vec<Effect> {
+        let mut out = Outbox::default();
+        if !self.conns.contains_key(&conn) {
+            return out.effects;
+        }
+        let id = msg.id().cloned();
+        let channel = request_channel(&msg).cloned();
+        let result = match msg {
+            ClientMessage::Ping(m) => self.ping(conn, m, now, &mut out),
+            ClientMessage::AuthRefresh(_) => Err(CoreError::Unauthorized(
+                "token refresh is verified by the network layer".into(),
+            )),
+            ClientMessage::Subscribe(m) => self.subscribe(conn, m, now, &mut out),
+            ClientMessage::Unsubscribe(m) => self.unsubscribe(conn, m, now, &mut out),
+            ClientMessage::Broadcast(m) => self.broadcast(conn, m, now, &mut out),
+            ClientMessage::History(m) => self.history(conn, m, &mut out),
+            ClientMessage::Presence(m) => self.presence_list(conn, m, &mut out),
+            ClientMessage::PresenceUpdate(m) => self.presence_update(conn, m, now, &mut out),
+            ClientMessage::CursorUpdate(m) => self.cursor_update(conn, m, now, &mut out),
+            ClientMessage::StateUpdate(m) => self.state_update(conn, m, now, &mut out),
+            ClientMessage::StateMerge(m) => self.state_merge(conn, m, now, &mut out),
+            ClientMessage::StateDelete(m) => self.state_delete(conn, m, now, &mut out),
+            ClientMessage::StateSyncRequest(m) => self.state_sync(conn, m, &mut out),
+        };
+        if let Err(e) = result {
+            out.send(conn, &ServerMessage::Error(e.to_frame(id, channel)));
+        }
+        out.effects
     }
 
     /// Expires grace leases and flushes cursors that are due.
-    pub fn tick(&mut self, _now: Millis) -> Vec<Effect> {
-        Vec::new()
+    pub fn tick(&mut self, now: Millis) -> Vec<Effect> {
+        let mut out = Outbox::default();
+        self.expire_grace(now, &mut out);
+        self.flush_cursors(now, &mut out);
+        out.effects
     }
 
     /// When [`Core::tick`] is next needed, if ever.
     pub fn next_deadline(&self) -> Option<Millis> {
-        None
+        [self.engine.next_grace_deadline(), self.cursors.next_due()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// `POST /api/broadcast` (`from`/`grants` = None) or `POST /api/publish` (the token's
-    /// user and grants).
-    pub fn server_publish(
-        &mut self,
-        _tenant: &str,
-        req: PublishRequest,
-        _from: Option<UserId>,
-        _grants: Option<&[String]>,
-        now: Millis,
-    ) -> Result<(PublishResponse, Vec<Effect>), CoreError> {
-        Ok((
-            PublishResponse {
-                channel: req.channel,
-                seq: 0,
-                ts: now,
-            },
-            Vec::new(),
-        ))
+    // --- helpers shared by the areas ---
+
+    fn fault(&self, fault: Fault) -> bool {
+        self.config.faults.on(fault)
     }
 
-    /// A write of the resource API: stored durably, then `data_change` fanned out.
-    pub fn resource_write(
-        &mut self,
-        _tenant: &str,
-        _op: ResourceOp,
-        _now: Millis,
-    ) -> Result<(ResourceWritten, Vec<Effect>), CoreError> {
-        Err(CoreError::NotFound("resource".into()))
+    fn connection(&self, conn: ConnId) -> Result<&Connection, CoreError> {
+        self.conns
+            .get(&conn)
+            .ok_or_else(|| CoreError::NotFound("connection".into()))
     }
 
-    /// A read of the resource API.
-    pub fn resource_read(
-        &self,
-        _tenant: &str,
-        _read: ResourceRead,
-    ) -> Result<ResourceFound, CoreError> {
-        Err(CoreError::NotFound("resource".into()))
-    }
-
-    /// `GET /api/stats`.
-    pub fn stats(&self, _tenant: &str) -> StatsResponse {
-        StatsResponse {
-            connections: 0,
-            subscriptions: 0,
-            channels: Vec::new(),
+    /// The channel of `name` in `tenant` (CHAN-7).
+    fn key(&self, tenant: &Arc<str>, name: &ChannelName) -> ChannelKey {
+        let tenant = if self.fault(Fault::TenantLeak) {
+            Arc::from("")
+        } else {
+            tenant.clone()
+        };
+        ChannelKey {
+            tenant,
+            name: name.clone(),
         }
     }
 
-    /// `GET /api/channel/users`.
-    pub fn channel_users(
+    /// CHAN-1.
+    fn check_name(&self, name: &ChannelName) -> Result<ChannelKind, CoreError> {
+        Ok(name.validate(self.config.limits.max_channel_name_len as usize)?)
+    }
+
+    /// VER-6: a request of a capability this server does not announce.
+    fn require(&self, cap: Capability) -> Result<(), CoreError> {
+        if self.config.capabilities.contains(&cap) {
+            Ok(())
+        } else {
+            Err(CoreError::Unsupported(format!(
+                "this server does not announce {}",
+                cap.as_str()
+            )))
+        }
+    }
+
+    fn has(&self, cap: Capability) -> bool {
+        self.config.capabilities.contains(&cap)
+    }
+
+    /// The key of a channel `conn` is subscribed to, with its user, or `not_subscribed`.
+    fn subscribed_key(
         &self,
-        _tenant: &str,
-        channel: &ChannelName,
-    ) -> Result<ChannelUsersResponse, CoreError> {
-        Ok(ChannelUsersResponse {
-            channel: channel.clone(),
-            users: Vec::new(),
-            count: 0,
-        })
+        conn: ConnId,
+        name: &ChannelName,
+    ) -> Result<(ChannelKey, UserId), CoreError> {
+        let c = self.connection(conn)?;
+        if !c.subscriptions.contains(name) {
+            return Err(CoreError::NotSubscribed);
+        }
+        Ok((self.key(&c.tenant, name), c.session.user_id.clone()))
+    }
+
+    /// Sends one frame to every subscriber of `key` except `except`.
+    fn fan_out(&self, key: &ChannelKey, frame: &Frame, except: Option<ConnId>, out: &mut Outbox) {
+        for to in self.engine.subscribers(key) {
+            if Some(to) != except {
+                out.frame(to, frame.clone(), false);
+            }
+        }
     }
 }
+
+/// Serializes a frame once (every recipient shares the bytes).
+pub fn frame_of<T: Serialize>(msg: &T) -> Frame {
+    // Serializing protocol types cannot fail: every map key is a string.
+    match serde_json::to_string(msg) {
+        Ok(text) => Arc::from(text),
+        Err(e) => Arc::from(format!(
+            r#"{{"type":"error","code":"internal","message":"serialize: {e}"}}"#
+        )),
+    }
+}
+
+/// Effects collected while handling one input.
+#[derive(Debug, Default)]
+struct Outbox {
+    effects: Vec<Effect>,
+}
+
+impl Outbox {
+    fn send(&mut self, to: ConnId, msg: &ServerMessage) {
+        self.frame(to, frame_of(msg), false);
+    }
+
+    fn frame(&mut self, to: ConnId, frame: Frame, droppable: bool) {
+        self.effects.push(Effect::Send {
+            to,
+            frame,
+            droppable,
+        });
+    }
+}
+
+/// The `channel` of a request, for ERR-2.
+fn request_channel(msg: &ClientMessage) -> Option<&ChannelName> {
+    match msg {
+        ClientMessage::Ping(_) | ClientMessage::AuthRefresh(_) => None,
+        ClientMessage::Subscribe(m) => Some(&m.channel),
+        ClientMessage::Unsubscribe(m) => Some(&m.channel),
+        ClientMessage::Broadcast(m) => Some(&m.channel),
+        ClientMessage::History(m) => Some(&m.channel),
+        ClientMessage::Presence(m) => Some(&m.channel),
+        ClientMessage::PresenceUpdate(m) => Some(&m.channel),
+        ClientMessage::CursorUpdate(m) => Some(&m.channel),
+        ClientMessage::StateUpdate(m) => Some(&m.channel),
+        ClientMessage::StateMerge(m) => Some(&m.channel),
+        ClientMessage::StateDelete(m) => Some(&m.channel),
+        ClientMessage::StateSyncRequest(m) => Some(&m.channel),
+    }
+}
+
+/// The set of channel names a connection is subscribed to.
+type Subscriptions = BTreeSet<ChannelName>;

@@ -1,38 +1,162 @@
-//! Embedded persistence: SQLite in a data directory, or in memory for tests.
+//! Embedded persistence: SQLite (rusqlite, bundled) in a data directory, or in memory.
+//!
+//! What must survive a restart lives here: channel streams within retention (epoch, last
+//! `seq`, the retained frames exactly as delivered, HIST-4, HIST-6), shared state with its
+//! version (STATE-25), persistent rooms (ROOM-19) and the records of the resource API
+//! (HTTP-34). Presence is never stored (ROOM-21).
+//!
+//! Every write is its own transaction and returns only after SQLite committed it; the core
+//! produces the acknowledgement after that. The database runs in WAL mode with
+//! `synchronous=FULL` by default: in WAL mode `NORMAL` does not sync the log on commit, so
+//! a power loss could roll back a write that was already acknowledged. `FULL` syncs on every
+//! commit, which is what "acknowledged only after it is durable" means. [`Durability::Normal`]
+//! is available for benchmarks and tests, where losing the last commits to a power cut is
+//! acceptable (an application crash still loses nothing).
 
-use std::path::Path;
+mod channels;
+mod resources;
 
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
 use thiserror::Error;
+
+pub use channels::{Loaded, StoredChannel, StoredRoom};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "chorus.db";
 
 /// A failure of the store.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    /// SQLite said no.
+    /// SQLite failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The data directory could not be created.
-    #[error("data directory: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("data directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A stored JSON text no longer parses.
+    #[error("corrupt stored JSON in {table}: {source}")]
+    Corrupt {
+        /// Where.
+        table: &'static str,
+        /// Why.
+        source: serde_json::Error,
+    },
 }
 
-/// The durable store.
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit survives a power loss (the default).
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: a commit survives a crash of the process, not of the machine.
+    Normal,
+}
+
+/// The durable store: one SQLite connection used only by the core's engine.
 pub struct Store {
-    _conn: rusqlite::Connection,
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.conn.path())
+            .finish()
+    }
 }
 
 impl Store {
     /// An in-memory store (tests, `--memory`): nothing survives the process.
     pub fn memory() -> Result<Store, StoreError> {
-        Ok(Store {
-            _conn: rusqlite::Connection::open_in_memory()?,
-        })
+        let conn = Connection::open_in_memory()?;
+        Store::init(conn, Durability::Normal)
     }
 
-    /// Opens (creating) `dir/chorus.db`.
+    /// Opens (creating) `dir/chorus.db` with [`Durability::Full`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir)?;
-        Ok(Store {
-            _conn: rusqlite::Connection::open(dir.join("chorus.db"))?,
-        })
+        Store::open_with(dir, Durability::Full)
     }
+
+    /// Opens (creating) `dir/chorus.db` with the given durability.
+    pub fn open_with(dir: &Path, durability: Durability) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let conn = Connection::open(dir.join(DB_FILE))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        Store::init(conn, durability)
+    }
+
+    fn init(conn: Connection, durability: Durability) -> Result<Store, StoreError> {
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn })
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS channels (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
+    state_version INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stream_items (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    frame TEXT NOT NULL,
+    PRIMARY KEY (tenant, name, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_entries (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (tenant, name, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rooms (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    password_hash TEXT,
+    max_users INTEGER NOT NULL,
+    metadata TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS resources (
+    tenant TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    id TEXT NOT NULL,
+    data TEXT NOT NULL,
+    UNIQUE (tenant, resource, id)
+);
+";
+
+/// SQLite integers are signed; our counters never reach 2^63.
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn uint(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn parse_json(text: &str, table: &'static str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Corrupt { table, source })
 }

@@ -1,0 +1,213 @@
+//! The resource API and the `data_change` frames its writes produce (spec: changes.md,
+//! http.md "Resource API").
+
+use std::sync::Arc;
+
+use chorus_protocol::http::ResourceRecord;
+use chorus_protocol::{ChannelName, DataChange, Millis, Operation, StreamItem};
+
+use super::faults::Fault;
+use super::{
+    Core, CoreError, Effect, Engine, Outbox, ResourceFound, ResourceOp, ResourceRead,
+    ResourceWritten,
+};
+
+/// Longest resource name and record id (changes.md "Names").
+const MAX_RESOURCE_CHARS: usize = 64;
+const MAX_RECORD_ID_CHARS: usize = 128;
+
+impl<E: Engine> Core<E> {
+    /// A write of the resource API: committed first (CHG-3, HTTP-34), then one
+    /// `data_change` on `resource:{name}` and one on `{name}:{id}` (CHG-2), each taking
+    /// the next `seq` of its channel and retained for recovery.
+    pub fn resource_write(
+        &mut self,
+        tenant: &str,
+        op: ResourceOp,
+        now: Millis,
+    ) -> Result<(ResourceWritten, Vec<Effect>), CoreError> {
+        let (operation, resource, record) = match op {
+            ResourceOp::Create { resource, id, data } => {
+                check_resource(&resource)?;
+                let id = create_id(id, &data)?;
+                let data = with_id(data, &id)?;
+                if self.engine.record(tenant, &resource, &id)?.is_some() {
+                    return Err(CoreError::Exists(format!("{resource}/{id}"))); // HTTP-26
+                }
+                self.engine
+                    .put_record(tenant, &resource, &id, &data, true)?;
+                (Operation::Create, resource, ResourceRecord { id, data })
+            }
+            ResourceOp::Replace { resource, id, data } => {
+                let data = with_id(data, &id)?;
+                self.existing(tenant, &resource, &id)?;
+                self.engine
+                    .put_record(tenant, &resource, &id, &data, false)?; // HTTP-30
+                (Operation::Update, resource, ResourceRecord { id, data })
+            }
+            ResourceOp::Patch { resource, id, data } => {
+                let patch = with_id(data, &id)?;
+                let mut merged = self.existing(tenant, &resource, &id)?;
+                if let (Some(m), Some(p)) = (merged.as_object_mut(), patch.as_object()) {
+                    m.extend(p.iter().map(|(k, v)| (k.clone(), v.clone()))); // HTTP-31
+                }
+                self.engine
+                    .put_record(tenant, &resource, &id, &merged, false)?;
+                (
+                    Operation::Update,
+                    resource,
+                    ResourceRecord { id, data: merged },
+                )
+            }
+            ResourceOp::Delete { resource, id } => {
+                let data = self.existing(tenant, &resource, &id)?;
+                self.engine.delete_record(tenant, &resource, &id)?; // HTTP-33
+                (Operation::Delete, resource, ResourceRecord { id, data })
+            }
+        };
+        let created = operation == Operation::Create;
+        let effects = self.announce_change(tenant, operation, &resource, &record, now)?;
+        Ok((ResourceWritten { created, record }, effects))
+    }
+
+    /// A read of the resource API (HTTP-28, HTTP-29).
+    pub fn resource_read(
+        &self,
+        tenant: &str,
+        read: ResourceRead,
+    ) -> Result<ResourceFound, CoreError> {
+        match read {
+            ResourceRead::List {
+                resource,
+                limit,
+                after,
+            } => {
+                check_resource(&resource)?;
+                let page = self
+                    .engine
+                    .records(tenant, &resource, after.as_deref(), limit)?;
+                let records = page
+                    .records
+                    .into_iter()
+                    .map(|(id, data)| ResourceRecord { id, data })
+                    .collect();
+                Ok(ResourceFound::List {
+                    resource,
+                    records,
+                    has_more: page.has_more,
+                })
+            }
+            ResourceRead::Get { resource, id } => {
+                let data = self.existing(tenant, &resource, &id)?;
+                Ok(ResourceFound::Record(ResourceRecord { id, data }))
+            }
+        }
+    }
+
+    /// The record, or `not_found` (HTTP-29).
+    fn existing(
+        &self,
+        tenant: &str,
+        resource: &str,
+        id: &str,
+    ) -> Result<serde_json::Value, CoreError> {
+        check_resource(resource)?;
+        check_record_id(id)?;
+        self.engine
+            .record(tenant, resource, id)?
+            .ok_or_else(|| CoreError::NotFound(format!("{resource}/{id}")))
+    }
+
+    /// The two `data_change` frames of one committed change (CHG-1, CHG-8, CHG-11).
+    fn announce_change(
+        &mut self,
+        tenant: &str,
+        operation: Operation,
+        resource: &str,
+        record: &ResourceRecord,
+        now: Millis,
+    ) -> Result<Vec<Effect>, CoreError> {
+        let tenant: Arc<str> = Arc::from(tenant);
+        let mut channels = vec![ChannelName::resource_feed(resource)];
+        if !self.fault(Fault::DataChangeMissingRecordChannel) {
+            channels.push(ChannelName::record(resource, &record.id));
+        }
+        let mut out = Outbox::default();
+        for channel in channels {
+            let key = self.key(&tenant, &channel);
+            let frame = self.engine.append(&key, &mut |seq| {
+                StreamItem::DataChange(DataChange {
+                    channel: channel.clone(),
+                    operation,
+                    resource: resource.to_owned(),
+                    record_id: record.id.clone(),
+                    data: record.data.clone(),
+                    ts: now,
+                    seq,
+                })
+            })?;
+            self.fan_out(&key, &frame, None, &mut out);
+        }
+        Ok(out.effects)
+    }
+}
+
+/// `[A-Za-z0-9_-]{1,64}`, never `resource` (HTTP-27).
+fn check_resource(name: &str) -> Result<(), CoreError> {
+    let ok = (1..=MAX_RESOURCE_CHARS).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && name != "resource";
+    ok.then_some(())
+        .ok_or_else(|| CoreError::InvalidMessage(format!("bad resource name {name:?}")))
+}
+
+/// `[A-Za-z0-9_\-.@=]{1,128}` (HTTP-27).
+fn check_record_id(id: &str) -> Result<(), CoreError> {
+    let ok = (1..=MAX_RECORD_ID_CHARS).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.@=".contains(&b));
+    ok.then_some(())
+        .ok_or_else(|| CoreError::InvalidMessage(format!("bad record id {id:?}")))
+}
+
+/// The id of a new record: given, or the body's `id`, or generated (HTTP-25).
+fn create_id(id: Option<String>, data: &serde_json::Value) -> Result<String, CoreError> {
+    let body_id = match data.get("id") {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(CoreError::InvalidMessage(
+                "record id must be a string".into(),
+            ))
+        }
+    };
+    let id = id
+        .or(body_id)
+        .unwrap_or_else(|| format!("r-{:012x}", rand::random::<u64>() >> 16));
+    check_record_id(&id)?;
+    Ok(id)
+}
+
+/// The body as stored: an object whose `id` is the record id (CHG-6, HTTP-27, HTTP-32).
+fn with_id(data: serde_json::Value, id: &str) -> Result<serde_json::Value, CoreError> {
+    let serde_json::Value::Object(mut map) = data else {
+        return Err(CoreError::InvalidMessage(
+            "a record must be a JSON object".into(),
+        ));
+    };
+    match map.get("id") {
+        Some(serde_json::Value::String(s)) if s == id => {}
+        None => {}
+        Some(_) => {
+            return Err(CoreError::InvalidMessage(
+                "the body's id differs from the record id".into(),
+            ))
+        }
+    }
+    check_record_id(id)?;
+    map.insert("id".into(), serde_json::Value::String(id.to_owned()));
+    Ok(serde_json::Value::Object(map))
+}

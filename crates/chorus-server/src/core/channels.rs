@@ -1,0 +1,293 @@
+//! Subscribing, unsubscribing and broadcasting (spec: channels.md).
+
+use chorus_protocol::{
+    Broadcast, BroadcastAck, Capability, ChannelKind, ChannelName, Message, Millis, PresenceList,
+    ServerMessage, StreamItem, StreamPosition, Subscribe, Subscribed, Unsubscribe, Unsubscribed,
+};
+
+use super::engine::{ChannelKey, LeaseTaken};
+use super::faults::Fault;
+use super::limits::grants_match;
+use super::rooms::Admission;
+use super::{ConnId, Core, CoreError, Engine, Frame, Outbox};
+
+/// Longest `event` in characters (CHAN-21).
+const MAX_EVENT_CHARS: usize = 128;
+
+impl<E: Engine> Core<E> {
+    /// `subscribe`, checked in the order of channels.md: name, capability, grant,
+    /// `already_subscribed`, `max_subscriptions`, then the presence channel's checks.
+    pub(super) fn subscribe(
+        &mut self,
+        conn: ConnId,
+        req: Subscribe,
+        now: Millis,
+        out: &mut Outbox,
+    ) -> Result<(), CoreError> {
+        let kind = self.check_name(&req.channel)?;
+        self.check_subscribe_capabilities(&req, kind)?;
+        let c = self.connection(conn)?;
+        let private_ok =
+            grants_match(&c.session.grants, &req.channel) || self.fault(Fault::PrivateWithoutGrant);
+        if kind == ChannelKind::Private && !private_ok {
+            return Err(CoreError::Forbidden(format!(
+                "no grant matches {}",
+                req.channel
+            ))); // CHAN-5
+        }
+        if c.subscriptions.contains(&req.channel) {
+            return Err(CoreError::AlreadySubscribed); // CHAN-12
+        }
+        if c.subscriptions.len() >= self.config.limits.max_subscriptions as usize {
+            return Err(CoreError::LimitExceeded {
+                limit: "max_subscriptions",
+            }); // CHAN-13
+        }
+        let key = self.key(&c.tenant, &req.channel);
+        let user = c.session.user_id.clone();
+        let admission = match kind {
+            ChannelKind::Presence => Some(self.admit(&key, &req, &user, now)?),
+            _ => None,
+        };
+        // Every check passed: from here on the subscribe happens (CHAN-14).
+        if let Some(Admission::Create(room)) = admission {
+            self.engine.create_room(&key, room)?;
+        }
+        self.engine.add_subscriber(&key, conn); // CHAN-9: in the fan-out before `subscribed`
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.subscriptions.insert(req.channel.clone());
+        }
+        let joined = match kind {
+            ChannelKind::Presence => Some(self.take_lease(&key, conn, now)),
+            _ => None,
+        };
+        self.reply_subscribed(conn, &key, kind, &req, out);
+        if let Some(LeaseTaken::Joined(member)) = joined {
+            self.announce_join(&key, conn, member, out);
+        }
+        Ok(())
+    }
+
+    /// ROOM-2, VER-6, ROOM-9.
+    fn check_subscribe_capabilities(
+        &self,
+        req: &Subscribe,
+        kind: ChannelKind,
+    ) -> Result<(), CoreError> {
+        let room_options = req.room.is_some() || req.password.is_some();
+        if room_options && kind != ChannelKind::Presence {
+            return Err(CoreError::InvalidChannel(
+                "room options need a presence- channel".into(),
+            ));
+        }
+        if kind == ChannelKind::Presence {
+            self.require(Capability::Presence)?;
+        }
+        if room_options {
+            self.require(Capability::Rooms)?;
+        }
+        if req.since.is_some() {
+            self.require(Capability::Recovery)?;
+        }
+        if req.state == Some(true) {
+            self.require(Capability::State)?;
+        }
+        if req.channel.is_resource_feed() {
+            self.require(Capability::DataChange)?;
+        }
+        Ok(())
+    }
+
+    /// `subscribed` with every snapshot, then the recovery replay (HIST-7).
+    fn reply_subscribed(
+        &mut self,
+        conn: ConnId,
+        key: &ChannelKey,
+        kind: ChannelKind,
+        req: &Subscribe,
+        out: &mut Outbox,
+    ) {
+        let position = self.engine.position(key);
+        let replay = req
+            .since
+            .as_ref()
+            .map(|since| self.recover(key, since, &position));
+        let presence = kind == ChannelKind::Presence;
+        let mut reply = Subscribed {
+            id: req.id.clone(),
+            channel: req.channel.clone(),
+            kind,
+            position,
+            recovered: replay.as_ref().map(Option::is_some),
+            presence: presence.then(|| self.presence_snapshot(key, conn)),
+            room: None,
+            cursors: None,
+            state: (req.state == Some(true)).then(|| self.engine.state(key)),
+        };
+        if presence && self.has(Capability::Rooms) {
+            reply.room = self.room_info(key); // ROOM-5
+        }
+        if presence && self.has(Capability::Cursors) {
+            reply.cursors = Some(self.cursors.snapshot(key)); // CURS-14
+        }
+        let late_snapshot = presence && self.fault(Fault::SubscribedBeforeSnapshot);
+        let members = if late_snapshot {
+            reply.presence.take()
+        } else {
+            None
+        };
+        if self.fault(Fault::DropReplyId) {
+            reply.id = None;
+        }
+        out.send(conn, &ServerMessage::Subscribed(reply));
+        if let Some(members) = members {
+            let list = PresenceList {
+                id: None,
+                channel: req.channel.clone(),
+                members,
+            };
+            out.send(conn, &ServerMessage::PresenceList(list));
+        }
+        for frame in replay.flatten().unwrap_or_default() {
+            out.frame(conn, frame, false);
+        }
+    }
+
+    /// The frames to replay after `since`, or `None` when recovery fails (HIST-7, HIST-8).
+    fn recover(
+        &self,
+        key: &ChannelKey,
+        since: &StreamPosition,
+        position: &StreamPosition,
+    ) -> Option<Vec<Frame>> {
+        let behind = position.seq.checked_sub(since.seq)?;
+        if since.epoch != position.epoch || behind > u64::from(self.config.limits.history_limit) {
+            return None; // HIST-10 allows refusing more than history_limit behind
+        }
+        let mut frames = self.engine.replay_after(key, since.seq)?;
+        if self.fault(Fault::RecoverySkips) && !frames.is_empty() {
+            frames.remove(0);
+        }
+        Some(frames)
+    }
+
+    /// `unsubscribe` (CHAN-15, CHAN-16).
+    pub(super) fn unsubscribe(
+        &mut self,
+        conn: ConnId,
+        req: Unsubscribe,
+        now: Millis,
+        out: &mut Outbox,
+    ) -> Result<(), CoreError> {
+        self.check_name(&req.channel)?;
+        if !self.connection(conn)?.subscriptions.contains(&req.channel) {
+            return Err(CoreError::NotSubscribed);
+        }
+        let reply = Unsubscribed {
+            id: req.id,
+            channel: req.channel.clone(),
+            reason: None,
+        };
+        out.send(conn, &ServerMessage::Unsubscribed(reply));
+        self.leave(conn, &req.channel, true, now, out);
+        Ok(())
+    }
+
+    /// Takes `conn` out of a channel: fan-out, presence lease (released now when
+    /// `graceful`, else kept for the grace period, PRES-26, PRES-27).
+    pub(super) fn leave(
+        &mut self,
+        conn: ConnId,
+        name: &ChannelName,
+        graceful: bool,
+        now: Millis,
+        out: &mut Outbox,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.subscriptions.remove(name);
+        let tenant = c.tenant.clone();
+        let user = c.session.user_id.clone();
+        let key = self.key(&tenant, name);
+        if !self.fault(Fault::UnsubscribeKeepsDelivering) {
+            self.engine.remove_subscriber(&key, conn); // CHAN-17
+        }
+        if name.kind() == ChannelKind::Presence {
+            self.release_lease(&key, conn, &user, graceful, now, out);
+        }
+    }
+
+    /// `broadcast` (CHAN-20 to CHAN-27).
+    pub(super) fn broadcast(
+        &mut self,
+        conn: ConnId,
+        req: Broadcast,
+        now: Millis,
+        out: &mut Outbox,
+    ) -> Result<(), CoreError> {
+        let kind = self.check_name(&req.channel)?;
+        check_event(&req.event)?;
+        if req.channel.is_resource_feed() {
+            return Err(CoreError::Forbidden(
+                "clients cannot broadcast on resource: channels".into(),
+            )); // CHAN-21
+        }
+        let (key, user) = self.subscribed_key(conn, &req.channel)?; // CHAN-20
+        let limits = self.config.limits;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.bucket
+                .take(limits.broadcast_rate_per_sec, limits.broadcast_burst, now)
+                .map_err(|retry_after_ms| CoreError::RateLimited { retry_after_ms })?;
+        }
+        let (seq, frame) = self.publish(&key, req.event, req.data, Some(user.clone()), now)?;
+        if kind == ChannelKind::Presence {
+            self.engine.touch_member(&key, &user, now); // PRES-24
+        }
+        let ack = BroadcastAck {
+            id: req.id,
+            channel: req.channel,
+            seq,
+            ts: now,
+        };
+        out.send(conn, &ServerMessage::BroadcastAck(ack));
+        let echo = req.echo == Some(true) || self.fault(Fault::EchoToSender);
+        self.fan_out(&key, &frame, (!echo).then_some(conn), out);
+        Ok(())
+    }
+
+    /// Numbers and stores a `message`; its seq and its frame, ready to fan out.
+    pub(super) fn publish(
+        &mut self,
+        key: &ChannelKey,
+        event: String,
+        data: serde_json::Value,
+        from: Option<String>,
+        now: Millis,
+    ) -> Result<(u64, Frame), CoreError> {
+        let mut seq = 0;
+        let frame = self.engine.append(key, &mut |s| {
+            seq = s;
+            StreamItem::Message(Message {
+                channel: key.name.clone(),
+                event: event.clone(),
+                data: data.clone(),
+                from: from.clone(),
+                ts: now,
+                seq: s,
+            })
+        })?;
+        Ok((seq, frame))
+    }
+}
+
+/// `event` is 1 to 128 characters (CHAN-21, HTTP-19).
+pub(super) fn check_event(event: &str) -> Result<(), CoreError> {
+    let n = event.chars().count();
+    if n == 0 || n > MAX_EVENT_CHARS {
+        return Err(CoreError::InvalidMessage(format!(
+            "event must be 1 to {MAX_EVENT_CHARS} characters"
+        )));
+    }
+    Ok(())
+}

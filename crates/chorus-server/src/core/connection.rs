@@ -1,0 +1,141 @@
+//! Connection lifecycle: welcome, ping, token refresh, disconnect (spec: connection.md).
+
+use std::sync::Arc;
+
+use chorus_protocol::{
+    AuthRefreshed, ChannelKind, Millis, Ping, Pong, RequestId, ServerMessage, Unsubscribed,
+    UserInfo, Welcome, PROTOCOL,
+};
+
+use super::faults::Fault;
+use super::limits::{grants_match, TokenBucket};
+use super::{ConnId, Core, CoreError, Effect, Engine, Outbox, Session, Subscriptions};
+
+/// What the core knows about one open connection.
+#[derive(Debug)]
+pub(super) struct Connection {
+    pub session: Session,
+    /// The tenant, shared by every key built for this connection.
+    pub tenant: Arc<str>,
+    pub subscriptions: Subscriptions,
+    /// Broadcast rate limit (CHAN-22, LIMIT-5).
+    pub bucket: TokenBucket,
+}
+
+impl<E: Engine> Core<E> {
+    /// Registers a connection whose token the shell verified; returns its `welcome`
+    /// (CONN-6 to CONN-9). Connection ids must not be reused while the core runs.
+    pub fn connect(&mut self, conn: ConnId, session: Session, now: Millis) -> Vec<Effect> {
+        let limits = self.config.limits;
+        let welcome = Welcome {
+            protocol: PROTOCOL.to_owned(),
+            connection_id: format!("c-{conn:x}"),
+            user: UserInfo {
+                id: session.user_id.clone(),
+                profile: if session.profile.is_object() {
+                    session.profile.clone()
+                } else {
+                    serde_json::json!({})
+                },
+            },
+            tenant: session.tenant.clone(),
+            heartbeat: self.config.heartbeat,
+            limits,
+            capabilities: self.config.capabilities.clone(),
+            server: self.config.server_name.clone(),
+            expires_at: session.expires_at,
+        };
+        let tenant: Arc<str> = Arc::from(session.tenant.as_str());
+        self.conns.insert(
+            conn,
+            Connection {
+                session,
+                tenant,
+                subscriptions: Subscriptions::new(),
+                bucket: TokenBucket::full(limits.broadcast_burst, now),
+            },
+        );
+        let mut out = Outbox::default();
+        out.send(conn, &ServerMessage::Welcome(welcome));
+        out.effects
+    }
+
+    /// CONN-12.
+    pub(super) fn ping(
+        &mut self,
+        conn: ConnId,
+        m: Ping,
+        now: Millis,
+        out: &mut Outbox,
+    ) -> Result<(), CoreError> {
+        if !self.fault(Fault::NoPong) {
+            out.send(conn, &ServerMessage::Pong(Pong { id: m.id, ts: now }));
+        }
+        Ok(())
+    }
+
+    /// Applies a refreshed session after the shell verified an `auth:refresh` token
+    /// (CONN-15): answers `auth:refreshed`, or `unauthorized` when `sub` or tenant differ
+    /// (CONN-16), then ends the private subscriptions the new grants no longer cover
+    /// (CONN-17). A token that does not verify is answered by the shell itself.
+    pub fn refresh(
+        &mut self,
+        conn: ConnId,
+        id: Option<RequestId>,
+        session: Session,
+        now: Millis,
+    ) -> Vec<Effect> {
+        let mut out = Outbox::default();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return out.effects;
+        };
+        if c.session.user_id != session.user_id || c.session.tenant != session.tenant {
+            let e = CoreError::Unauthorized("the new token names another user or tenant".into());
+            out.send(conn, &ServerMessage::Error(e.to_frame(id, None)));
+            return out.effects;
+        }
+        let expires_at = session.expires_at;
+        c.session = session;
+        let revoked: Vec<_> = c
+            .subscriptions
+            .iter()
+            .filter(|name| {
+                name.kind() == ChannelKind::Private && !grants_match(&c.session.grants, name)
+            })
+            .cloned()
+            .collect();
+        out.send(
+            conn,
+            &ServerMessage::AuthRefreshed(AuthRefreshed { id, expires_at }),
+        );
+        for name in revoked {
+            self.leave(conn, &name, true, now, &mut out);
+            let gone = Unsubscribed {
+                id: None,
+                channel: name,
+                reason: Some("forbidden".into()),
+            };
+            out.send(conn, &ServerMessage::Unsubscribed(gone));
+        }
+        out.effects
+    }
+
+    /// The connection is gone. `graceful`: the client closed with 1000, or the server
+    /// closed with 4000-4099 (PRES-26); otherwise leases wait out the grace period
+    /// (PRES-27).
+    pub fn disconnect(&mut self, conn: ConnId, graceful: bool, now: Millis) -> Vec<Effect> {
+        let mut out = Outbox::default();
+        let Some(c) = self.conns.get(&conn) else {
+            return out.effects;
+        };
+        let names: Vec<_> = c.subscriptions.iter().cloned().collect();
+        for name in names {
+            self.leave(conn, &name, graceful, now, &mut out);
+        }
+        self.conns.remove(&conn);
+        // The gone connection receives nothing more.
+        out.effects
+            .retain(|e| !matches!(e, Effect::Send { to, .. } if *to == conn));
+        out.effects
+    }
+}

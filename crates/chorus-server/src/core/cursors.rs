@@ -1,0 +1,194 @@
+//! Live cursors: latest position per user, coalesced per channel (spec: cursors.md).
+//!
+//! Coalescing is per node by design: the engine's fan-out sets deliver the batches.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chorus_protocol::{
+    Capability, ChannelKind, CursorMoved, CursorState, CursorUpdate, Millis, ServerMessage,
+};
+
+use super::engine::ChannelKey;
+use super::faults::Fault;
+use super::{frame_of, ConnId, Core, CoreError, Engine, Outbox};
+
+/// Every channel's cursors and the pending flushes.
+#[derive(Debug, Default)]
+pub(super) struct Cursors {
+    boards: HashMap<ChannelKey, Board>,
+    /// `(when, channel)` of scheduled flushes.
+    due: BTreeSet<(Millis, ChannelKey)>,
+}
+
+#[derive(Debug, Default)]
+struct Board {
+    /// The latest cursor per user (CURS-6), for `subscribed.cursors`.
+    latest: BTreeMap<String, CursorState>,
+    /// Users whose latest cursor is not flushed yet, with the connection that produced it.
+    pending: BTreeMap<String, ConnId>,
+    last_flush: Option<Millis>,
+    due: Option<Millis>,
+}
+
+impl Cursors {
+    /// The current cursors of a channel (CURS-14).
+    pub fn snapshot(&self, key: &ChannelKey) -> Vec<CursorState> {
+        self.boards
+            .get(key)
+            .map(|b| b.latest.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes a user's cursor, pending entry included (CURS-12, CURS-13).
+    pub fn forget_user(&mut self, key: &ChannelKey, user: &str) {
+        if let Some(b) = self.boards.get_mut(key) {
+            b.latest.remove(user);
+            b.pending.remove(user);
+        }
+    }
+
+    /// Forgets a discarded channel.
+    pub fn forget_channel(&mut self, key: &ChannelKey) {
+        if let Some(b) = self.boards.remove(key) {
+            if let Some(at) = b.due {
+                self.due.remove(&(at, key.clone()));
+            }
+        }
+    }
+
+    /// The earliest scheduled flush.
+    pub fn next_due(&self) -> Option<Millis> {
+        self.due.first().map(|(at, _)| *at)
+    }
+
+    /// Keeps `cursor` as its user's latest and schedules a flush no sooner than one
+    /// interval after the previous one (CURS-7); returns when the flush is due.
+    fn record(
+        &mut self,
+        key: &ChannelKey,
+        cursor: CursorState,
+        conn: ConnId,
+        interval: u64,
+    ) -> Millis {
+        let b = self.boards.entry(key.clone()).or_default();
+        let now = cursor.ts;
+        b.pending.insert(cursor.user_id.clone(), conn);
+        b.latest.insert(cursor.user_id.clone(), cursor);
+        if let Some(at) = b.due {
+            return at;
+        }
+        let at = b
+            .last_flush
+            .map_or(now, |t| now.max(t.saturating_add(interval)));
+        b.due = Some(at);
+        self.due.insert((at, key.clone()));
+        at
+    }
+
+    /// Channels whose flush is due by `now`.
+    fn take_due(&mut self, now: Millis) -> Vec<ChannelKey> {
+        let mut keys = Vec::new();
+        while let Some((at, key)) = self.due.first().filter(|(at, _)| *at <= now).cloned() {
+            self.due.remove(&(at, key.clone()));
+            keys.push(key);
+        }
+        keys
+    }
+
+    /// Sends the pending cursors of `key` to `subscribers`: one shared frame for every
+    /// recipient that produced none of them, a filtered frame for each producer (CURS-10),
+    /// never an empty one (CURS-11). Cursor frames are droppable (CURS-15).
+    fn flush(
+        &mut self,
+        key: &ChannelKey,
+        now: Millis,
+        subscribers: impl Iterator<Item = ConnId>,
+        out: &mut Outbox,
+    ) {
+        let Some(b) = self.boards.get_mut(key) else {
+            return;
+        };
+        if let Some(at) = b.due.take() {
+            self.due.remove(&(at, key.clone()));
+        }
+        let pending = std::mem::take(&mut b.pending);
+        if pending.is_empty() {
+            return;
+        }
+        b.last_flush = Some(now);
+        let entries: Vec<(&CursorState, ConnId)> = pending
+            .iter()
+            .filter_map(|(user, conn)| b.latest.get(user).map(|c| (c, *conn)))
+            .collect();
+        let moved = |skip: Option<ConnId>| {
+            frame_of(&ServerMessage::CursorMoved(CursorMoved {
+                channel: key.name.clone(),
+                cursors: entries
+                    .iter()
+                    .filter(|(_, producer)| Some(*producer) != skip)
+                    .map(|(c, _)| (*c).clone())
+                    .collect(),
+            }))
+        };
+        let all = moved(None);
+        let producers: BTreeSet<ConnId> = entries.iter().map(|(_, p)| *p).collect();
+        for to in subscribers {
+            if !producers.contains(&to) {
+                out.frame(to, all.clone(), true);
+            } else if entries.iter().any(|(_, p)| *p != to) {
+                out.frame(to, moved(Some(to)), true);
+            }
+        }
+    }
+}
+
+impl<E: Engine> Core<E> {
+    /// `cursor:update`: no success reply (CURS-2); errors per CURS-1, CURS-3 to CURS-5.
+    pub(super) fn cursor_update(
+        &mut self,
+        conn: ConnId,
+        req: CursorUpdate,
+        now: Millis,
+        out: &mut Outbox,
+    ) -> Result<(), CoreError> {
+        self.require(Capability::Cursors)?;
+        if self.check_name(&req.channel)? != ChannelKind::Presence {
+            return Err(CoreError::InvalidChannel(format!(
+                "{} is not a presence channel",
+                req.channel
+            )));
+        }
+        if req.data.as_ref().is_some_and(|d| !d.is_object()) {
+            return Err(CoreError::InvalidMessage(
+                "cursor data must be an object".into(),
+            ));
+        }
+        let (key, user) = self.subscribed_key(conn, &req.channel)?;
+        self.engine.touch_member(&key, &user, now); // PRES-24, without a frame (PRES-25)
+        let cursor = CursorState {
+            user_id: user,
+            x: req.x,
+            y: req.y,
+            data: req.data,
+            ts: now,
+        };
+        let interval = self.config.limits.cursor_interval_ms;
+        let due = self.cursors.record(&key, cursor, conn, interval);
+        if due <= now || self.fault(Fault::CursorsUncoalesced) {
+            self.cursors
+                .flush(&key, now, self.engine.subscribers(&key), out);
+        }
+        Ok(())
+    }
+
+    /// Flushes every channel whose interval is over.
+    pub(super) fn flush_cursors(&mut self, now: Millis, out: &mut Outbox) {
+        for key in self.cursors.take_due(now) {
+            if let Some(b) = self.cursors.boards.get_mut(&key) {
+                b.due = None;
+            }
+            self.cursors
+                .flush(&key, now, self.engine.subscribers(&key), out);
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The engine: everything the protocol handlers share between connections (channel streams,
+//! fan-out sets, presence, rooms, shared state, resource records), behind one trait.
+//!
+//! [`InProcessEngine`](super::in_process::InProcessEngine) keeps it in this process and
+//! persists through the [`Store`](crate::store::Store). A scale-out engine on a broker
+//! (Redis: streams for history, hashes for state and presence, pub/sub for fan-out) would
+//! implement the same trait: `subscribers` then names this node's connections, and the
+//! shell feeds what other nodes publish back in as inputs. The handlers never see which
+//! engine runs. Cursors stay out of the engine on purpose: they are coalesced per node and
+//! delivered through the same fan-out sets.
+
+use std::sync::Arc;
+
+use chorus_protocol::http::ChannelStats;
+use chorus_protocol::{
+    ChannelName, Member, Millis, PresenceStatus, StateData, StateSnapshot, StateVersion,
+    StreamItem, StreamPosition, UserId,
+};
+
+use super::{ConnId, CoreError, Frame};
+
+/// A channel: per tenant (CHAN-7), so the tenant is part of its identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelKey {
+    /// The tenant ("" for the default tenant).
+    pub tenant: Arc<str>,
+    /// The channel name.
+    pub name: ChannelName,
+}
+
+/// A room's settings (rooms.md). The password is kept only as a salted hash (ROOM-13).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Room {
+    /// `salt$hex(sha256(salt || password))`, when protected.
+    pub password_hash: Option<String>,
+    /// Effective capacity (ROOM-6).
+    pub max_users: u32,
+    /// Metadata object.
+    pub metadata: serde_json::Value,
+    /// Survives emptiness and restarts.
+    pub persist: bool,
+    /// Creation time.
+    pub created_at: Millis,
+}
+
+/// One accepted state write (state.md).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateWrite {
+    /// `state:update`.
+    Update {
+        /// Key.
+        key: String,
+        /// Value.
+        value: serde_json::Value,
+    },
+    /// `state:merge`.
+    Merge {
+        /// Keys and values.
+        data: StateData,
+    },
+    /// `state:delete`.
+    Delete {
+        /// Key.
+        key: String,
+    },
+}
+
+/// What taking a presence lease did (PRES-8, PRES-9, PRES-28).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaseTaken {
+    /// The user was not a member: announce this member.
+    Joined(Member),
+    /// Another lease of the user exists: nothing to announce.
+    Added,
+    /// A grace lease of the user was taken over: nothing to announce.
+    TookOver,
+}
+
+/// What releasing a presence lease did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Released {
+    /// The connection held no lease there.
+    NoLease,
+    /// The member keeps other leases, or this one now waits out its grace period.
+    Kept,
+    /// That was the member's last lease: the member is gone (PRES-11).
+    Left {
+        /// The user.
+        user_id: UserId,
+        /// The member's `last_seen` at removal (PRES-13).
+        last_seen: Millis,
+    },
+}
+
+/// A member removed because its last grace lease expired (PRES-29).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraceExpired {
+    /// The channel.
+    pub key: ChannelKey,
+    /// The user.
+    pub user_id: UserId,
+    /// The member's `last_seen`.
+    pub last_seen: Millis,
+}
+
+/// Which retained items a `history` request wants (HIST-14 to HIST-16, BCAST-1 to BCAST-3).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistoryQuery<'a> {
+    /// Only items with a lower `seq`.
+    pub before_seq: Option<u64>,
+    /// Only messages with this exact event (no `data_change`).
+    pub event: Option<&'a str>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// The newest matching items, ascending, and whether older matching ones remain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistorySlice {
+    /// Items, ascending `seq`.
+    pub items: Vec<StreamItem>,
+    /// An older matching item is retained.
+    pub has_more: bool,
+}
+
+/// A page of resource records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordPage {
+    /// `(id, data)` in creation order.
+    pub records: Vec<(String, serde_json::Value)>,
+    /// More records follow.
+    pub has_more: bool,
+}
+
+/// Shared channel data behind one interface. Methods taking `&mut self` on a key create
+/// the channel (with a fresh epoch, HIST-3) when it does not exist yet.
+pub trait Engine {
+    // --- streams (history.md) ---
+
+    /// The channel's current position.
+    fn position(&mut self, key: &ChannelKey) -> StreamPosition;
+    /// Numbers, stores (durably) and retains one item built from its `seq`; returns the
+    /// item's frame, serialized once for every recipient.
+    fn append(
+        &mut self,
+        key: &ChannelKey,
+        build: &mut dyn FnMut(u64) -> StreamItem,
+    ) -> Result<Frame, CoreError>;
+    /// The frames after `seq`, ascending, when every one of them is retained (HIST-7).
+    fn replay_after(&self, key: &ChannelKey, seq: u64) -> Option<Vec<Frame>>;
+    /// A history page.
+    fn history(&self, key: &ChannelKey, query: HistoryQuery<'_>) -> HistorySlice;
+    /// Forgets the channel's stream, state and room; the next use starts a new epoch
+    /// (ROOM-17, STATE-26).
+    fn discard(&mut self, key: &ChannelKey) -> Result<(), CoreError>;
+
+    // --- fan-out (channels.md) ---
+
+    /// Adds a connection to the channel's fan-out set.
+    fn add_subscriber(&mut self, key: &ChannelKey, conn: ConnId);
+    /// Removes a connection from the channel's fan-out set.
+    fn remove_subscriber(&mut self, key: &ChannelKey, conn: ConnId);
+    /// The channel's subscribed connections.
+    fn subscribers(&self, key: &ChannelKey) -> impl Iterator<Item = ConnId> + '_;
+
+    // --- rooms (rooms.md) ---
+
+    /// The room of a presence channel, when it exists.
+    fn room(&self, key: &ChannelKey) -> Option<&Room>;
+    /// Creates the room (stored when it persists, ROOM-19).
+    fn create_room(&mut self, key: &ChannelKey, room: Room) -> Result<(), CoreError>;
+
+    // --- presence (presence.md) ---
+
+    /// One member.
+    fn member(&self, key: &ChannelKey, user: &str) -> Option<&Member>;
+    /// How many members (live and grace).
+    fn member_count(&self, key: &ChannelKey) -> usize;
+    /// Every member, by `joined_at` then `user_id` (PRES-10).
+    fn members(&self, key: &ChannelKey) -> Vec<Member>;
+    /// Gives `conn` a lease on its user's member, creating the member when needed.
+    fn take_lease(
+        &mut self,
+        key: &ChannelKey,
+        conn: ConnId,
+        user: &str,
+        profile: &serde_json::Value,
+        now: Millis,
+    ) -> LeaseTaken;
+    /// Releases `conn`'s lease now, or keeps it as a grace lease until `grace_until`.
+    fn release_lease(
+        &mut self,
+        key: &ChannelKey,
+        conn: ConnId,
+        user: &str,
+        grace_until: Option<Millis>,
+    ) -> Released;
+    /// Replaces status and/or data (PRES-16) and sets `last_seen`; the updated member.
+    fn update_member(
+        &mut self,
+        key: &ChannelKey,
+        user: &str,
+        status: Option<PresenceStatus>,
+        data: Option<serde_json::Value>,
+        now: Millis,
+    ) -> Option<Member>;
+    /// Advances `last_seen` (PRES-24) without anything else.
+    fn touch_member(&mut self, key: &ChannelKey, user: &str, now: Millis);
+    /// Ends grace leases due at `now`; the members that left because of it.
+    fn expire_grace(&mut self, now: Millis) -> Vec<GraceExpired>;
+    /// The earliest pending grace deadline.
+    fn next_grace_deadline(&self) -> Option<Millis>;
+
+    // --- shared state (state.md) ---
+
+    /// The whole state.
+    fn state(&mut self, key: &ChannelKey) -> StateSnapshot;
+    /// Applies a write atomically when `expected` matches (STATE-19, STATE-20) and the
+    /// state stays within `max_bytes` (STATE-9); stores it durably; the new version.
+    fn write_state(
+        &mut self,
+        key: &ChannelKey,
+        write: &StateWrite,
+        expected: Option<u64>,
+        max_bytes: usize,
+    ) -> Result<StateVersion, CoreError>;
+
+    // --- HTTP views ---
+
+    /// Channels of the tenant with a subscriber or a member, by name (HTTP-14, HTTP-15).
+    fn active_channels(&self, tenant: &str) -> Vec<ChannelStats>;
+
+    // --- resource records (http.md, changes.md) ---
+
+    /// One record.
+    fn record(
+        &self,
+        tenant: &str,
+        resource: &str,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, CoreError>;
+    /// Records in creation order after `after`.
+    fn records(
+        &self,
+        tenant: &str,
+        resource: &str,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<RecordPage, CoreError>;
+    /// Stores a record (`create`: it must not exist yet), durably.
+    fn put_record(
+        &mut self,
+        tenant: &str,
+        resource: &str,
+        id: &str,
+        data: &serde_json::Value,
+        create: bool,
+    ) -> Result<(), CoreError>;
+    /// Removes a record, durably.
+    fn delete_record(&mut self, tenant: &str, resource: &str, id: &str) -> Result<(), CoreError>;
+}

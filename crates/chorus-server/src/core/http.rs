@@ -1,0 +1,113 @@
+//! The HTTP API's views and server-side publishing (spec: http.md).
+
+use std::sync::Arc;
+
+use chorus_protocol::http::{ChannelUsersResponse, PublishRequest, PublishResponse, StatsResponse};
+use chorus_protocol::{ChannelKind, ChannelName, Millis, UserId};
+
+use super::channels::check_event;
+use super::limits::{grants_match, TokenBucket};
+use super::{Core, CoreError, Effect, Engine, Outbox};
+
+/// Idle publish buckets are forgotten once there are this many.
+const MAX_IDLE_BUCKETS: usize = 10_000;
+
+impl<E: Engine> Core<E> {
+    /// `POST /api/broadcast` (`from` and `grants` = None, HTTP-18) or `POST /api/publish`
+    /// (the token's user and grants, HTTP-20 to HTTP-24). The message goes to every
+    /// subscriber, the publishing user's connections included.
+    pub fn server_publish(
+        &mut self,
+        tenant: &str,
+        req: PublishRequest,
+        from: Option<UserId>,
+        grants: Option<&[String]>,
+        now: Millis,
+    ) -> Result<(PublishResponse, Vec<Effect>), CoreError> {
+        let kind = self.check_name(&req.channel)?;
+        check_event(&req.event)?;
+        if req.channel.is_resource_feed() {
+            return Err(CoreError::Forbidden(
+                "resource: channels carry server changes only".into(),
+            )); // CHG-10
+        }
+        let tenant: Arc<str> = Arc::from(tenant);
+        let key = self.key(&tenant, &req.channel);
+        if let Some(user) = &from {
+            if kind == ChannelKind::Private && !grants_match(grants.unwrap_or(&[]), &req.channel) {
+                return Err(CoreError::Forbidden(format!(
+                    "no grant matches {}",
+                    req.channel
+                )));
+            }
+            if kind == ChannelKind::Presence && self.engine.member(&key, user).is_none() {
+                return Err(CoreError::Forbidden(format!(
+                    "not a member of {}",
+                    req.channel
+                ))); // HTTP-22
+            }
+            self.take_publish_token(&tenant, user, now)?;
+        }
+        let (seq, frame) = self.publish(&key, req.event, req.data, from, now)?;
+        let mut out = Outbox::default();
+        self.fan_out(&key, &frame, None, &mut out);
+        let reply = PublishResponse {
+            channel: req.channel,
+            seq,
+            ts: now,
+        };
+        Ok((reply, out.effects))
+    }
+
+    /// HTTP-24: the broadcast rate limit, per user.
+    fn take_publish_token(
+        &mut self,
+        tenant: &Arc<str>,
+        user: &str,
+        now: Millis,
+    ) -> Result<(), CoreError> {
+        let l = self.config.limits;
+        let (rate, burst) = (l.broadcast_rate_per_sec, l.broadcast_burst);
+        if self.publish_buckets.len() >= MAX_IDLE_BUCKETS {
+            self.publish_buckets
+                .retain(|_, b| !b.is_full(rate, burst, now));
+        }
+        self.publish_buckets
+            .entry((tenant.clone(), user.to_owned()))
+            .or_insert_with(|| TokenBucket::full(burst, now))
+            .take(rate, burst, now)
+            .map_err(|retry_after_ms| CoreError::RateLimited { retry_after_ms })
+    }
+
+    /// `GET /api/stats` for one tenant (HTTP-14, HTTP-15).
+    pub fn stats(&self, tenant: &str) -> StatsResponse {
+        let conns = self.conns.values().filter(|c| &*c.tenant == tenant);
+        let (connections, subscriptions) = conns.fold((0, 0), |(n, s), c| {
+            (n + 1, s + c.subscriptions.len() as u64)
+        });
+        StatsResponse {
+            connections,
+            subscriptions,
+            channels: self.engine.active_channels(tenant),
+        }
+    }
+
+    /// `GET /api/channel/users` (HTTP-16, HTTP-17).
+    pub fn channel_users(
+        &self,
+        tenant: &str,
+        channel: &ChannelName,
+    ) -> Result<ChannelUsersResponse, CoreError> {
+        if self.check_name(channel)? != ChannelKind::Presence {
+            return Err(CoreError::InvalidChannel(format!(
+                "{channel} is not a presence channel"
+            )));
+        }
+        let users = self.engine.members(&self.key(&Arc::from(tenant), channel));
+        Ok(ChannelUsersResponse {
+            channel: channel.clone(),
+            count: users.len() as u64,
+            users,
+        })
+    }
+}

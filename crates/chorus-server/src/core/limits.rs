@@ -1,0 +1,99 @@
+//! Limits the core enforces itself: the broadcast token bucket (LIMIT-5, LIMIT-6) and the
+//! grant patterns of private channels (CHAN-5, CHAN-6).
+
+use chorus_protocol::{ChannelName, Millis};
+
+/// A token bucket of capacity `burst`, starting full, refilling continuously at `rate`
+/// tokens per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct TokenBucket {
+    tokens: f64,
+    at: Millis,
+}
+
+impl TokenBucket {
+    pub fn full(burst: u32, now: Millis) -> TokenBucket {
+        TokenBucket {
+            tokens: f64::from(burst),
+            at: now,
+        }
+    }
+
+    /// Takes one token, or says how many ms until one is available (at least 1).
+    pub fn take(&mut self, rate: u32, burst: u32, now: Millis) -> Result<(), u64> {
+        let elapsed = now.saturating_sub(self.at) as f64;
+        self.tokens = (self.tokens + elapsed * f64::from(rate) / 1000.0).min(f64::from(burst));
+        self.at = self.at.max(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        if rate == 0 {
+            return Err(u64::MAX);
+        }
+        let wait = ((1.0 - self.tokens) * 1000.0 / f64::from(rate)).ceil();
+        Err((wait as u64).max(1))
+    }
+
+    /// Whether the bucket has refilled completely by `now` (so it can be forgotten).
+    pub fn is_full(&self, rate: u32, burst: u32, now: Millis) -> bool {
+        let elapsed = now.saturating_sub(self.at) as f64;
+        self.tokens + elapsed * f64::from(rate) / 1000.0 >= f64::from(burst)
+    }
+}
+
+/// Whether any grant pattern matches the whole name (`*` = any run, CHAN-6).
+pub(super) fn grants_match(grants: &[String], name: &ChannelName) -> bool {
+    grants
+        .iter()
+        .any(|g| glob_match(g.as_bytes(), name.as_str().as_bytes()))
+}
+
+/// Linear-time glob with `*` only (the classic backtracking-to-last-star algorithm).
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_whole_names() {
+        let m = |p: &str, t: &str| glob_match(p.as_bytes(), t.as_bytes());
+        assert!(m("private-team-*", "private-team-red"));
+        assert!(m("private-team-*", "private-team-"));
+        assert!(!m("private-team-*", "private-tea"));
+        assert!(m("*", "private-x"));
+        assert!(m("private-*-doc", "private-a-b-doc"));
+        assert!(!m("private-doc-42", "private-doc-421"));
+        assert!(m("private-doc-42", "private-doc-42"));
+    }
+
+    #[test]
+    fn bucket_allows_burst_then_tells_the_wait() {
+        let mut b = TokenBucket::full(2, 0);
+        assert_eq!(b.take(10, 2, 0), Ok(()));
+        assert_eq!(b.take(10, 2, 0), Ok(()));
+        assert_eq!(b.take(10, 2, 0), Err(100));
+        assert_eq!(b.take(10, 2, 60), Err(40));
+        assert_eq!(b.take(10, 2, 100), Ok(()));
+    }
+}

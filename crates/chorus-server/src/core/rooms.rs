@@ -1,0 +1,161 @@
+//! Rooms: presence channels with options fixed by the creating subscribe (spec: rooms.md).
+
+use chorus_protocol::{Millis, RoomInfo, RoomOptions, Subscribe};
+use sha2::{Digest, Sha256};
+
+use super::engine::{ChannelKey, Room};
+use super::faults::Fault;
+use super::{Core, CoreError, Engine};
+
+/// Longest room password in characters (ROOM-7).
+const MAX_PASSWORD_CHARS: usize = 128;
+
+/// What a presence subscribe that passed the room checks will do.
+#[derive(Debug)]
+pub(super) enum Admission {
+    /// Join the existing room.
+    Join,
+    /// Create the room with these settings (ROOM-3).
+    Create(Room),
+}
+
+impl<E: Engine> Core<E> {
+    /// The presence checks of a subscribe, in the order of rooms.md: options shape and
+    /// range, password, capacity, `max_presence_members`.
+    pub(super) fn admit(
+        &self,
+        key: &ChannelKey,
+        req: &Subscribe,
+        user: &str,
+        now: Millis,
+    ) -> Result<Admission, CoreError> {
+        let limits = self.config.limits;
+        if let Some(opts) = &req.room {
+            check_options(opts, limits.max_room_users)?; // ROOM-7, ROOM-8
+        }
+        let is_member = self.engine.member(key, user).is_some();
+        let count = self.engine.member_count(key);
+        let admission = match self.engine.room(key) {
+            Some(room) => {
+                let password_ok = match &room.password_hash {
+                    Some(hash) => req
+                        .password
+                        .as_deref()
+                        .is_some_and(|p| verify_password(hash, p)),
+                    None => true,
+                };
+                if !password_ok && !self.fault(Fault::RoomPasswordIgnored) {
+                    return Err(CoreError::BadPassword); // ROOM-10, ROOM-11, ROOM-16
+                }
+                let full = count >= room.max_users as usize;
+                if !is_member && full && !self.fault(Fault::IgnoreMaxUsers) {
+                    return Err(CoreError::RoomFull); // ROOM-14, ROOM-15
+                }
+                Admission::Join
+            }
+            None => Admission::Create(new_room(req.room.as_ref(), limits.max_room_users, now)),
+        };
+        if !is_member && count >= limits.max_presence_members as usize {
+            return Err(CoreError::LimitExceeded {
+                limit: "max_presence_members",
+            }); // PRES-32, PRES-33
+        }
+        Ok(admission)
+    }
+
+    /// `subscribed.room` (ROOM-5, ROOM-6, ROOM-12: no password, only `protected`).
+    pub(super) fn room_info(&self, key: &ChannelKey) -> Option<RoomInfo> {
+        self.engine.room(key).map(|r| RoomInfo {
+            metadata: r.metadata.clone(),
+            max_users: r.max_users,
+            persist: r.persist,
+            protected: r.password_hash.is_some(),
+            created_at: r.created_at,
+        })
+    }
+
+    /// Discards a non-persistent room whose last member is gone (ROOM-17).
+    pub(super) fn discard_if_empty(&mut self, key: &ChannelKey) -> Result<(), CoreError> {
+        let persistent = self.engine.room(key).is_some_and(|r| r.persist);
+        if self.engine.member_count(key) == 0 && !persistent {
+            self.cursors.forget_channel(key);
+            self.engine.discard(key)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_options(opts: &RoomOptions, max_room_users: u32) -> Result<(), CoreError> {
+    if let Some(p) = &opts.password {
+        let n = p.chars().count();
+        if n == 0 || n > MAX_PASSWORD_CHARS {
+            return Err(CoreError::InvalidMessage(format!(
+                "room password must be 1 to {MAX_PASSWORD_CHARS} characters"
+            )));
+        }
+    }
+    if opts.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+        return Err(CoreError::InvalidMessage(
+            "room metadata must be an object".into(),
+        ));
+    }
+    match opts.max_users {
+        Some(0) => Err(CoreError::InvalidMessage(
+            "room max_users must be at least 1".into(),
+        )),
+        Some(n) if n > max_room_users => Err(CoreError::LimitExceeded {
+            limit: "max_room_users",
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// ROOM-3: options of the creating subscribe, with the defaults.
+fn new_room(opts: Option<&RoomOptions>, max_room_users: u32, now: Millis) -> Room {
+    let opts = opts.cloned().unwrap_or_default();
+    Room {
+        password_hash: opts.password.as_deref().map(hash_password),
+        max_users: opts.max_users.unwrap_or(max_room_users),
+        metadata: opts.metadata.unwrap_or_else(|| serde_json::json!({})),
+        persist: opts.persist.unwrap_or(false),
+        created_at: now,
+    }
+}
+
+/// ROOM-13: `salt$sha256(salt || password)` in hex.
+fn hash_password(password: &str) -> String {
+    let salt = format!("{:032x}", rand::random::<u128>());
+    format!("{salt}${}", digest(&salt, password))
+}
+
+fn verify_password(stored: &str, password: &str) -> bool {
+    let Some((salt, hash)) = stored.split_once('$') else {
+        return false;
+    };
+    constant_time_eq(hash.as_bytes(), digest(salt, password).as_bytes())
+}
+
+fn digest(salt: &str, password: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update(password.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hash_verifies_only_the_password() {
+        let h = hash_password("s3cret");
+        assert!(!h.contains("s3cret"));
+        assert!(verify_password(&h, "s3cret"));
+        assert!(!verify_password(&h, "s3cret!"));
+        assert_ne!(hash_password("s3cret"), h, "salted");
+    }
+}
