@@ -222,7 +222,9 @@ mod tests {
 
     #[test]
     fn defaults_for_absent_claims() {
-        let s = auth().verify(&token("s3cret", json!({"sub":"u1"})), 0).unwrap();
+        let s = auth()
+            .verify(&token("s3cret", json!({"sub":"u1"})), 0)
+            .unwrap();
         assert_eq!(s.profile, json!({}));
         assert_eq!(s.tenant, "");
         assert!(s.grants.is_empty());
@@ -237,7 +239,10 @@ mod tests {
 
     #[test]
     fn garbage_is_invalid() {
-        assert!(matches!(auth().verify("abc", 0), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            auth().verify("abc", 0),
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]

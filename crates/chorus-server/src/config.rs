@@ -239,6 +239,13 @@ impl Config {
         if self.jwt_secret.is_none() && !self.dev {
             return Err(ConfigError::MissingJwtSecret);
         }
+        // SEC-1; development mode may use a toy secret.
+        let short = self.jwt_secret.as_ref().is_some_and(|s| s.len() < 32);
+        check(
+            !short || self.dev,
+            "jwt_secret",
+            "must be at least 32 bytes (HS256 keys shorter than the hash are weak)",
+        )?;
         // CONN-14: one lost ping must not close the connection.
         check(
             self.heartbeat_timeout_ms >= 2 * self.heartbeat_interval_ms,
@@ -250,7 +257,11 @@ impl Config {
             "heartbeat_interval_ms",
             "must be positive",
         )?;
-        check(self.queue_capacity > 0, "queue_capacity", "must be positive")?;
+        check(
+            self.queue_capacity > 0,
+            "queue_capacity",
+            "must be positive",
+        )?;
         check(
             self.queue_watermark <= self.queue_capacity,
             "queue_watermark",
@@ -261,7 +272,11 @@ impl Config {
             "max_frame_bytes",
             "must be at least 64",
         )?;
-        check(self.max_json_depth >= 1, "max_json_depth", "must be at least 1")?;
+        check(
+            self.max_json_depth >= 1,
+            "max_json_depth",
+            "must be at least 1",
+        )?;
         check(
             self.max_protocol_errors >= 1,
             "max_protocol_errors",
@@ -394,12 +409,27 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_which_overrides_defaults() {
-        let file = file_with("port = 4000\npath = \"/rt\"\njwt_secret = \"s\"\n");
+        let file = file_with(
+            "port = 4000\npath = \"/rt\"\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n",
+        );
         let path = file.path().to_str().unwrap();
         let c = Config::load(&parse(&["--config", path, "--port", "5000"])).unwrap();
         assert_eq!(c.port, 5000);
         assert_eq!(c.path, "/rt");
         assert_eq!(c.max_frame_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn short_secrets_are_refused_outside_dev() {
+        let err = Config::load(&parse(&["--jwt-secret", "short"])).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                setting: "jwt_secret",
+                ..
+            }
+        ));
+        assert!(Config::load(&parse(&["--jwt-secret", "short", "--dev"])).is_ok());
     }
 
     #[test]
@@ -442,13 +472,20 @@ mod tests {
         let args = parse(&["--dev", "--path", "/api/ws"]);
         assert!(matches!(
             Config::load(&args),
-            Err(ConfigError::Invalid { setting: "path", .. })
+            Err(ConfigError::Invalid {
+                setting: "path",
+                ..
+            })
         ));
     }
 
     #[test]
     fn origins_are_comma_separated() {
-        let args = parse(&["--dev", "--allowed-origins", "https://a.example,https://b.example"]);
+        let args = parse(&[
+            "--dev",
+            "--allowed-origins",
+            "https://a.example,https://b.example",
+        ]);
         let c = Config::load(&args).unwrap();
         assert_eq!(c.allowed_origins.len(), 2);
     }

@@ -1,0 +1,249 @@
+//! The shell's shared state: the core and the registry of connection queues under one lock.
+//!
+//! Effects are carried out while the lock is held. Enqueueing never waits (see
+//! [`outbound`](super::outbound)), so the critical section stays short, and frames reach
+//! every queue in the order the core produced them: two broadcasts handled by two tasks can
+//! never be delivered out of `seq` order.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chorus_protocol::{Capability, ClientMessage, CloseCode, Millis, RequestId};
+use tokio::sync::Notify;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::core::{ConnId, Core, Effect, Session};
+
+use super::outbound::{ConnHandle, Enqueued};
+
+/// Server time in milliseconds since the Unix epoch.
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// The core and the queues of the connections it knows.
+struct Hub {
+    core: Core,
+    conns: HashMap<ConnId, ConnHandle>,
+}
+
+/// Everything the connection tasks, HTTP handlers and the timer share.
+pub struct Shared {
+    /// The configuration in force.
+    pub config: Config,
+    /// Token verification.
+    pub auth: Authenticator,
+    capabilities: Vec<Capability>,
+    hub: Mutex<Hub>,
+    next_conn: AtomicU64,
+    /// Wakes the timer task when the core's next deadline moved earlier.
+    pub timer: Notify,
+    timer_deadline: AtomicU64,
+    live: AtomicUsize,
+    shutting_down: AtomicBool,
+}
+
+/// Counts one live connection (WebSocket or SSE) while it exists.
+pub struct LiveGuard(Arc<Shared>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    /// Shared state over a built core.
+    pub fn new(config: Config, auth: Authenticator, core: Core) -> Shared {
+        Shared {
+            capabilities: core.config().capabilities.clone(),
+            config,
+            auth,
+            hub: Mutex::new(Hub {
+                core,
+                conns: HashMap::new(),
+            }),
+            next_conn: AtomicU64::new(1),
+            timer: Notify::new(),
+            timer_deadline: AtomicU64::new(u64::MAX),
+            live: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the server announces `capability`.
+    pub fn has(&self, capability: Capability) -> bool {
+        self.capabilities.contains(&capability)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Hub> {
+        // A panic under the lock must not take every other connection down with it.
+        self.hub
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a live connection; `None` when the server is at `max_connections`.
+    pub fn track(self: &Arc<Self>) -> Option<LiveGuard> {
+        let before = self.live.fetch_add(1, Ordering::AcqRel);
+        let guard = LiveGuard(self.clone());
+        (before < self.config.max_connections).then_some(guard)
+    }
+
+    /// Open connections (WebSocket and SSE).
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Whether a graceful shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Registers the connection's queue and queues its `welcome`.
+    pub fn connect(&self, handle: ConnHandle, session: Session) -> ConnId {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let mut hub = self.lock();
+        hub.conns.insert(conn, handle);
+        let effects = hub.core.connect(conn, session, now_ms());
+        self.apply(&mut hub, effects);
+        conn
+    }
+
+    /// Hands one decoded frame to the core. Returns true when the core answered it with a
+    /// protocol error (TRANS-24 counts those).
+    pub fn handle(&self, conn: ConnId, msg: ClientMessage) -> bool {
+        let mut hub = self.lock();
+        let effects = hub.core.handle(conn, msg, now_ms());
+        let protocol_error = effects.iter().any(|e| match e {
+            Effect::Send { to, frame, .. } => *to == conn && is_protocol_error(frame),
+            Effect::Close { .. } => false,
+        });
+        self.apply(&mut hub, effects);
+        protocol_error
+    }
+
+    /// Applies a verified `auth:refresh` (CONN-15..17).
+    pub fn refresh(&self, conn: ConnId, id: Option<RequestId>, session: Session) {
+        let mut hub = self.lock();
+        let effects = hub.core.refresh(conn, id, session, now_ms());
+        self.apply(&mut hub, effects);
+    }
+
+    /// The connection is gone: forget its queue and tell the core (PRES-26/27).
+    pub fn disconnect(&self, conn: ConnId, graceful: bool) {
+        let mut hub = self.lock();
+        if hub.conns.remove(&conn).is_none() {
+            return;
+        }
+        let effects = hub.core.disconnect(conn, graceful, now_ms());
+        self.apply(&mut hub, effects);
+    }
+
+    /// Runs `f` on the core (HTTP API) and carries out the effects it returns.
+    pub fn with_core<T, E>(
+        &self,
+        f: impl FnOnce(&mut Core, Millis) -> Result<(T, Vec<Effect>), E>,
+    ) -> Result<T, E> {
+        let mut hub = self.lock();
+        let (value, effects) = f(&mut hub.core, now_ms())?;
+        self.apply(&mut hub, effects);
+        Ok(value)
+    }
+
+    /// Reads from the core without effects.
+    pub fn read_core<T>(&self, f: impl FnOnce(&Core) -> T) -> T {
+        f(&self.lock().core)
+    }
+
+    /// Runs due timers; returns the next deadline.
+    pub fn tick(&self) -> Option<Millis> {
+        let mut hub = self.lock();
+        let now = now_ms();
+        if hub.core.next_deadline().is_some_and(|d| d <= now) {
+            let effects = hub.core.tick(now);
+            self.apply(&mut hub, effects);
+        }
+        let next = hub.core.next_deadline();
+        self.timer_deadline
+            .store(next.unwrap_or(u64::MAX), Ordering::Release);
+        next
+    }
+
+    /// Starts a graceful shutdown: every connection gets its queued frames, then 1001
+    /// (CONN-19).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        let hub = self.lock();
+        for handle in hub.conns.values() {
+            handle.close_after_queued(CloseCode::GoingAway);
+        }
+    }
+
+    fn apply(&self, hub: &mut Hub, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send {
+                    to,
+                    frame,
+                    droppable,
+                } => {
+                    if let Some(handle) = hub.conns.get(&to) {
+                        if handle.send(frame, droppable) == Enqueued::Overflow {
+                            tracing::warn!(conn = to, "outbound queue full: slow consumer");
+                        }
+                    }
+                }
+                Effect::Close { conn, code } => {
+                    if let Some(handle) = hub.conns.get(&conn) {
+                        handle.close_after_queued(code);
+                    }
+                }
+            }
+        }
+        if hub
+            .core
+            .next_deadline()
+            .is_some_and(|d| d < self.timer_deadline.load(Ordering::Acquire))
+        {
+            self.timer.notify_one();
+        }
+    }
+}
+
+/// Whether a frame is an `error` with one of the protocol-error codes of TRANS-24.
+fn is_protocol_error(frame: &str) -> bool {
+    frame.starts_with(r#"{"type":"error""#)
+        && [
+            r#""code":"invalid_json""#,
+            r#""code":"unknown_type""#,
+            r#""code":"invalid_message""#,
+        ]
+        .iter()
+        .any(|code| frame.contains(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_errors_are_recognised() {
+        assert!(is_protocol_error(
+            r#"{"type":"error","id":1,"code":"invalid_message","message":"x"}"#
+        ));
+        // An escaped quote inside the message cannot fake the code member.
+        assert!(!is_protocol_error(
+            r#"{"type":"error","code":"forbidden","message":"\"code\":\"invalid_json\""}"#
+        ));
+        assert!(!is_protocol_error(
+            r#"{"type":"message","channel":"c","event":"e","data":{"code":"invalid_json"},"ts":1,"seq":1}"#
+        ));
+    }
+}

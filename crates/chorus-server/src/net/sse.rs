@@ -1,0 +1,369 @@
+//! `GET /sse` (spec: sse.md): a receive-only stream of the frames of one or more channels.
+//! The stream is a core connection like a WebSocket; each event carries the exact frame, and
+//! `id:` is a resume token holding every channel's position (SSE-7, SSE-11).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chorus_protocol::{
+    Capability, ChannelKind, ChannelName, ClientMessage, Epoch, ErrorCode, ErrorFrame,
+    ServerMessage, StreamPosition, Subscribe,
+};
+use futures_util::Stream;
+use serde_json::Value;
+use tokio::time::{sleep_until, Instant};
+
+use crate::auth::token_from_request;
+use crate::core::{ConnId, Session};
+
+use super::http::{status_of, ApiError};
+use super::hub::{now_ms, LiveGuard, Shared};
+use super::outbound::{self, ConnQueue, Outbound};
+use super::{origin_allowed, query_param, query_params};
+
+/// Header carrying the last event id a reconnecting `EventSource` saw.
+const LAST_EVENT_ID: &str = "last-event-id";
+
+/// Position of each channel of a stream: channel -> (epoch, seq).
+type Positions = BTreeMap<String, (String, u64)>;
+
+/// `GET /sse?channel=…&token=…`.
+pub async fn stream(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    match open(&shared, query.as_deref(), &headers) {
+        Ok(stream) => {
+            let interval = Duration::from_millis(shared.config.heartbeat_interval_ms);
+            Sse::new(stream)
+                .keep_alive(KeepAlive::new().interval(interval).text("keep-alive"))
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Everything checked before streaming (SSE-2), then the subscriptions.
+fn open(
+    shared: &Arc<Shared>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<impl Stream<Item = Result<Event, Infallible>>, ApiError> {
+    if !shared.has(Capability::Sse) {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "capability not announced",
+        ));
+    }
+    if !origin_allowed(&shared.config, headers) {
+        return Err(ApiError::new(ErrorCode::Forbidden, "origin not allowed"));
+    }
+    let session = authenticate(shared, query, headers)?;
+    let channels = requested_channels(shared, query)?;
+    let resume = resume_token(query, headers).map(|t| decode_resume(&t));
+    let live = shared
+        .track()
+        .ok_or_else(|| ApiError::new(ErrorCode::LimitExceeded, "server at capacity"))?;
+    let config = &shared.config;
+    let (handle, queue) = outbound::queue(config.queue_capacity, config.queue_watermark);
+    let expires_at = session.expires_at;
+    let conn = shared.connect(handle, session);
+    let mut state = StreamState {
+        shared: shared.clone(),
+        conn,
+        queue,
+        prefix: VecDeque::new(),
+        positions: Positions::new(),
+        expires_at: expires_at.map(deadline_at),
+        done: false,
+        _live: live,
+    };
+    for channel in channels {
+        let since = since_for(resume.as_ref(), &channel);
+        state.subscribe(channel, since)?;
+    }
+    Ok(futures_util::stream::unfold(
+        state,
+        |mut state| async move {
+            let event = state.next_event().await?;
+            Some((Ok(event), state))
+        },
+    ))
+}
+
+fn authenticate(
+    shared: &Shared,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Session, ApiError> {
+    let unauthorized = |m: String| ApiError::new(ErrorCode::Unauthorized, m);
+    let query_token = query_param(query, "token");
+    let token = token_from_request(headers, query_token.as_deref())
+        .map_err(|e| unauthorized(e.to_string()))?;
+    shared
+        .auth
+        .authenticate(token, now_ms())
+        .map_err(|e| unauthorized(e.to_string()))
+}
+
+/// Distinct requested channels in query order (SSE-6), each valid and not a presence
+/// channel, at most `max_subscriptions` of them (SSE-2).
+fn requested_channels(shared: &Shared, query: Option<&str>) -> Result<Vec<ChannelName>, ApiError> {
+    let mut channels: Vec<ChannelName> = Vec::new();
+    for name in query_params(query, "channel") {
+        let channel = ChannelName(name);
+        if !channels.contains(&channel) {
+            channels.push(channel);
+        }
+    }
+    if channels.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            "no channel parameter",
+        ));
+    }
+    let max_len = shared.config.max_channel_name_len as usize;
+    for channel in &channels {
+        let kind = channel
+            .validate(max_len)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidChannel, e.to_string()))?;
+        if kind == ChannelKind::Presence {
+            return Err(ApiError::new(
+                ErrorCode::InvalidChannel,
+                format!("{channel} is a presence channel, not available over SSE"),
+            ));
+        }
+    }
+    if channels.len() > shared.config.max_subscriptions as usize {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            "more channels than max_subscriptions",
+        ));
+    }
+    Ok(channels)
+}
+
+/// The header wins over the query parameter (SSE-11).
+fn resume_token(query: Option<&str>, headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| query_param(query, "last_event_id"))
+}
+
+/// Encodes positions as the resume token: base64url of `{"v":1,"p":{channel:[epoch,seq]}}`.
+pub fn encode_resume(positions: &Positions) -> String {
+    let body = serde_json::json!({"v": 1, "p": positions});
+    URL_SAFE_NO_PAD.encode(body.to_string())
+}
+
+/// Decodes a resume token; `None` when it cannot be read (SSE-14).
+pub fn decode_resume(token: &str) -> Option<Positions> {
+    let bytes = URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
+    let value: Value = serde_json::from_slice(&bytes).ok()?;
+    if value.get("v")? != 1 {
+        return None;
+    }
+    serde_json::from_value(value.get("p")?.clone()).ok()
+}
+
+/// The `since` of one channel: its position in a readable token (SSE-11), none when the token
+/// does not hold it (SSE-13), and a position that cannot match when the token is unreadable,
+/// so that the channel answers `recovered: false` (SSE-14).
+fn since_for(resume: Option<&Option<Positions>>, channel: &ChannelName) -> Option<StreamPosition> {
+    match resume? {
+        Some(positions) => positions
+            .get(channel.as_str())
+            .map(|(epoch, seq)| StreamPosition {
+                epoch: Epoch(epoch.clone()),
+                seq: *seq,
+            }),
+        None => Some(StreamPosition {
+            epoch: Epoch("unreadable-resume-token".into()),
+            seq: 0,
+        }),
+    }
+}
+
+fn deadline_at(at_ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms()))
+}
+
+/// One open stream. Dropping it (the client went away) disconnects it from the core.
+struct StreamState {
+    shared: Arc<Shared>,
+    conn: ConnId,
+    queue: ConnQueue,
+    /// Items taken from the queue while checking the subscriptions.
+    prefix: VecDeque<Outbound>,
+    positions: Positions,
+    expires_at: Option<Instant>,
+    done: bool,
+    _live: LiveGuard,
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        // A stream has no Close frame: its end is abrupt (PRES-27 does not apply, as SSE
+        // has no presence).
+        self.shared.disconnect(self.conn, false);
+    }
+}
+
+impl StreamState {
+    /// Subscribes one channel; an `error` reply becomes the HTTP error of the request.
+    fn subscribe(
+        &mut self,
+        channel: ChannelName,
+        since: Option<StreamPosition>,
+    ) -> Result<(), ApiError> {
+        let msg = ClientMessage::Subscribe(Subscribe {
+            id: None,
+            channel,
+            since,
+            password: None,
+            room: None,
+            state: None,
+        });
+        self.shared.handle(self.conn, msg);
+        while let Ok(item) = self.queue.rx.try_recv() {
+            if let Outbound::Frame(frame) = &item {
+                if let Some(error) = error_of(frame) {
+                    return Err(error);
+                }
+            }
+            self.prefix.push_back(item);
+        }
+        Ok(())
+    }
+
+    async fn next_event(&mut self) -> Option<Event> {
+        if self.done {
+            return None;
+        }
+        let item = match self.prefix.pop_front() {
+            Some(item) => item,
+            None => self.next_item().await?,
+        };
+        match item {
+            Outbound::Frame(frame) => Some(self.event(&frame)),
+            Outbound::Close(_) => None,
+        }
+    }
+
+    async fn next_item(&mut self) -> Option<Outbound> {
+        let expiry = self.expires_at;
+        tokio::select! {
+            biased;
+            // SSE-17: a stream that is not read fast enough ends.
+            _ = self.queue.closer.wait() => None,
+            item = self.queue.rx.recv() => item,
+            // SSE-16
+            _ = sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
+                self.done = true;
+                let frame = ErrorFrame::new(None, ErrorCode::Unauthorized, "token expired");
+                Some(Outbound::Frame(Arc::from(ServerMessage::Error(frame).to_json())))
+            }
+        }
+    }
+
+    /// The SSE event of one frame (SSE-4), with the resume token when positions moved.
+    fn event(&mut self, frame: &str) -> Event {
+        let value: Value = serde_json::from_str(frame).unwrap_or(Value::Null);
+        let kind = value
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("message");
+        let event = Event::default().event(kind).data(frame);
+        if self.track(kind, &value) {
+            event.id(encode_resume(&self.positions))
+        } else {
+            event
+        }
+    }
+
+    /// Updates the positions from a frame; true when the frame carries an id (SSE-7).
+    fn track(&mut self, kind: &str, value: &Value) -> bool {
+        let Some(channel) = value.get("channel").and_then(Value::as_str) else {
+            return false;
+        };
+        match kind {
+            "subscribed" => {
+                let epoch = value["position"]["epoch"].as_str().unwrap_or_default();
+                let seq = value["position"]["seq"].as_u64().unwrap_or(0);
+                self.positions
+                    .insert(channel.to_owned(), (epoch.to_owned(), seq));
+                true
+            }
+            "message" | "data_change" => {
+                let seq = value["seq"].as_u64().unwrap_or(0);
+                if let Some(position) = self.positions.get_mut(channel) {
+                    position.1 = seq;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The HTTP error matching an `error` frame, if the frame is one.
+fn error_of(frame: &str) -> Option<ApiError> {
+    if !frame.starts_with(r#"{"type":"error""#) {
+        return None;
+    }
+    let value: Value = serde_json::from_str(frame).ok()?;
+    let code: ErrorCode = serde_json::from_value(value.get("code")?.clone()).ok()?;
+    let message = value["message"].as_str().unwrap_or_default();
+    debug_assert!(status_of(code) != StatusCode::OK);
+    Some(ApiError::new(code, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_tokens_round_trip() {
+        let mut positions = Positions::new();
+        positions.insert("notifications".into(), ("e-1a2b".into(), 314));
+        positions.insert("resource:post".into(), ("e-c0de".into(), 20));
+        let token = encode_resume(&positions);
+        assert!(token.bytes().all(|b| b.is_ascii_graphic()));
+        assert_eq!(decode_resume(&token), Some(positions));
+    }
+
+    #[test]
+    fn the_spec_example_token_decodes() {
+        let token = "eyJ2IjoxLCJwIjp7Im5vdGlmaWNhdGlvbnMiOlsiZS0xYTJiIiwzMTRdfX0";
+        let positions = decode_resume(token).unwrap();
+        assert_eq!(positions["notifications"], ("e-1a2b".to_owned(), 314));
+    }
+
+    #[test]
+    fn unreadable_tokens_force_a_non_matching_since() {
+        assert_eq!(decode_resume("%%%"), None);
+        let channel = ChannelName::from("news");
+        let since = since_for(Some(&None), &channel).unwrap();
+        assert_eq!(since.seq, 0);
+        assert_eq!(since_for(None, &channel), None);
+        assert_eq!(since_for(Some(&Some(Positions::new())), &channel), None);
+    }
+
+    #[test]
+    fn error_frames_become_http_errors() {
+        let e = error_of(r#"{"type":"error","code":"forbidden","message":"no grant"}"#).unwrap();
+        assert_eq!(e.into_response().status(), StatusCode::FORBIDDEN);
+        assert!(error_of(r#"{"type":"subscribed"}"#).is_none());
+    }
+}

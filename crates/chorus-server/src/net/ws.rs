@@ -1,0 +1,421 @@
+//! The WebSocket endpoint: upgrade checks (TRANS-1..3, SEC-9, CONN-1..5), then per
+//! connection a reader (this task) and a writer task joined by the bounded outbound queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chorus_protocol::{
+    decode_client, AuthRefresh, ClientMessage, CloseCode, DecodeError, ErrorCode, ErrorFrame,
+    ServerMessage, PROTOCOL,
+};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+use tokio_tungstenite::tungstenite;
+
+use crate::auth::{token_from_request, AuthError};
+use crate::core::{ConnId, Session};
+
+use super::hub::{now_ms, LiveGuard, Shared};
+use super::outbound::{self, ConnHandle, ConnQueue, Outbound};
+use super::{origin_allowed, query_param};
+
+/// Frames the writer takes from the queue before one flush.
+const WRITE_BATCH: usize = 64;
+/// How long a closing connection waits for the client's Close reply.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// `GET {path}`: checks subprotocol and origin, upgrades, then authenticates.
+pub async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let offered = offered_protocols(&headers);
+    if !offered.is_empty() && !offered.iter().any(|p| p == PROTOCOL) {
+        // TRANS-2
+        return (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "text/plain")],
+            "no supported subprotocol offered (this server speaks chorus.v1)",
+        )
+            .into_response();
+    }
+    if !origin_allowed(&shared.config, &headers) {
+        // SEC-9
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let token = query_param(query.as_deref(), "token");
+    let verdict = token_from_request(&headers, token.as_deref())
+        .and_then(|token| shared.auth.authenticate(token, now_ms()));
+    let config = &shared.config;
+    let frame_limit = usize::try_from(config.max_frame_bytes).unwrap_or(usize::MAX);
+    let ws = ws
+        .protocols([PROTOCOL])
+        .read_buffer_size(config.ws_read_buffer_bytes)
+        .write_buffer_size(config.ws_write_buffer_bytes)
+        .max_message_size(frame_limit)
+        .max_frame_size(frame_limit);
+    let shared = shared.clone();
+    ws.on_upgrade(move |socket| run(shared, socket, verdict))
+}
+
+/// The subprotocols offered in `Sec-WebSocket-Protocol` (the header may repeat).
+fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+async fn run(shared: Arc<Shared>, socket: WebSocket, verdict: Result<Session, AuthError>) {
+    let session = match verdict {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::debug!(error = %e, "connection refused");
+            return reject(socket, e.close_code()).await;
+        }
+    };
+    let Some(live) = shared.track() else {
+        // CONN-22
+        return reject(socket, CloseCode::ServerOverloaded).await;
+    };
+    if shared.shutting_down() {
+        return reject(socket, CloseCode::GoingAway).await;
+    }
+    let config = &shared.config;
+    let (handle, queue) = outbound::queue(config.queue_capacity, config.queue_watermark);
+    let expires_at = session.expires_at;
+    let identity = (session.user_id.clone(), session.tenant.clone());
+    let conn = shared.connect(handle.clone(), session);
+    tracing::debug!(conn, user = %identity.0, tenant = %identity.1, "connected");
+    let (sink, stream) = socket.split();
+    let writer = tokio::spawn(write_loop(sink, queue));
+    let reader = Reader {
+        shared: shared.clone(),
+        conn,
+        handle,
+        identity,
+        expires_at: expires_at.map(deadline_at),
+        errors: 0,
+        last_inbound: Instant::now(),
+    };
+    reader.run(stream, writer, live).await;
+}
+
+/// Completes a refused upgrade: the close code is the whole answer (CONN-4, CONN-5).
+async fn reject(mut socket: WebSocket, code: CloseCode) {
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+        let _ = socket.send(close_message(code)).await;
+        while let Some(Ok(_)) = socket.recv().await {}
+    })
+    .await;
+}
+
+fn close_message(code: CloseCode) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.code(),
+        reason: Utf8Bytes::from_static(code.reason()),
+    }))
+}
+
+/// The tokio instant of a server-time deadline.
+fn deadline_at(at_ms: u64) -> Instant {
+    let now = now_ms();
+    Instant::now() + Duration::from_millis(at_ms.saturating_sub(now))
+}
+
+/// How a connection ended, which decides whether presence is released at once (PRES-26).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum End {
+    /// The client sent a Close frame (its code, if any).
+    Client(Option<u16>),
+    /// The server closed with this code.
+    Server(CloseCode),
+    /// The connection vanished without a Close frame.
+    Lost,
+}
+
+impl End {
+    fn graceful(self) -> bool {
+        match self {
+            End::Client(code) => code == Some(CloseCode::Normal.code()),
+            End::Server(code) => (4000..=4099).contains(&code.code()),
+            End::Lost => false,
+        }
+    }
+}
+
+/// The reading half of one connection, with its heartbeat and token-expiry timers.
+struct Reader {
+    shared: Arc<Shared>,
+    conn: ConnId,
+    handle: ConnHandle,
+    identity: (String, String),
+    expires_at: Option<Instant>,
+    errors: u32,
+    last_inbound: Instant,
+}
+
+/// What one turn of the read loop decided.
+enum Step {
+    Continue,
+    Close(CloseCode),
+    Ended(End),
+}
+
+impl Reader {
+    async fn run(
+        mut self,
+        mut stream: SplitStream<WebSocket>,
+        mut writer: JoinHandle<Option<CloseCode>>,
+        live: LiveGuard,
+    ) {
+        let timeout = Duration::from_millis(self.shared.config.heartbeat_timeout_ms);
+        let mut writer_done = false;
+        let end = loop {
+            let heartbeat = self.last_inbound + timeout;
+            let expiry = self.expires_at;
+            let step = tokio::select! {
+                msg = stream.next() => self.on_message(msg),
+                // CONN-13
+                _ = sleep_until(heartbeat) => Step::Close(CloseCode::HeartbeatTimeout),
+                // CONN-18
+                _ = sleep_until(expiry.unwrap_or(heartbeat)), if expiry.is_some() => {
+                    Step::Close(CloseCode::TokenExpired)
+                }
+                closed = &mut writer => {
+                    writer_done = true;
+                    match closed {
+                        Ok(Some(code)) => Step::Ended(End::Server(code)),
+                        _ => Step::Ended(End::Lost),
+                    }
+                }
+            };
+            match step {
+                Step::Continue => {}
+                Step::Close(code) => {
+                    self.handle.close_after_queued(code);
+                    break End::Server(code);
+                }
+                Step::Ended(end) => break end,
+            }
+        };
+        tracing::debug!(conn = self.conn, ?end, "connection ending");
+        self.shared.disconnect(self.conn, end.graceful());
+        drop(self.handle);
+        if !writer_done {
+            // Bounded: the writer gives up on a client that does not read.
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE * 3, &mut writer).await;
+            writer.abort();
+        }
+        drain(stream).await;
+        drop(live);
+    }
+
+    fn on_message(&mut self, msg: Option<Result<Message, axum::Error>>) -> Step {
+        match msg {
+            Some(Ok(Message::Text(text))) => {
+                self.last_inbound = Instant::now();
+                self.on_text(text.as_str())
+            }
+            // TRANS-15
+            Some(Ok(Message::Binary(_))) => Step::Close(CloseCode::UnsupportedData),
+            // Control frames are not activity (transport.md notes).
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Continue,
+            Some(Ok(Message::Close(frame))) => Step::Ended(End::Client(frame.map(|f| f.code))),
+            Some(Err(e)) => read_error(e),
+            None => Step::Ended(End::Lost),
+        }
+    }
+
+    fn on_text(&mut self, text: &str) -> Step {
+        let depth = self.shared.config.max_json_depth as usize;
+        let protocol_error = match decode_client(text, depth) {
+            Ok(ClientMessage::AuthRefresh(refresh)) => {
+                self.refresh(refresh);
+                false
+            }
+            Ok(msg) => self.shared.handle(self.conn, msg),
+            Err(e) => {
+                self.reply_error(decode_error_frame(&e));
+                true
+            }
+        };
+        // TRANS-24
+        self.errors = if protocol_error { self.errors + 1 } else { 0 };
+        if self.errors >= self.shared.config.max_protocol_errors {
+            Step::Close(CloseCode::TooManyErrors)
+        } else {
+            Step::Continue
+        }
+    }
+
+    /// CONN-15/16: the shell verifies the token, the core applies it.
+    fn refresh(&mut self, refresh: AuthRefresh) {
+        match self.shared.auth.verify(&refresh.token, now_ms()) {
+            Ok(session) => {
+                if (&session.user_id, &session.tenant) == (&self.identity.0, &self.identity.1) {
+                    self.expires_at = session.expires_at.map(deadline_at);
+                }
+                self.shared.refresh(self.conn, refresh.id, session);
+            }
+            Err(e) => {
+                let frame = ErrorFrame::new(refresh.id, ErrorCode::Unauthorized, e.to_string());
+                self.reply_error(frame);
+            }
+        }
+    }
+
+    fn reply_error(&self, frame: ErrorFrame) {
+        let text = ServerMessage::Error(frame).to_json();
+        self.handle.send(Arc::from(text), false);
+    }
+}
+
+/// The `error` answering an undecodable frame (TRANS-18..22).
+fn decode_error_frame(e: &DecodeError) -> ErrorFrame {
+    ErrorFrame::new(e.request_id().cloned(), e.code(), e.to_string())
+}
+
+/// Maps a read error onto the close code the spec gives it.
+fn read_error(e: axum::Error) -> Step {
+    let inner = e.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        // TRANS-17
+        Some(tungstenite::Error::Utf8(_)) => Step::Close(CloseCode::InvalidPayload),
+        // TRANS-16, SEC-6: tungstenite stops at the header of an oversized frame.
+        Some(tungstenite::Error::Capacity(_)) => Step::Close(CloseCode::MessageTooBig),
+        // Broken framing (unmasked, reserved bits, bad opcode...): 1002.
+        Some(tungstenite::Error::Protocol(p)) if !is_reset(p) => {
+            tracing::debug!(error = %p, "websocket protocol error");
+            Step::Close(CloseCode::ProtocolError)
+        }
+        other => {
+            tracing::debug!(error = ?other, "read error");
+            Step::Ended(End::Lost)
+        }
+    }
+}
+
+/// The peer vanished: no Close frame will come.
+fn is_reset(p: &tungstenite::error::ProtocolError) -> bool {
+    matches!(
+        p,
+        tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
+            | tungstenite::error::ProtocolError::HandshakeIncomplete
+    )
+}
+
+/// Reads until the client's Close reply or EOF, bounded in time.
+async fn drain(mut stream: SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+}
+
+/// Writes queued frames, several per flush; ends after writing a Close frame (returning its
+/// code) or when the socket fails or the queue is dropped (returning `None`).
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    queue: ConnQueue,
+) -> Option<CloseCode> {
+    let ConnQueue { mut rx, closer } = queue;
+    loop {
+        let item = tokio::select! {
+            biased;
+            code = closer.wait() => Outbound::Close(code),
+            item = rx.recv() => item?,
+        };
+        let close = match item {
+            Outbound::Close(code) => Some(code),
+            Outbound::Frame(frame) => tokio::select! {
+                biased;
+                // The client stopped reading and the queue overflowed meanwhile.
+                code = closer.wait() => Some(code),
+                written = write_batch(&mut sink, &mut rx, frame) => written.ok()?,
+            },
+        };
+        if let Some(code) = close {
+            return send_close(&mut sink, code).await;
+        }
+    }
+}
+
+/// Feeds `first` and whatever else is queued (up to a batch), then flushes once. Returns an
+/// ordered close found in the queue.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    rx: &mut mpsc::Receiver<Outbound>,
+    first: crate::core::Frame,
+) -> Result<Option<CloseCode>, axum::Error> {
+    sink.feed(text_message(&first)).await?;
+    let mut close = None;
+    for _ in 0..WRITE_BATCH {
+        match rx.try_recv() {
+            Ok(Outbound::Frame(frame)) => sink.feed(text_message(&frame)).await?,
+            Ok(Outbound::Close(code)) => {
+                close = Some(code);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    sink.flush().await?;
+    Ok(close)
+}
+
+fn text_message(frame: &str) -> Message {
+    Message::Text(Utf8Bytes::from(frame))
+}
+
+async fn send_close(
+    sink: &mut SplitSink<WebSocket, Message>,
+    code: CloseCode,
+) -> Option<CloseCode> {
+    // A client that does not read may never take the Close frame; give up after a while.
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, sink.send(close_message(code))).await;
+    Some(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_close_1000_and_terminal_server_codes_are_graceful() {
+        assert!(End::Client(Some(1000)).graceful());
+        assert!(!End::Client(Some(1001)).graceful());
+        assert!(!End::Client(None).graceful());
+        assert!(End::Server(CloseCode::TooManyErrors).graceful());
+        assert!(!End::Server(CloseCode::GoingAway).graceful());
+        assert!(!End::Server(CloseCode::SlowConsumer).graceful());
+        assert!(!End::Lost.graceful());
+    }
+
+    #[test]
+    fn offered_protocols_are_split_and_trimmed() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "mqtt, v1.stomp".parse().unwrap(),
+        );
+        headers.append(header::SEC_WEBSOCKET_PROTOCOL, "chorus.v1".parse().unwrap());
+        assert_eq!(
+            offered_protocols(&headers),
+            ["mqtt", "v1.stomp", "chorus.v1"]
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! Starting and stopping the server: [`Server::start`] binds, builds the core over the store
+//! and serves until its [`ShutdownHandle`] fires; shutdown drains every connection with 1001
+//! after its queued frames (CONN-19).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_protocol::Capability;
+use std::future::IntoFuture;
+use thiserror::Error;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, ConfigError};
+use crate::core::{Core, CoreConfig, CoreError, Faults};
+use crate::net::{self, Shared};
+use crate::store::{Store, StoreError};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The core could not load what the store holds.
+    #[error("cannot load the persisted state: {0}")]
+    Core(#[from] CoreError),
+    /// The address could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The reference server.
+pub struct Server;
+
+/// Asks a running server to shut down gracefully; cloneable.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(watch::Sender<bool>);
+
+impl ShutdownHandle {
+    /// Starts the graceful shutdown (idempotent).
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A server serving in the background.
+pub struct RunningServer {
+    addr: SocketAddr,
+    path: String,
+    shutdown: ShutdownHandle,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// The bound address (with the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://addr/path`, for clients on this machine.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}{}", self.addr, self.path)
+    }
+
+    /// `http://addr`, for the HTTP API and SSE.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A handle that can start the shutdown from elsewhere.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Starts the graceful shutdown and waits until it is done.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.shutdown.shutdown();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after a shutdown was requested).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(ServerError::Io(std::io::Error::other(e))),
+        }
+    }
+}
+
+impl Server {
+    /// Validates `config`, opens the store, loads the core, binds and starts serving.
+    pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+        Server::start_with_faults(config, Faults::default()).await
+    }
+
+    /// [`Server::start`] with deliberate protocol bugs switched on (conformance self-test;
+    /// inert unless built with the `faults` feature).
+    pub async fn start_with_faults(
+        config: Config,
+        faults: Faults,
+    ) -> Result<RunningServer, ServerError> {
+        config.validate()?;
+        let store = if config.memory {
+            Store::memory()?
+        } else {
+            Store::open(&config.data_dir)?
+        };
+        let core = Core::new(core_config(&config, faults), store)?;
+        let addr = config.bind_addr();
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let addr = listener.local_addr()?;
+        warn_about_dev_mode(&config);
+        let path = config.path.clone();
+        let auth = Authenticator::new(config.jwt_secret.as_deref(), config.dev);
+        let shared = Arc::new(Shared::new(config, auth, core));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, shared, stop_rx));
+        tracing::info!(%addr, %path, "chorus server listening");
+        Ok(RunningServer {
+            addr,
+            path,
+            shutdown: ShutdownHandle(stop_tx),
+            task,
+        })
+    }
+}
+
+/// What the core is told: limits, heartbeat and the capabilities this configuration serves.
+fn core_config(config: &Config, faults: Faults) -> CoreConfig {
+    let mut capabilities = Capability::ALL.to_vec();
+    if config.api_key.is_none() {
+        // Without a key nobody can call the API-key endpoints: do not announce them.
+        capabilities.retain(|c| *c != Capability::HttpApi);
+    }
+    CoreConfig {
+        limits: config.limits(),
+        heartbeat: config.heartbeat(),
+        capabilities,
+        faults,
+        ..CoreConfig::default()
+    }
+}
+
+fn warn_about_dev_mode(config: &Config) {
+    if config.dev {
+        tracing::warn!(
+            "DEVELOPMENT MODE: connections without a token are accepted as anonymous users{}. \
+             Never run this in production.",
+            if config.jwt_secret.is_none() {
+                ", and token signatures are NOT verified (no --jwt-secret)"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let timer = tokio::spawn(net::run_timer(shared.clone(), stop.clone()));
+    let app = net::router(shared.clone());
+    let drain_shared = shared.clone();
+    let stop_copy = stop.clone();
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+        tracing::info!("shutting down: draining connections");
+        drain_shared.begin_shutdown();
+    };
+    let http = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped)
+        .into_future();
+    let grace = Duration::from_millis(shared.config.shutdown_timeout_ms) + Duration::from_secs(1);
+    let mut stop_seen = stop_copy;
+    tokio::select! {
+        served = http => served?,
+        // SSE responses end on shutdown; this bounds a client that keeps one open anyway.
+        _ = async {
+            let _ = stop_seen.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("HTTP connections still open after the shutdown timeout"),
+    }
+    wait_for_connections(&shared).await;
+    timer.abort();
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// Waits until every WebSocket task has flushed and closed, bounded by the configured
+/// shutdown timeout.
+async fn wait_for_connections(shared: &Shared) {
+    let deadline = Instant::now() + Duration::from_millis(shared.config.shutdown_timeout_ms);
+    while shared.live() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if shared.live() > 0 {
+        tracing::warn!(
+            open = shared.live(),
+            "shutdown timeout: dropping connections"
+        );
+    }
+}
