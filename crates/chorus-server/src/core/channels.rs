@@ -291,3 +291,288 @@ pub(super) fn check_event(event: &str) -> Result<(), CoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testkit::{session, without, Driver, T0};
+    use super::super::CoreConfig;
+
+    #[test]
+    fn subscribed_carries_kind_and_position() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        let got = d.ask(
+            a,
+            json!({"type": "subscribe", "id": "s1", "channel": "chat"}),
+        );
+        assert_eq!(got.len(), 1);
+        let epoch = got[0]["position"]["epoch"].clone();
+        assert!(epoch
+            .as_str()
+            .is_some_and(|e| !e.is_empty() && e.len() <= 64));
+        assert_eq!(
+            got[0],
+            json!({"type": "subscribed", "id": "s1", "channel": "chat", "kind": "public",
+                   "position": {"epoch": epoch, "seq": 0}})
+        );
+    }
+
+    #[test]
+    fn broadcast_skips_the_sender_but_reaches_its_other_tabs() {
+        let mut d = Driver::new();
+        let (a1, a2, b) = (d.connect("ann"), d.connect("ann"), d.connect("bob"));
+        for c in [a1, a2, b] {
+            d.subscribe(c, "chat");
+        }
+        let got = d.ask(
+            a1,
+            json!({"type": "broadcast", "id": 7, "channel": "chat", "event": "hi", "data": {"t": 1}}),
+        );
+        assert_eq!(
+            got,
+            vec![json!({"type": "broadcast:ack", "id": 7, "channel": "chat", "seq": 1, "ts": T0})]
+        );
+        let message = json!({"type": "message", "channel": "chat", "event": "hi",
+                             "data": {"t": 1}, "from": "ann", "ts": T0, "seq": 1});
+        assert_eq!(d.frames(a2), vec![message.clone()]);
+        assert_eq!(d.frames(b), vec![message]);
+    }
+
+    #[test]
+    fn echo_sends_the_message_after_the_ack() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        d.subscribe(a, "chat");
+        let got = d.ask(
+            a,
+            json!({"type": "broadcast", "channel": "chat", "event": "e", "data": null, "echo": true}),
+        );
+        let types: Vec<_> = got.iter().map(|f| f["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["broadcast:ack", "message"]);
+        assert!(got[0].get("id").is_none(), "no id asked, none echoed");
+    }
+
+    #[test]
+    fn seq_counts_per_channel() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        d.subscribe(a, "x");
+        d.subscribe(a, "y");
+        let send = |d: &mut Driver, ch: &str| {
+            d.ask(
+                a,
+                json!({"type": "broadcast", "channel": ch, "event": "e", "data": 1}),
+            )[0]["seq"]
+                .clone()
+        };
+        assert_eq!(send(&mut d, "x"), 1);
+        assert_eq!(send(&mut d, "x"), 2);
+        assert_eq!(send(&mut d, "y"), 1);
+        let b = d.connect("bob");
+        assert_eq!(d.subscribe(b, "x")["position"]["seq"], 2);
+    }
+
+    #[test]
+    fn private_channels_need_a_matching_grant() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        let got = d.ask(
+            a,
+            json!({"type": "subscribe", "id": 5, "channel": "private-hr"}),
+        );
+        assert_eq!(
+            without(got[0].clone(), &["message"]),
+            json!({"type": "error", "id": 5, "code": "forbidden", "channel": "private-hr"})
+        );
+        let mut s = session("bob", "");
+        s.grants = vec!["private-team-*".into()];
+        let b = d.connect_session(s);
+        assert_eq!(d.subscribe(b, "private-team-red")["kind"], "private");
+        let got = d.ask(b, json!({"type": "subscribe", "channel": "private-hr"}));
+        assert_eq!(got[0]["code"], "forbidden");
+    }
+
+    #[test]
+    fn tenants_do_not_share_channels() {
+        let mut d = Driver::new();
+        let a = d.connect_session(session("ann", "acme"));
+        let b = d.connect_session(session("bob", "globex"));
+        d.subscribe(a, "chat");
+        d.subscribe(b, "chat");
+        d.send(
+            a,
+            json!({"type": "broadcast", "channel": "chat", "event": "e", "data": 1}),
+        );
+        d.assert_silent(b);
+        let got = d.ask(
+            b,
+            json!({"type": "broadcast", "channel": "chat", "event": "e", "data": 1}),
+        );
+        assert_eq!(got[0]["seq"], 1, "own numbering per tenant");
+    }
+
+    #[test]
+    fn double_subscribe_is_refused_and_keeps_the_subscription() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        d.subscribe(a, "chat");
+        let got = d.ask(a, json!({"type": "subscribe", "id": 2, "channel": "chat"}));
+        assert_eq!(got[0]["code"], "already_subscribed");
+        let got = d.ask(
+            a,
+            json!({"type": "broadcast", "channel": "chat", "event": "e", "data": 1}),
+        );
+        assert_eq!(got[0]["type"], "broadcast:ack");
+    }
+
+    #[test]
+    fn max_subscriptions_is_enforced_exactly() {
+        let mut config = CoreConfig::default();
+        config.limits.max_subscriptions = 2;
+        let mut d = Driver::with_config(config);
+        let a = d.connect("ann");
+        d.subscribe(a, "a");
+        d.subscribe(a, "b");
+        let got = d.ask(a, json!({"type": "subscribe", "channel": "c"}));
+        assert_eq!(
+            without(got[0].clone(), &["message"]),
+            json!({"type": "error", "code": "limit_exceeded", "channel": "c",
+                   "limit": "max_subscriptions"})
+        );
+    }
+
+    #[test]
+    fn unsubscribe_stops_delivery() {
+        let mut d = Driver::new();
+        let (a, b) = (d.connect("ann"), d.connect("bob"));
+        d.subscribe(a, "chat");
+        d.subscribe(b, "chat");
+        let got = d.ask(
+            b,
+            json!({"type": "unsubscribe", "id": 3, "channel": "chat"}),
+        );
+        assert_eq!(
+            got,
+            vec![json!({"type": "unsubscribed", "id": 3, "channel": "chat"})]
+        );
+        d.send(
+            a,
+            json!({"type": "broadcast", "channel": "chat", "event": "e", "data": 1}),
+        );
+        d.assert_silent(b);
+        let got = d.ask(
+            b,
+            json!({"type": "unsubscribe", "id": 4, "channel": "chat"}),
+        );
+        assert_eq!(got[0]["code"], "not_subscribed");
+        assert_eq!(got[0]["id"], 4);
+    }
+
+    #[test]
+    fn broadcast_needs_a_subscription_and_never_targets_resource_feeds() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        let got = d.ask(
+            a,
+            json!({"type": "broadcast", "id": "b", "channel": "sports", "event": "e", "data": 1}),
+        );
+        assert_eq!(got[0]["code"], "not_subscribed");
+        assert_eq!(got[0]["channel"], "sports");
+        d.subscribe(a, "resource:post");
+        let got = d.ask(
+            a,
+            json!({"type": "broadcast", "channel": "resource:post", "event": "e", "data": 1}),
+        );
+        assert_eq!(got[0]["code"], "forbidden");
+    }
+
+    #[test]
+    fn bad_names_and_events_are_refused() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        for name in ["", "a b", "private-", &"x".repeat(201)] {
+            let got = d.ask(a, json!({"type": "subscribe", "id": 1, "channel": name}));
+            assert_eq!(got[0]["code"], "invalid_channel", "{name}");
+        }
+        assert_eq!(d.subscribe(a, &"x".repeat(200))["kind"], "public");
+        d.subscribe(a, "chat");
+        let got = d.ask(
+            a,
+            json!({"type": "broadcast", "channel": "chat", "event": "", "data": 1}),
+        );
+        assert_eq!(got[0]["code"], "invalid_message");
+    }
+
+    #[test]
+    fn rate_limit_refuses_without_consuming_seq() {
+        let mut config = CoreConfig::default();
+        config.limits.broadcast_burst = 2;
+        config.limits.broadcast_rate_per_sec = 4;
+        let mut d = Driver::with_config(config);
+        let a = d.connect("ann");
+        d.subscribe(a, "chat");
+        let b = json!({"type": "broadcast", "id": 1, "channel": "chat", "event": "e", "data": 1});
+        assert_eq!(d.ask(a, b.clone())[0]["seq"], 1);
+        assert_eq!(d.ask(a, b.clone())[0]["seq"], 2);
+        let got = d.ask(a, b.clone());
+        assert_eq!(
+            without(got[0].clone(), &["message"]),
+            json!({"type": "error", "id": 1, "code": "rate_limited", "channel": "chat",
+                   "retry_after_ms": 250})
+        );
+        d.advance(250);
+        assert_eq!(d.ask(a, b)[0]["seq"], 3);
+    }
+
+    #[test]
+    fn refresh_ends_private_subscriptions_no_longer_granted() {
+        let mut d = Driver::new();
+        let mut s = session("ann", "");
+        s.grants = vec!["private-*".into()];
+        let a = d.connect_session(s.clone());
+        d.subscribe(a, "private-a");
+        d.subscribe(a, "private-b");
+        s.grants = vec!["private-a".into()];
+        s.expires_at = Some(T0 + 60_000);
+        let effects = d.core.refresh(a, Some(9.into()), s, d.now);
+        d.route(effects);
+        assert_eq!(
+            d.frames(a),
+            vec![
+                json!({"type": "auth:refreshed", "id": 9, "expires_at": T0 + 60_000}),
+                json!({"type": "unsubscribed", "channel": "private-b", "reason": "forbidden"}),
+            ]
+        );
+        let effects = d.core.refresh(a, None, session("mallory", ""), d.now);
+        d.route(effects);
+        assert_eq!(d.frames(a)[0]["code"], "unauthorized");
+    }
+
+    #[test]
+    fn fan_out_shares_one_serialization() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        d.subscribe(a, "chat");
+        let subs: Vec<_> = (0..200).map(|i| d.connect(&format!("u{i}"))).collect();
+        for &c in &subs {
+            d.subscribe(c, "chat");
+        }
+        let msg = chorus_protocol::decode_client(
+            r#"{"type":"broadcast","channel":"chat","event":"e","data":1}"#,
+            32,
+        )
+        .unwrap();
+        let effects = d.core.handle(a, msg, d.now);
+        let frames: Vec<_> = effects
+            .iter()
+            .filter_map(|e| match e {
+                super::super::Effect::Send { to, frame, .. } if *to != a => Some(frame.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(frames.len(), 200);
+        assert!(frames.iter().all(|f| std::sync::Arc::ptr_eq(f, &frames[0])));
+    }
+}

@@ -192,3 +192,135 @@ impl<E: Engine> Core<E> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testkit::{Driver, T0};
+
+    fn cursor(d: &mut Driver, conn: u64, x: i32) {
+        d.send(
+            conn,
+            json!({"type": "cursor:update", "channel": "presence-c", "x": x, "y": 0}),
+        );
+    }
+
+    #[test]
+    fn updates_coalesce_to_one_frame_per_interval() {
+        let mut d = Driver::new();
+        let (a1, a2, b) = (d.connect("ann"), d.connect("ann"), d.connect("bob"));
+        for c in [a1, a2, b] {
+            d.subscribe(c, "presence-c");
+        }
+        for c in [a1, a2, b] {
+            d.frames(c);
+        }
+        cursor(&mut d, a1, 1);
+        let first = d.delivered(b);
+        assert_eq!(first.len(), 1, "the first position goes out at once");
+        assert!(first[0].droppable);
+        assert_eq!(
+            first[0].json,
+            json!({"type": "cursor:moved", "channel": "presence-c",
+                   "cursors": [{"user_id": "ann", "x": 1.0, "y": 0.0, "ts": T0}]})
+        );
+        d.advance(10);
+        cursor(&mut d, a1, 2);
+        d.advance(10);
+        cursor(&mut d, a1, 3);
+        d.assert_silent(b);
+        d.advance(29);
+        d.assert_silent(b);
+        d.advance(1);
+        let got = d.frames(b);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0]["cursors"],
+            json!([{"user_id": "ann", "x": 3.0, "y": 0.0, "ts": T0 + 20}])
+        );
+        assert_eq!(
+            d.frames(a2).len(),
+            2,
+            "the user's other tab sees its cursor"
+        );
+        d.assert_silent(a1);
+    }
+
+    #[test]
+    fn producer_gets_the_others_but_not_its_own() {
+        let mut d = Driver::new();
+        let (a, b) = (d.connect("ann"), d.connect("bob"));
+        d.subscribe(a, "presence-c");
+        d.subscribe(b, "presence-c");
+        d.frames(a);
+        cursor(&mut d, a, 1);
+        d.frames(b);
+        cursor(&mut d, a, 2);
+        cursor(&mut d, b, 5);
+        d.advance(50);
+        let to_a = d.frames(a);
+        let to_b = d.frames(b);
+        assert_eq!(to_a.len(), 1);
+        assert_eq!(to_a[0]["cursors"][0]["user_id"], "bob");
+        assert_eq!(to_a[0]["cursors"].as_array().unwrap().len(), 1);
+        assert_eq!(to_b[0]["cursors"][0]["user_id"], "ann");
+        assert_eq!(to_b[0]["cursors"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn leaving_removes_the_cursor_and_its_pending_entry() {
+        let mut d = Driver::new();
+        let (a, b) = (d.connect("ann"), d.connect("bob"));
+        d.subscribe(a, "presence-c");
+        d.subscribe(b, "presence-c");
+        cursor(&mut d, a, 1);
+        cursor(&mut d, a, 2);
+        d.frames(b);
+        d.send(a, json!({"type": "unsubscribe", "channel": "presence-c"}));
+        d.advance(100);
+        assert_eq!(d.types(b), ["user:left"]);
+        let c = d.connect("cid");
+        assert_eq!(d.subscribe(c, "presence-c")["cursors"], json!([]));
+    }
+
+    #[test]
+    fn snapshot_holds_current_cursors() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        d.subscribe(a, "presence-c");
+        d.send(
+            a,
+            json!({"type": "cursor:update", "channel": "presence-c", "x": 1, "y": 2,
+                         "data": {"tool": "pen"}}),
+        );
+        let b = d.connect("bob");
+        assert_eq!(
+            d.subscribe(b, "presence-c")["cursors"],
+            json!([{"user_id": "ann", "x": 1.0, "y": 2.0, "data": {"tool": "pen"}, "ts": T0}])
+        );
+    }
+
+    #[test]
+    fn cursor_errors() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        d.subscribe(a, "chat");
+        let got = d.ask(
+            a,
+            json!({"type": "cursor:update", "channel": "chat", "x": 1, "y": 2}),
+        );
+        assert_eq!(got[0]["code"], "invalid_channel");
+        let got = d.ask(
+            a,
+            json!({"type": "cursor:update", "channel": "presence-c", "x": 1, "y": 2}),
+        );
+        assert_eq!(got[0]["code"], "not_subscribed");
+        d.subscribe(a, "presence-c");
+        let got = d.ask(
+            a,
+            json!({"type": "cursor:update", "channel": "presence-c", "x": 1, "y": 2, "data": 3}),
+        );
+        assert_eq!(got[0]["code"], "invalid_message");
+    }
+}

@@ -183,3 +183,236 @@ fn check_update(req: &PresenceUpdate) -> Result<(), CoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testkit::{Driver, T0};
+    use super::super::CoreConfig;
+
+    fn member(user: &str, joined_at: u64, last_seen: u64) -> serde_json::Value {
+        json!({"user_id": user, "profile": {"name": user}, "status": "online", "data": {},
+               "joined_at": joined_at, "last_seen": last_seen})
+    }
+
+    #[test]
+    fn snapshot_holds_everyone_self_included_in_join_order() {
+        let mut d = Driver::new();
+        let b = d.connect("bob");
+        d.subscribe(b, "presence-doc");
+        d.advance(10);
+        let a = d.connect("ann");
+        let sub = d.subscribe(a, "presence-doc");
+        assert_eq!(
+            sub["presence"],
+            json!([member("bob", T0, T0), member("ann", T0 + 10, T0 + 10)])
+        );
+        assert_eq!(
+            d.frames(b),
+            vec![json!({"type": "user:joined", "channel": "presence-doc",
+                        "member": member("ann", T0 + 10, T0 + 10)})]
+        );
+        d.assert_silent(a);
+    }
+
+    #[test]
+    fn second_tab_does_not_announce_join_or_leave() {
+        let mut d = Driver::new();
+        let b = d.connect("bob");
+        d.subscribe(b, "presence-doc");
+        let (a1, a2) = (d.connect("ann"), d.connect("ann"));
+        d.subscribe(a1, "presence-doc");
+        assert_eq!(d.types(b), ["user:joined"]);
+        let sub = d.subscribe(a2, "presence-doc");
+        assert_eq!(
+            sub["presence"].as_array().unwrap().len(),
+            2,
+            "one member per user"
+        );
+        d.assert_silent(b);
+        d.send(
+            a1,
+            json!({"type": "unsubscribe", "channel": "presence-doc"}),
+        );
+        d.assert_silent(b);
+        d.disconnect(a2, true);
+        assert_eq!(
+            d.frames(b),
+            vec![
+                json!({"type": "user:left", "channel": "presence-doc", "user_id": "ann",
+                        "last_seen": T0})
+            ]
+        );
+    }
+
+    #[test]
+    fn unsubscriber_gets_only_unsubscribed() {
+        let mut d = Driver::new();
+        let (a, b) = (d.connect("ann"), d.connect("bob"));
+        d.subscribe(a, "presence-doc");
+        d.subscribe(b, "presence-doc");
+        d.frames(a);
+        assert_eq!(
+            d.ask(b, json!({"type": "unsubscribe", "channel": "presence-doc"}))
+                .len(),
+            1
+        );
+        assert_eq!(d.types(a), ["user:left"]);
+    }
+
+    #[test]
+    fn abrupt_end_within_grace_is_taken_over_silently() {
+        let mut d = Driver::new();
+        let b = d.connect("bob");
+        d.subscribe(b, "presence-doc");
+        let a1 = d.connect("ann");
+        d.subscribe(a1, "presence-doc");
+        d.send(
+            a1,
+            json!({"type": "presence:update", "channel": "presence-doc", "status": "busy"}),
+        );
+        d.frames(b);
+        d.disconnect(a1, false);
+        d.advance(4_000);
+        d.assert_silent(b);
+        let a2 = d.connect("ann");
+        let sub = d.subscribe(a2, "presence-doc");
+        let ann = &sub["presence"][0];
+        assert_eq!(ann["user_id"], "ann", "(joined_at, user_id) order");
+        assert_eq!(ann["status"], "busy", "member kept through takeover");
+        assert_eq!(ann["joined_at"], T0);
+        d.advance(10_000);
+        d.assert_silent(b);
+        d.disconnect(a2, false);
+        d.advance(4_999);
+        d.assert_silent(b);
+        d.advance(1);
+        assert_eq!(d.types(b), ["user:left"]);
+    }
+
+    #[test]
+    fn graceful_close_leaves_at_once() {
+        let mut d = Driver::new();
+        let (a, b) = (d.connect("ann"), d.connect("bob"));
+        d.subscribe(b, "presence-doc");
+        d.subscribe(a, "presence-doc");
+        d.frames(b);
+        d.disconnect(a, true);
+        assert_eq!(d.types(b), ["user:left"]);
+    }
+
+    #[test]
+    fn grace_members_stay_in_snapshots_and_count() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        d.subscribe(a, "presence-doc");
+        d.disconnect(a, false);
+        let b = d.connect("bob");
+        let sub = d.subscribe(b, "presence-doc");
+        assert_eq!(sub["presence"][0]["user_id"], "ann");
+        let users = d.core.channel_users("", &"presence-doc".into()).unwrap();
+        assert_eq!(users.count, 2);
+    }
+
+    #[test]
+    fn update_acks_then_reaches_everyone_including_the_updater() {
+        let mut d = Driver::new();
+        let (a1, a2, b) = (d.connect("ann"), d.connect("ann"), d.connect("bob"));
+        for c in [a1, a2, b] {
+            d.subscribe(c, "presence-doc");
+        }
+        for c in [a1, a2, b] {
+            d.frames(c);
+        }
+        d.advance(5);
+        let got = d.ask(
+            a1,
+            json!({"type": "presence:update", "id": 7, "channel": "presence-doc",
+                   "status": "away", "data": {"tool": "pen"}}),
+        );
+        let mut ann = member("ann", T0, T0 + 5);
+        ann["status"] = json!("away");
+        ann["data"] = json!({"tool": "pen"});
+        let updated = json!({"type": "presence:updated", "channel": "presence-doc", "member": ann});
+        assert_eq!(
+            got,
+            vec![
+                json!({"type": "presence:ack", "id": 7, "channel": "presence-doc"}),
+                updated.clone()
+            ]
+        );
+        assert_eq!(d.frames(a2), vec![updated.clone()]);
+        assert_eq!(d.frames(b), vec![updated]);
+    }
+
+    #[test]
+    fn offline_and_empty_updates_are_invalid() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        d.subscribe(a, "presence-doc");
+        for bad in [
+            json!({"type": "presence:update", "id": 8, "channel": "presence-doc", "status": "offline"}),
+            json!({"type": "presence:update", "id": 8, "channel": "presence-doc"}),
+            json!({"type": "presence:update", "id": 8, "channel": "presence-doc", "data": [1]}),
+        ] {
+            let got = d.ask(a, bad);
+            assert_eq!((got.len(), &got[0]["code"]), (1, &json!("invalid_message")));
+            assert_eq!(got[0]["channel"], "presence-doc");
+        }
+        let list = d.ask(
+            a,
+            json!({"type": "presence", "id": 1, "channel": "presence-doc"}),
+        );
+        assert_eq!(list[0]["members"][0]["status"], "online");
+    }
+
+    #[test]
+    fn presence_requests_need_a_subscribed_presence_channel() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        d.subscribe(a, "chat");
+        let got = d.ask(a, json!({"type": "presence", "id": 1, "channel": "chat"}));
+        assert_eq!(got[0]["code"], "invalid_channel");
+        let got = d.ask(
+            a,
+            json!({"type": "presence", "id": 1, "channel": "presence-x"}),
+        );
+        assert_eq!(got[0]["code"], "not_subscribed");
+    }
+
+    #[test]
+    fn last_seen_advances_silently() {
+        let mut d = Driver::new();
+        let (a, b) = (d.connect("ann"), d.connect("bob"));
+        d.subscribe(a, "presence-doc");
+        d.subscribe(b, "presence-doc");
+        d.frames(a);
+        d.advance(100);
+        d.send(
+            a,
+            json!({"type": "cursor:update", "channel": "presence-doc", "x": 1, "y": 2}),
+        );
+        d.advance(100);
+        assert_eq!(
+            d.types(b),
+            ["cursor:moved"],
+            "no presence frame for last_seen"
+        );
+        let list = d.ask(b, json!({"type": "presence", "channel": "presence-doc"}));
+        assert_eq!(list[0]["members"][0]["last_seen"], T0 + 100);
+    }
+
+    #[test]
+    fn max_presence_members_spares_existing_members() {
+        let mut config = CoreConfig::default();
+        config.limits.max_presence_members = 1;
+        let mut d = Driver::with_config(config);
+        let (a1, a2, b) = (d.connect("ann"), d.connect("ann"), d.connect("bob"));
+        d.subscribe(a1, "presence-doc");
+        d.subscribe(a2, "presence-doc");
+        let got = d.ask(b, json!({"type": "subscribe", "channel": "presence-doc"}));
+        assert_eq!(got[0]["limit"], "max_presence_members");
+        d.assert_silent(a1);
+    }
+}

@@ -159,3 +159,140 @@ mod tests {
         assert_ne!(hash_password("s3cret"), h, "salted");
     }
 }
+
+#[cfg(test)]
+mod room_tests {
+    use serde_json::json;
+
+    use super::super::testkit::{Driver, T0};
+
+    fn create(d: &mut Driver, conn: u64, room: serde_json::Value) -> serde_json::Value {
+        d.ask(
+            conn,
+            json!({"type": "subscribe", "id": 1, "channel": "presence-p", "room": room}),
+        )
+        .remove(0)
+    }
+
+    #[test]
+    fn creator_sets_the_options_and_others_cannot_change_them() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        let sub = create(
+            &mut d,
+            a,
+            json!({"password": "s3cret", "max_users": 8, "metadata": {"title": "Plan"}}),
+        );
+        let info = json!({"metadata": {"title": "Plan"}, "max_users": 8, "persist": false,
+                          "protected": true, "created_at": T0});
+        assert_eq!(sub["room"], info);
+        assert!(!sub.to_string().contains("s3cret"));
+        let b = d.connect("bob");
+        let got = d.ask(
+            b,
+            json!({"type": "subscribe", "channel": "presence-p", "password": "s3cret",
+                   "room": {"max_users": 50}}),
+        );
+        assert_eq!(got[0]["room"], info);
+    }
+
+    #[test]
+    fn protected_room_checks_every_joiner() {
+        let mut d = Driver::new();
+        let a1 = d.connect("ann");
+        create(&mut d, a1, json!({"password": "s3cret"}));
+        let b = d.connect("bob");
+        for password in [None, Some("nope")] {
+            let mut req = json!({"type": "subscribe", "id": 2, "channel": "presence-p"});
+            if let Some(p) = password {
+                req["password"] = json!(p);
+            }
+            let got = d.ask(b, req);
+            assert_eq!(got[0]["code"], "bad_password");
+        }
+        d.assert_silent(a1);
+        let a2 = d.connect("ann");
+        let got = d.ask(a2, json!({"type": "subscribe", "channel": "presence-p"}));
+        assert_eq!(got[0]["code"], "bad_password", "ROOM-11: a second tab too");
+    }
+
+    #[test]
+    fn full_room_refuses_new_users_but_not_members() {
+        let mut d = Driver::new();
+        let a1 = d.connect("ann");
+        create(&mut d, a1, json!({"max_users": 1, "password": "pw"}));
+        let b = d.connect("bob");
+        let got = d.ask(
+            b,
+            json!({"type": "subscribe", "channel": "presence-p", "password": "pw"}),
+        );
+        assert_eq!(got[0]["code"], "room_full");
+        let got = d.ask(
+            b,
+            json!({"type": "subscribe", "channel": "presence-p", "password": "x"}),
+        );
+        assert_eq!(
+            got[0]["code"], "bad_password",
+            "ROOM-16: password before capacity"
+        );
+        let a2 = d.connect("ann");
+        let got = d.ask(
+            a2,
+            json!({"type": "subscribe", "channel": "presence-p", "password": "pw"}),
+        );
+        assert_eq!(got[0]["type"], "subscribed");
+        d.assert_silent(a1);
+    }
+
+    #[test]
+    fn room_options_are_validated() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        let got = create(&mut d, a, json!({"max_users": 1001}));
+        assert_eq!(
+            (&got["code"], &got["limit"]),
+            (&json!("limit_exceeded"), &json!("max_room_users"))
+        );
+        let got = create(&mut d, a, json!({"max_users": 0}));
+        assert_eq!(got["code"], "invalid_message");
+        let got = create(&mut d, a, json!({"metadata": [1]}));
+        assert_eq!(got["code"], "invalid_message");
+        let got = d.ask(
+            a,
+            json!({"type": "subscribe", "channel": "chat", "room": {}}),
+        );
+        assert_eq!(got[0]["code"], "invalid_channel");
+    }
+
+    #[test]
+    fn emptied_room_is_discarded_unless_it_persists() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        let first = create(&mut d, a, json!({"metadata": {"v": 1}}));
+        d.send(
+            a,
+            json!({"type": "state:update", "channel": "presence-p", "key": "k", "value": 1}),
+        );
+        d.send(a, json!({"type": "unsubscribe", "channel": "presence-p"}));
+        d.frames(a);
+        d.advance(10);
+        let second = create(&mut d, a, json!({"metadata": {"v": 2}, "persist": true}));
+        assert_ne!(first["position"]["epoch"], second["position"]["epoch"]);
+        assert_eq!(second["room"]["metadata"], json!({"v": 2}));
+        assert_eq!(second["room"]["created_at"], T0 + 10);
+        d.send(
+            a,
+            json!({"type": "state:update", "channel": "presence-p", "key": "k", "value": 2}),
+        );
+        d.send(a, json!({"type": "unsubscribe", "channel": "presence-p"}));
+        d.frames(a);
+        let got = d.ask(
+            a,
+            json!({"type": "subscribe", "channel": "presence-p", "state": true,
+                                  "room": {"metadata": {"v": 3}}}),
+        );
+        assert_eq!(got[0]["position"]["epoch"], second["position"]["epoch"]);
+        assert_eq!(got[0]["room"]["metadata"], json!({"v": 2}));
+        assert_eq!(got[0]["state"]["data"], json!({"k": 2}));
+    }
+}
