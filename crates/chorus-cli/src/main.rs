@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod conform;
 mod schema;
+mod serve;
 
 /// Chorus: an open realtime protocol for the web, its reference server and its conformance suite.
 #[derive(Debug, Parser)]
@@ -21,6 +22,8 @@ enum Command {
     Schema(schema::SchemaArgs),
     /// Grade a server against the conformance suite (no --url: the embedded reference server).
     Conform(conform::ConformArgs),
+    /// Run the reference server (WebSocket, HTTP API and SSE on one port).
+    Serve(serve::ServeCmd),
 }
 
 fn main() -> ExitCode {
@@ -28,5 +31,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Schema(args) => schema::run(args),
         Command::Conform(args) => conform::run(args),
+        Command::Serve(cmd) => serve::run(cmd),
     }
 }

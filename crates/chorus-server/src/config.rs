@@ -138,10 +138,10 @@ settings! {
         [num_args = 0..=1, default_missing_value = "true", value_name = "BOOL"];
     /// HS256 secret that verifies connection tokens (required unless --dev).
     jwt_secret: Option<String> = None, env = "CHORUS_JWT_SECRET",
-        [hide_env_values = true, value_parser = non_empty_secret];
+        [hide_env_values = true, num_args = 1, value_parser = non_empty_secret];
     /// Key clients of the HTTP API send in X-Api-Key; without one the API answers 401.
     api_key: Option<String> = None, env = "CHORUS_API_KEY",
-        [hide_env_values = true, value_parser = non_empty_secret];
+        [hide_env_values = true, num_args = 1, value_parser = non_empty_secret];
     /// Development mode: accept connections without a token (anonymous users). Never in
     /// production [default: false].
     dev: bool = false, env = "CHORUS_DEV",

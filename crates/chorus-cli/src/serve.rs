@@ -1,0 +1,73 @@
+//! `chorus serve`: runs the reference server until SIGTERM or SIGINT, then drains every
+//! connection (queued frames, then close 1001) and exits.
+
+use std::process::ExitCode;
+
+use chorus_server::{logging, Config, Server, ServeArgs};
+
+/// Runs the server with flags, `CHORUS_*` variables and an optional `--config` file.
+#[derive(Debug, clap::Args)]
+pub struct ServeCmd {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+/// Loads the configuration, serves, and shuts down gracefully on a signal.
+pub fn run(cmd: ServeCmd) -> ExitCode {
+    let config = match Config::load(&cmd.args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("chorus serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("chorus serve: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            eprintln!("chorus serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), chorus_server::ServerError> {
+    let server = Server::start(config).await?;
+    let handle = server.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        handle.shutdown();
+    });
+    server.wait().await
+}
+
+/// SIGTERM (service managers, containers) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
