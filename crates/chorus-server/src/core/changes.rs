@@ -211,3 +211,229 @@ fn with_id(data: serde_json::Value, id: &str) -> Result<serde_json::Value, CoreE
     map.insert("id".into(), serde_json::Value::String(id.to_owned()));
     Ok(serde_json::Value::Object(map))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testkit::{without, Driver, T0};
+    use super::super::{ResourceFound, ResourceOp, ResourceRead};
+
+    fn write(d: &mut Driver, tenant: &str, op: ResourceOp) -> super::ResourceRecord {
+        let (written, effects) = d.core.resource_write(tenant, op, d.now).unwrap();
+        d.route(effects);
+        written.record
+    }
+
+    #[test]
+    fn a_change_reaches_the_feed_and_the_record_channel() {
+        let mut d = Driver::new();
+        let (f, r) = (d.connect("feed"), d.connect("rec"));
+        d.subscribe(f, "resource:post");
+        d.subscribe(r, "post:p1");
+        d.send(
+            r,
+            json!({"type": "broadcast", "channel": "post:p1", "event": "note", "data": 1}),
+        );
+        d.frames(r);
+        let rec = write(
+            &mut d,
+            "",
+            ResourceOp::Create {
+                resource: "post".into(),
+                id: None,
+                data: json!({"id": "p1", "title": "Hello"}),
+            },
+        );
+        assert_eq!(rec.data, json!({"id": "p1", "title": "Hello"}));
+        let change = |ch: &str, seq: u64| {
+            json!({"type": "data_change", "channel": ch,
+            "operation": "create", "resource": "post", "record_id": "p1",
+            "data": {"id": "p1", "title": "Hello"}, "ts": T0, "seq": seq})
+        };
+        assert_eq!(d.frames(f), vec![change("resource:post", 1)]);
+        assert_eq!(
+            d.frames(r),
+            vec![change("post:p1", 2)],
+            "shares the channel's sequence"
+        );
+    }
+
+    #[test]
+    fn update_patch_and_delete_carry_the_whole_record() {
+        let mut d = Driver::new();
+        let f = d.connect("feed");
+        d.subscribe(f, "resource:post");
+        write(
+            &mut d,
+            "",
+            ResourceOp::Create {
+                resource: "post".into(),
+                id: Some("p".into()),
+                data: json!({"a": 1, "b": 1}),
+            },
+        );
+        write(
+            &mut d,
+            "",
+            ResourceOp::Patch {
+                resource: "post".into(),
+                id: "p".into(),
+                data: json!({"b": null}),
+            },
+        );
+        write(
+            &mut d,
+            "",
+            ResourceOp::Replace {
+                resource: "post".into(),
+                id: "p".into(),
+                data: json!({"c": 3}),
+            },
+        );
+        write(
+            &mut d,
+            "",
+            ResourceOp::Delete {
+                resource: "post".into(),
+                id: "p".into(),
+            },
+        );
+        let got: Vec<_> = d
+            .frames(f)
+            .into_iter()
+            .map(|m| (m["operation"].clone(), m["data"].clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (json!("create"), json!({"id": "p", "a": 1, "b": 1})),
+                (json!("update"), json!({"id": "p", "a": 1, "b": null})),
+                (json!("update"), json!({"id": "p", "c": 3})),
+                (json!("delete"), json!({"id": "p", "c": 3})),
+            ]
+        );
+        let e = d.core.resource_read(
+            "",
+            ResourceRead::Get {
+                resource: "post".into(),
+                id: "p".into(),
+            },
+        );
+        assert_eq!(e.unwrap_err().code(), chorus_protocol::ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn failed_writes_send_nothing() {
+        let mut d = Driver::new();
+        let f = d.connect("feed");
+        d.subscribe(f, "resource:post");
+        write(
+            &mut d,
+            "",
+            ResourceOp::Create {
+                resource: "post".into(),
+                id: Some("p".into()),
+                data: json!({}),
+            },
+        );
+        d.frames(f);
+        let bad = [
+            ResourceOp::Create {
+                resource: "post".into(),
+                id: Some("p".into()),
+                data: json!({}),
+            },
+            ResourceOp::Create {
+                resource: "resource".into(),
+                id: None,
+                data: json!({}),
+            },
+            ResourceOp::Create {
+                resource: "post".into(),
+                id: None,
+                data: json!([1]),
+            },
+            ResourceOp::Replace {
+                resource: "post".into(),
+                id: "nope".into(),
+                data: json!({}),
+            },
+            ResourceOp::Replace {
+                resource: "post".into(),
+                id: "p".into(),
+                data: json!({"id": "q"}),
+            },
+            ResourceOp::Delete {
+                resource: "post".into(),
+                id: "a b".into(),
+            },
+        ];
+        let codes: Vec<_> = bad
+            .into_iter()
+            .map(|op| {
+                d.core
+                    .resource_write("", op, T0)
+                    .unwrap_err()
+                    .code()
+                    .as_str()
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                "conflict",
+                "invalid_message",
+                "invalid_message",
+                "not_found",
+                "invalid_message",
+                "invalid_message"
+            ]
+        );
+        d.assert_silent(f);
+    }
+
+    #[test]
+    fn changes_stay_in_their_tenant_and_are_recoverable() {
+        let mut d = Driver::new();
+        let other = d.connect_session(super::super::testkit::session("o", "other"));
+        d.subscribe(other, "resource:post");
+        let f = d.connect("feed");
+        let epoch = d.subscribe(f, "resource:post")["position"]["epoch"].clone();
+        d.disconnect(f, false);
+        write(
+            &mut d,
+            "",
+            ResourceOp::Create {
+                resource: "post".into(),
+                id: None,
+                data: json!({"t": 1}),
+            },
+        );
+        d.assert_silent(other);
+        let f = d.connect("feed");
+        let got = d.ask(f, json!({"type": "subscribe", "channel": "resource:post", "since": {"epoch": epoch, "seq": 0}}));
+        assert_eq!(got[0]["recovered"], true);
+        assert_eq!(
+            without(got[1].clone(), &["record_id", "data"])["operation"],
+            "create"
+        );
+        let ResourceFound::List {
+            records, has_more, ..
+        } = d
+            .core
+            .resource_read(
+                "",
+                ResourceRead::List {
+                    resource: "post".into(),
+                    limit: 10,
+                    after: None,
+                },
+            )
+            .unwrap()
+        else {
+            panic!("list expected");
+        };
+        assert_eq!((records.len(), has_more), (1, false));
+    }
+}

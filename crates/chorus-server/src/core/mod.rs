@@ -433,3 +433,122 @@ fn request_channel(msg: &ClientMessage) -> Option<&ChannelName> {
 
 /// The set of channel names a connection is subscribed to.
 type Subscriptions = BTreeSet<ChannelName>;
+
+#[cfg(test)]
+mod restart_tests {
+    use serde_json::json;
+
+    use super::testkit::Driver;
+    use super::{CoreConfig, ResourceFound, ResourceOp, ResourceRead};
+    use crate::store::Store;
+
+    /// Everything that must survive a restart does, through a SQLite store in a directory.
+    #[test]
+    fn restart_keeps_streams_state_persistent_rooms_and_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Driver::with_store(CoreConfig::default(), Store::open(dir.path()).unwrap());
+        let mut d = open();
+        let a = d.connect("ann");
+        let chat = d.subscribe(a, "chat")["position"].clone();
+        for n in 1..=2 {
+            d.send(
+                a,
+                json!({"type": "broadcast", "channel": "chat", "event": "e", "data": n}),
+            );
+            d.send(
+                a,
+                json!({"type": "state:merge", "channel": "chat", "data": {"n": n}}),
+            );
+        }
+        d.frames(a);
+        let keep = d.ask(
+            a,
+            json!({"type": "subscribe", "channel": "presence-keep",
+            "room": {"persist": true, "password": "pw", "metadata": {"m": 1}}}),
+        )[0]
+        .clone();
+        d.send(
+            a,
+            json!({"type": "state:update", "channel": "presence-keep", "key": "k", "value": 1}),
+        );
+        d.frames(a);
+        let temp = d.ask(a, json!({"type": "subscribe", "channel": "presence-temp"}))[0].clone();
+        d.send(
+            a,
+            json!({"type": "broadcast", "channel": "presence-temp", "event": "e", "data": 1}),
+        );
+        let (_, effects) = d
+            .core
+            .resource_write(
+                "",
+                ResourceOp::Create {
+                    resource: "post".into(),
+                    id: Some("p".into()),
+                    data: json!({"t": 1}),
+                },
+                d.now,
+            )
+            .unwrap();
+        assert!(effects.is_empty());
+        drop(d);
+
+        let mut d = open();
+        d.now += 1000;
+        let b = d.connect("bob");
+        let since = json!({"epoch": chat["epoch"], "seq": 1});
+        let got = d.ask(
+            b,
+            json!({"type": "subscribe", "channel": "chat", "since": since, "state": true}),
+        );
+        assert_eq!(
+            got[0]["position"],
+            json!({"epoch": chat["epoch"], "seq": 2})
+        );
+        assert_eq!(got[0]["recovered"], true);
+        assert_eq!(
+            got[0]["state"],
+            json!({"data": {"n": 2}, "version": 2, "epoch": chat["epoch"]})
+        );
+        assert_eq!(
+            (got[1]["seq"].clone(), got[1]["data"].clone()),
+            (json!(2), json!(2))
+        );
+        let ack = d.ask(
+            b,
+            json!({"type": "broadcast", "channel": "chat", "event": "e", "data": 3}),
+        );
+        assert_eq!(ack[0]["seq"], 3);
+        let ack = d.ask(
+            b,
+            json!({"type": "state:update", "channel": "chat", "key": "x", "value": 0}),
+        );
+        assert_eq!(ack[0]["version"], 3);
+
+        let got = d.ask(b, json!({"type": "subscribe", "channel": "presence-keep"}));
+        assert_eq!(got[0]["code"], "bad_password");
+        let got = d.ask(b, json!({"type": "subscribe", "channel": "presence-keep", "password": "pw", "state": true}));
+        assert_eq!(got[0]["room"], keep["room"]);
+        assert_eq!(got[0]["position"], keep["position"]);
+        assert_eq!(got[0]["state"]["data"], json!({"k": 1}));
+        assert_eq!(
+            got[0]["presence"].as_array().unwrap().len(),
+            1,
+            "presence is not persisted"
+        );
+
+        let got = d.ask(b, json!({"type": "subscribe", "channel": "presence-temp"}));
+        assert_ne!(got[0]["position"]["epoch"], temp["position"]["epoch"]);
+        assert_eq!(got[0]["position"]["seq"], 0);
+
+        let found = d.core.resource_read(
+            "",
+            ResourceRead::Get {
+                resource: "post".into(),
+                id: "p".into(),
+            },
+        );
+        assert!(
+            matches!(found, Ok(ResourceFound::Record(r)) if r.data == json!({"id": "p", "t": 1}))
+        );
+    }
+}

@@ -195,3 +195,156 @@ fn check_key(key: &str) -> Result<(), CoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testkit::{without, Driver, T0};
+    use super::super::CoreConfig;
+
+    fn two_subscribers(d: &mut Driver) -> (u64, u64, serde_json::Value) {
+        let (a, b) = (d.connect("ann"), d.connect("bob"));
+        let epoch = d.subscribe(a, "doc")["position"]["epoch"].clone();
+        d.subscribe(b, "doc");
+        (a, b, epoch)
+    }
+
+    #[test]
+    fn writer_gets_ack_then_the_frame_like_everyone() {
+        let mut d = Driver::new();
+        let (a, b, epoch) = two_subscribers(&mut d);
+        let got = d.ask(
+            a,
+            json!({"type": "state:update", "id": 31, "channel": "doc", "key": "title", "value": "T"}),
+        );
+        let update = json!({"type": "state:update", "channel": "doc", "key": "title",
+                            "value": "T", "version": 1, "epoch": epoch, "from": "ann", "ts": T0});
+        assert_eq!(
+            got,
+            vec![
+                json!({"type": "state:ack", "id": 31, "channel": "doc", "version": 1, "epoch": epoch}),
+                update.clone()
+            ]
+        );
+        assert_eq!(d.frames(b), vec![update]);
+    }
+
+    #[test]
+    fn versions_count_every_write_and_merge_is_shallow() {
+        let mut d = Driver::new();
+        let (a, _, _) = two_subscribers(&mut d);
+        d.send(
+            a,
+            json!({"type": "state:merge", "channel": "doc", "data": {"o": {"x": 1}, "k": 1}}),
+        );
+        d.send(
+            a,
+            json!({"type": "state:merge", "channel": "doc", "data": {"o": {"y": 2}}}),
+        );
+        d.send(
+            a,
+            json!({"type": "state:delete", "channel": "doc", "key": "missing"}),
+        );
+        d.send(
+            a,
+            json!({"type": "state:update", "channel": "doc", "key": "n", "value": null}),
+        );
+        d.frames(a);
+        let got = d.ask(
+            a,
+            json!({"type": "state:sync:request", "id": 1, "channel": "doc"}),
+        );
+        assert_eq!(
+            without(got[0].clone(), &["epoch"]),
+            json!({"type": "state:sync", "id": 1, "channel": "doc",
+                   "data": {"o": {"y": 2}, "k": 1, "n": null}, "version": 4})
+        );
+    }
+
+    #[test]
+    fn stale_expected_version_conflicts_and_writes_nothing() {
+        let mut d = Driver::new();
+        let (a, b, epoch) = two_subscribers(&mut d);
+        let w = |v: u64| {
+            json!({"type": "state:merge", "id": 34, "channel": "doc",
+                                "data": {"x": v}, "expected_version": v})
+        };
+        assert_eq!(d.ask(a, w(0))[0]["version"], 1);
+        d.frames(b);
+        let got = d.ask(b, w(0));
+        assert_eq!(
+            without(got[0].clone(), &["message"]),
+            json!({"type": "error", "id": 34, "code": "conflict", "channel": "doc",
+                   "current": {"version": 1, "epoch": epoch}})
+        );
+        d.assert_silent(a);
+        assert_eq!(d.ask(b, w(1))[0]["version"], 2);
+    }
+
+    #[test]
+    fn subscribe_with_state_carries_the_snapshot() {
+        let mut d = Driver::new();
+        let (a, _, epoch) = two_subscribers(&mut d);
+        d.send(
+            a,
+            json!({"type": "state:update", "channel": "doc", "key": "k", "value": [1]}),
+        );
+        let c = d.connect("cid");
+        let got = d.ask(
+            c,
+            json!({"type": "subscribe", "channel": "doc", "state": true}),
+        );
+        assert_eq!(
+            got[0]["state"],
+            json!({"data": {"k": [1]}, "version": 1, "epoch": epoch})
+        );
+        assert!(d.subscribe(c, "other").get("state").is_none());
+    }
+
+    #[test]
+    fn writes_need_a_subscription_and_a_sane_key() {
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        let got = d.ask(
+            a,
+            json!({"type": "state:update", "channel": "doc", "key": "k", "value": 1}),
+        );
+        assert_eq!(got[0]["code"], "not_subscribed");
+        d.subscribe(a, "doc");
+        let got = d.ask(
+            a,
+            json!({"type": "state:update", "channel": "doc", "key": "", "value": 1}),
+        );
+        assert_eq!(got[0]["code"], "invalid_message");
+        d.subscribe(a, "resource:post");
+        let got = d.ask(
+            a,
+            json!({"type": "state:update", "channel": "resource:post", "key": "k", "value": 1}),
+        );
+        assert_eq!(got[0]["code"], "forbidden");
+    }
+
+    #[test]
+    fn state_may_not_outgrow_a_frame() {
+        let mut config = CoreConfig::default();
+        config.limits.max_frame_bytes = 4096 + 20;
+        let mut d = Driver::with_config(config);
+        let a = d.connect("ann");
+        d.subscribe(a, "doc");
+        // {"k":"0123456789"} is 18 bytes: fits; one more key does not.
+        let got = d.ask(
+            a,
+            json!({"type": "state:update", "channel": "doc", "key": "k", "value": "0123456789"}),
+        );
+        assert_eq!(got[0]["type"], "state:ack");
+        let got = d.ask(
+            a,
+            json!({"type": "state:update", "channel": "doc", "key": "j", "value": 1}),
+        );
+        assert_eq!(
+            (&got[0]["code"], &got[0]["limit"]),
+            (&json!("limit_exceeded"), &json!("max_frame_bytes"))
+        );
+    }
+}
