@@ -190,6 +190,9 @@ impl<E: Engine> Core<E> {
         };
         out.send(conn, &ServerMessage::Unsubscribed(reply));
         self.leave(conn, &req.channel, true, now, out);
+        if self.fault(Fault::UnsubscribeKeepsDelivering) {
+            self.keep_delivering(conn, &req.channel);
+        }
         Ok(())
     }
 
@@ -210,12 +213,21 @@ impl<E: Engine> Core<E> {
         let tenant = c.tenant.clone();
         let user = c.session.user_id.clone();
         let key = self.key(&tenant, name);
-        if !self.fault(Fault::UnsubscribeKeepsDelivering) {
-            self.engine.remove_subscriber(&key, conn); // CHAN-17
-        }
+        self.engine.remove_subscriber(&key, conn); // CHAN-17
         if name.kind() == ChannelKind::Presence {
             self.release_lease(&key, conn, &user, graceful, now, out);
         }
+    }
+
+    /// The `unsubscribe_keeps_delivering` fault: back into the fan-out, until disconnect.
+    fn keep_delivering(&mut self, conn: ConnId, name: &ChannelName) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.ghosts.push(name.clone());
+        let tenant = c.tenant.clone();
+        let key = self.key(&tenant, name);
+        self.engine.add_subscriber(&key, conn);
     }
 
     /// `broadcast` (CHAN-20 to CHAN-27).
@@ -266,13 +278,16 @@ impl<E: Engine> Core<E> {
         now: Millis,
     ) -> Result<(u64, Frame), CoreError> {
         let mut seq = 0;
+        // The engine calls `build` once; moving the payload in saves a copy of `data`.
+        let mut payload = Some((event, data, from));
         let frame = self.engine.append(key, &mut |s| {
             seq = s;
+            let (event, data, from) = payload.take().unwrap_or_default();
             StreamItem::Message(Message {
                 channel: key.name.clone(),
-                event: event.clone(),
-                data: data.clone(),
-                from: from.clone(),
+                event,
+                data,
+                from,
                 ts: now,
                 seq: s,
             })

@@ -20,6 +20,8 @@ pub(super) struct Connection {
     pub subscriptions: Subscriptions,
     /// Broadcast rate limit (CHAN-22, LIMIT-5).
     pub bucket: TokenBucket,
+    /// Channels left in the fan-out by the `unsubscribe_keeps_delivering` fault.
+    pub ghosts: Vec<chorus_protocol::ChannelName>,
 }
 
 impl<E: Engine> Core<E> {
@@ -53,6 +55,7 @@ impl<E: Engine> Core<E> {
                 tenant,
                 subscriptions: Subscriptions::new(),
                 bucket: TokenBucket::full(limits.broadcast_burst, now),
+                ghosts: Vec::new(),
             },
         );
         let mut out = Outbox::default();
@@ -129,8 +132,12 @@ impl<E: Engine> Core<E> {
             return out.effects;
         };
         let names: Vec<_> = c.subscriptions.iter().cloned().collect();
+        let ghosts: Vec<_> = c.ghosts.iter().map(|n| self.key(&c.tenant, n)).collect();
         for name in names {
             self.leave(conn, &name, graceful, now, &mut out);
+        }
+        for key in ghosts {
+            self.engine.remove_subscriber(&key, conn);
         }
         self.conns.remove(&conn);
         // The gone connection receives nothing more.

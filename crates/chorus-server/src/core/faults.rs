@@ -106,4 +106,259 @@ mod tests {
         }
         assert_eq!(Faults::parse("no_pong, bogus"), Err("bogus".to_owned()));
     }
+
+    #[test]
+    fn faults_are_inert_without_the_feature() {
+        let faults = Faults::parse("no_pong").unwrap();
+        assert_eq!(faults.on(Fault::NoPong), cfg!(feature = "faults"));
+        assert!(!faults.on(Fault::SeqGap));
+    }
+}
+
+/// Each fault, switched on alone, changes what a client observes in the scenario that its
+/// requirement describes (the conformance suite must catch the same change over the wire).
+#[cfg(all(test, feature = "faults"))]
+mod fault_tests {
+    use serde_json::{json, Value};
+
+    use super::super::testkit::{session, Driver};
+    use super::super::{CoreConfig, ResourceOp};
+    use super::Faults;
+
+    fn with(fault: &str) -> Driver {
+        Driver::with_config(CoreConfig {
+            faults: Faults::parse(fault).unwrap(),
+            ..CoreConfig::default()
+        })
+    }
+
+    fn pair(d: &mut Driver, channel: &str) -> (u64, u64) {
+        let (a, b) = (d.connect("ann"), d.connect("bob"));
+        d.subscribe(a, channel);
+        d.subscribe(b, channel);
+        d.frames(a);
+        (a, b)
+    }
+
+    fn bcast(channel: &str) -> Value {
+        json!({"type": "broadcast", "id": 1, "channel": channel, "event": "e", "data": 1})
+    }
+
+    #[test]
+    fn skip_user_left() {
+        let mut d = with("skip_user_left");
+        let (a, b) = pair(&mut d, "presence-r");
+        d.disconnect(a, true);
+        d.assert_silent(b);
+    }
+
+    #[test]
+    fn echo_to_sender() {
+        let mut d = with("echo_to_sender");
+        let (a, _) = pair(&mut d, "c");
+        assert_eq!(d.ask(a, bcast("c")).len(), 2);
+    }
+
+    #[test]
+    fn reuse_version() {
+        let mut d = with("reuse_version");
+        let (a, _) = pair(&mut d, "c");
+        let got = d.ask(
+            a,
+            json!({"type": "state:merge", "channel": "c", "data": {}}),
+        );
+        assert_eq!(got[0]["version"], 0);
+    }
+
+    #[test]
+    fn accept_stale_cas() {
+        let mut d = with("accept_stale_cas");
+        let (a, _) = pair(&mut d, "c");
+        let w = json!({"type": "state:merge", "channel": "c", "data": {}, "expected_version": 0});
+        d.ask(a, w.clone());
+        assert_eq!(d.ask(a, w)[0]["type"], "state:ack");
+    }
+
+    #[test]
+    fn drop_reply_id() {
+        let mut d = with("drop_reply_id");
+        let a = d.connect("ann");
+        assert!(d.subscribe(a, "c").get("id").is_none());
+    }
+
+    #[test]
+    fn seq_gap() {
+        let mut d = with("seq_gap");
+        let (a, _) = pair(&mut d, "c");
+        let seqs: Vec<_> = (0..3)
+            .map(|_| d.ask(a, bcast("c"))[0]["seq"].clone())
+            .collect();
+        assert_eq!(seqs, [1, 2, 4]);
+    }
+
+    #[test]
+    fn recovery_skips() {
+        let mut d = with("recovery_skips");
+        let (a, b) = pair(&mut d, "c");
+        d.disconnect(b, false);
+        d.send(a, bcast("c"));
+        d.send(a, bcast("c"));
+        let got = d.ask(a, json!({"type": "history", "channel": "c"}));
+        let epoch = got.last().unwrap()["position"]["epoch"].clone();
+        let b = d.connect("bob");
+        let since = json!({"epoch": epoch, "seq": 0});
+        let got = d.ask(
+            b,
+            json!({"type": "subscribe", "channel": "c", "since": since}),
+        );
+        assert_eq!(got[0]["recovered"], true);
+        assert_eq!(got.len(), 2, "one of the two missed messages");
+    }
+
+    #[test]
+    fn private_without_grant() {
+        let mut d = with("private_without_grant");
+        let a = d.connect("ann");
+        assert_eq!(d.subscribe(a, "private-x")["kind"], "private");
+    }
+
+    #[test]
+    fn tenant_leak() {
+        let mut d = with("tenant_leak");
+        let a = d.connect_session(session("ann", "acme"));
+        let b = d.connect_session(session("bob", "globex"));
+        d.subscribe(a, "c");
+        d.subscribe(b, "c");
+        d.send(a, bcast("c"));
+        assert_eq!(d.types(b), ["message"]);
+    }
+
+    #[test]
+    fn ignore_max_users() {
+        let mut d = with("ignore_max_users");
+        let a = d.connect("ann");
+        d.send(
+            a,
+            json!({"type": "subscribe", "channel": "presence-r", "room": {"max_users": 1}}),
+        );
+        let b = d.connect("bob");
+        assert_eq!(
+            d.subscribe(b, "presence-r")["presence"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn no_pong() {
+        let mut d = with("no_pong");
+        let a = d.connect("ann");
+        d.send(a, json!({"type": "ping", "id": 1}));
+        d.assert_silent(a);
+    }
+
+    #[test]
+    fn update_as_leave_join() {
+        let mut d = with("update_as_leave_join");
+        let (a, b) = pair(&mut d, "presence-r");
+        d.send(
+            a,
+            json!({"type": "presence:update", "channel": "presence-r", "status": "away"}),
+        );
+        assert_eq!(d.types(b), ["user:left", "user:joined"]);
+    }
+
+    #[test]
+    fn subscribed_before_snapshot() {
+        let mut d = with("subscribed_before_snapshot");
+        let a = d.connect("ann");
+        let got = d.ask(a, json!({"type": "subscribe", "channel": "presence-r"}));
+        assert!(got[0].get("presence").is_none());
+        assert_eq!(got[1]["type"], "presence:list");
+    }
+
+    #[test]
+    fn cursors_uncoalesced() {
+        let mut d = with("cursors_uncoalesced");
+        let (a, b) = pair(&mut d, "presence-r");
+        d.frames(b);
+        for x in 0..3 {
+            d.send(
+                a,
+                json!({"type": "cursor:update", "channel": "presence-r", "x": x, "y": 0}),
+            );
+        }
+        assert_eq!(d.frames(b).len(), 3);
+    }
+
+    #[test]
+    fn presence_no_snapshot_self() {
+        let mut d = with("presence_no_snapshot_self");
+        let a = d.connect("ann");
+        assert_eq!(d.subscribe(a, "presence-r")["presence"], json!([]));
+    }
+
+    #[test]
+    fn state_no_broadcast_to_writer() {
+        let mut d = with("state_no_broadcast_to_writer");
+        let (a, _) = pair(&mut d, "c");
+        let got = d.ask(
+            a,
+            json!({"type": "state:update", "channel": "c", "key": "k", "value": 1}),
+        );
+        assert_eq!(got.len(), 1);
+    }
+
+    #[test]
+    fn history_wrong_order() {
+        let mut d = with("history_wrong_order");
+        let (a, _) = pair(&mut d, "c");
+        d.send(a, bcast("c"));
+        d.send(a, bcast("c"));
+        d.frames(a);
+        let page = d.ask(a, json!({"type": "history", "channel": "c"}));
+        assert_eq!(page[0]["messages"][0]["seq"], 2);
+    }
+
+    #[test]
+    fn room_password_ignored() {
+        let mut d = with("room_password_ignored");
+        let a = d.connect("ann");
+        d.send(
+            a,
+            json!({"type": "subscribe", "channel": "presence-r", "room": {"password": "pw"}}),
+        );
+        let b = d.connect("bob");
+        d.subscribe(b, "presence-r");
+    }
+
+    #[test]
+    fn data_change_missing_record_channel() {
+        let mut d = with("data_change_missing_record_channel");
+        let r = d.connect("ann");
+        d.subscribe(r, "post:p");
+        let op = ResourceOp::Create {
+            resource: "post".into(),
+            id: Some("p".into()),
+            data: json!({}),
+        };
+        let (_, effects) = d.core.resource_write("", op, d.now).unwrap();
+        d.route(effects);
+        d.assert_silent(r);
+    }
+
+    #[test]
+    fn unsubscribe_keeps_delivering() {
+        let mut d = with("unsubscribe_keeps_delivering");
+        let (a, b) = pair(&mut d, "c");
+        d.send(b, json!({"type": "unsubscribe", "channel": "c"}));
+        d.frames(b);
+        d.send(a, bcast("c"));
+        assert_eq!(d.types(b), ["message"]);
+        d.disconnect(b, true);
+        d.send(a, bcast("c"));
+        assert_eq!(d.core.stats("").channels[0].subscribers, 1);
+    }
 }
