@@ -7,13 +7,18 @@
 //! Black box: it speaks only the wire protocol and the documented HTTP endpoints, and never
 //! links the reference server (except in its own tests).
 
+pub mod case;
 pub mod client;
 pub mod fixture;
+pub mod http;
 pub mod matcher;
 pub mod property;
+pub mod runner;
 pub mod schema;
+pub mod sse;
 pub mod suite;
 pub mod template;
 pub mod tokens;
 pub mod transcript;
 pub mod validate;
+pub mod verdict;

@@ -183,13 +183,11 @@ fn describe(exp: &Value) -> String {
 }
 
 fn numbers_equal(a: &Value, b: &Value) -> bool {
-    match (a.as_i64(), b.as_i64()) {
-        (Some(x), Some(y)) => return x == y,
-        _ => {}
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+        return x == y;
     }
-    match (a.as_u64(), b.as_u64()) {
-        (Some(x), Some(y)) => return x == y,
-        _ => {}
+    if let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) {
+        return x == y;
     }
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) => x == y,

@@ -3,11 +3,14 @@
 
 /// Every schema file this crate owns, by file name, as pretty JSON with a trailing newline.
 pub fn files() -> Vec<(&'static str, String)> {
-    [("fixture.schema.json", crate::fixture::schema())]
-        .into_iter()
-        .map(|(name, value)| {
-            let text = serde_json::to_string_pretty(&value).unwrap_or_default();
-            (name, format!("{text}\n"))
-        })
-        .collect()
+    [
+        ("fixture.schema.json", crate::fixture::schema()),
+        ("report.schema.json", crate::verdict::schema()),
+    ]
+    .into_iter()
+    .map(|(name, value)| {
+        let text = serde_json::to_string_pretty(&value).unwrap_or_default();
+        (name, format!("{text}\n"))
+    })
+    .collect()
 }

@@ -1,0 +1,427 @@
+//! One execution of one fixture: sets up clients and tokens, runs the steps in order and
+//! records what failed (FIXTURES.md, "Steps" and "Grading").
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::client::{ConnectOptions, Connection};
+use crate::fixture::{ClientSpec, Fixture, NumExpr, Step, TokenPlacement};
+use crate::matcher::{Matcher, Mismatch};
+use crate::runner::Runner;
+use crate::sse::SseStream;
+use crate::template::Scope;
+use crate::transcript::{Event, EventKind, FrameViolation, Transcript};
+use crate::verdict::{Failure, FailureKind};
+
+mod expect;
+mod net;
+mod send;
+
+/// What one execution observed, before grading.
+#[derive(Debug, Default)]
+pub struct CaseOutcome {
+    /// Failed expectations.
+    pub failures: Vec<Failure>,
+    /// Schema violations of server frames.
+    pub violations: Vec<FrameViolation>,
+    /// The transcript.
+    pub transcript: Vec<Event>,
+    /// Harness or fixture error that stopped the case.
+    pub error: Option<String>,
+    /// Why the case cannot be observed here.
+    pub untestable: Option<String>,
+    /// 0-based index of the first failing top-level step.
+    pub failed_step: Option<usize>,
+    /// Some message expectation was evaluated.
+    pub graded_message: bool,
+    /// Some close expectation was evaluated.
+    pub graded_close: bool,
+}
+
+/// Why a step did not complete normally.
+#[derive(Debug)]
+pub(crate) enum Flow {
+    /// An expectation failed.
+    Fail {
+        kind: FailureKind,
+        message: String,
+        expected: Option<String>,
+        actual: Option<String>,
+    },
+    /// The fixture or the harness cannot go on.
+    Error(String),
+    /// A wait is out of the observable range.
+    Untestable(String),
+    /// A nested step already recorded why the case stops.
+    Stop,
+}
+
+impl Flow {
+    pub(crate) fn fail(message: impl Into<String>) -> Flow {
+        Flow::Fail {
+            kind: FailureKind::Message,
+            message: message.into(),
+            expected: None,
+            actual: None,
+        }
+    }
+
+    pub(crate) fn mismatch(what: &str, m: &Mismatch, expected: &Value, actual: &str) -> Flow {
+        Flow::Fail {
+            kind: FailureKind::Message,
+            message: format!("{what}: {m}"),
+            expected: Some(expected.to_string()),
+            actual: Some(actual.to_owned()),
+        }
+    }
+}
+
+impl From<crate::template::TemplateError> for Flow {
+    fn from(e: crate::template::TemplateError) -> Flow {
+        Flow::Error(e.to_string())
+    }
+}
+
+pub(crate) type StepResult = Result<(), Flow>;
+
+struct ClientState {
+    spec: ClientSpec,
+    token: Result<String, String>,
+    url: String,
+    conn: Option<Connection>,
+}
+
+/// A case being executed.
+pub struct CaseRun<'a> {
+    runner: &'a Runner,
+    fixture: &'a Fixture,
+    scope: Scope,
+    clients: BTreeMap<String, ClientState>,
+    streams: BTreeMap<String, SseStream>,
+    transcript: Transcript,
+    /// After a message failure only actions and close expectations still run.
+    degraded: bool,
+    alive_counter: u32,
+    out: CaseOutcome,
+}
+
+impl<'a> CaseRun<'a> {
+    /// Prepares a case with its `{run}` prefix.
+    pub fn new(runner: &'a Runner, fixture: &'a Fixture, run: String) -> Self {
+        let mut scope = Scope {
+            run,
+            ..Scope::default()
+        };
+        for key in ["limits", "heartbeat", "capabilities", "server"] {
+            if let Some(v) = runner.welcome.get(key) {
+                scope.builtins.insert(key.into(), v.clone());
+            }
+        }
+        CaseRun {
+            runner,
+            fixture,
+            scope,
+            clients: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            transcript: Transcript::new(),
+            degraded: false,
+            alive_counter: 0,
+            out: CaseOutcome::default(),
+        }
+    }
+
+    /// Runs every step and returns what was observed.
+    pub async fn run(mut self) -> CaseOutcome {
+        if let Err(e) = self.setup_clients().await {
+            self.out.error = Some(e);
+            return self.finish();
+        }
+        let steps = self.fixture.steps.clone();
+        for (i, step) in steps.iter().enumerate() {
+            let path = (i + 1).to_string();
+            if !self.step(step, &path, Some(i)).await {
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    fn finish(mut self) -> CaseOutcome {
+        for state in self.clients.values_mut() {
+            if let Some(conn) = state.conn.as_mut() {
+                conn.drop_now();
+            }
+        }
+        self.streams.clear();
+        self.out.transcript = self.transcript.events();
+        self.out.violations = self.transcript.violations();
+        self.out
+    }
+
+    async fn setup_clients(&mut self) -> Result<(), String> {
+        let urls = &self.runner.config.urls;
+        for (i, (name, raw)) in self.fixture.clients.iter().enumerate() {
+            let spec_value = serde_json::to_value(raw).map_err(|e| e.to_string())?;
+            let spec: ClientSpec =
+                serde_json::from_value(self.scope.value(&spec_value).map_err(|e| e.to_string())?)
+                    .map_err(|e| format!("client {name}: {e}"))?;
+            let token = self
+                .runner
+                .config
+                .tokens
+                .token_for(name, &spec)
+                .await
+                .map_err(|e| e.to_string());
+            let claims = crate::tokens::claims(name, &spec);
+            self.scope.set_builtin(
+                "user",
+                name,
+                claims.get("sub").cloned().unwrap_or(Value::Null),
+            );
+            if let Ok(t) = &token {
+                self.scope
+                    .set_builtin("token", name, Value::String(t.clone()));
+            }
+            let url = urls[spec.server.unwrap_or(i) % urls.len().max(1)].clone();
+            self.clients.insert(
+                name.clone(),
+                ClientState {
+                    spec,
+                    token,
+                    url,
+                    conn: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs one step; false when the case must stop.
+    async fn step(&mut self, step: &Step, path: &str, top: Option<usize>) -> bool {
+        if self.degraded && is_message_expectation(step) {
+            return true;
+        }
+        let shown = serde_json::to_string(step).unwrap_or_default();
+        self.transcript
+            .push("harness", EventKind::Step, format!("step {path}: {shown}"));
+        let result = Box::pin(self.dispatch(step, path)).await;
+        match result {
+            Ok(()) => true,
+            Err(Flow::Stop) => false,
+            Err(Flow::Error(e)) => {
+                self.out.error = Some(format!("step {path} ({}): {e}", step.action()));
+                false
+            }
+            Err(Flow::Untestable(e)) => {
+                self.out.untestable = Some(format!("step {path} ({}): {e}", step.action()));
+                false
+            }
+            Err(Flow::Fail {
+                kind,
+                message,
+                expected,
+                actual,
+            }) => {
+                if self.degraded && kind == FailureKind::Message {
+                    return true;
+                }
+                self.transcript.push(
+                    "harness",
+                    EventKind::Note,
+                    format!("FAILED step {path}: {message}"),
+                );
+                self.out.failures.push(Failure {
+                    step: path.to_owned(),
+                    action: step.action().to_owned(),
+                    kind,
+                    message,
+                    expected,
+                    actual,
+                });
+                if self.out.failed_step.is_none() {
+                    self.out.failed_step = top;
+                }
+                self.degraded = true;
+                kind == FailureKind::Message
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, step: &Step, path: &str) -> StepResult {
+        match step {
+            Step::Connect(s) => self.connect(s).await,
+            Step::Send(s) => self.send(s).await,
+            Step::SendRaw(s) => self.send_raw(s).await,
+            Step::SendBinary(s) => self.send_binary(s).await,
+            Step::SendBytesAsText(s) => self.send_bytes_as_text(s).await,
+            Step::SendOversize(s) => self.send_oversize(s).await,
+            Step::SendDeep(s) => self.send_deep(s).await,
+            Step::Expect(s) => self.expect(s).await,
+            Step::ExpectSet(s) => self.expect_set(s).await,
+            Step::ExpectNone(s) => self.expect_none(s).await,
+            Step::ExpectClose(s) => self.expect_close(s).await,
+            Step::Alive(s) => self.alive(s).await,
+            Step::Close(s) => {
+                let wait = self.wait(None, 1000)?;
+                let conn = self.conn(&s.close)?;
+                conn.close(
+                    s.code.unwrap_or(1000),
+                    s.reason.as_deref().unwrap_or(""),
+                    wait,
+                )
+                .await;
+                Ok(())
+            }
+            Step::Drop(s) => {
+                self.conn(&s.drop)?.drop_now();
+                Ok(())
+            }
+            Step::Sleep(s) => {
+                let d = self.wait(Some(&s.sleep_ms), 0)?;
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+            Step::Repeat(r) => self.repeat(r, path).await,
+            Step::Http(s) => self.http(s).await,
+            Step::SseOpen(s) => self.sse_open(s).await,
+            Step::SseExpect(s) => self.sse_expect(s).await,
+            Step::SseExpectNone(s) => self.sse_expect_none(s).await,
+            Step::SseClose(s) => {
+                if let Some(mut st) = self.streams.remove(&s.sse_close) {
+                    st.close();
+                    self.transcript.push(
+                        &s.sse_close,
+                        EventKind::Close,
+                        "SSE stream closed by the harness",
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn repeat(&mut self, r: &crate::fixture::Repeat, path: &str) -> StepResult {
+        let n = self.scope.count(&r.repeat)?;
+        let outer = self.scope.iteration;
+        for i in 0..n {
+            self.scope.iteration = Some(i);
+            for (j, step) in r.steps.iter().enumerate() {
+                let inner = format!("{path}.{}.{}", i + 1, j + 1);
+                if !self.step(step, &inner, None).await {
+                    self.scope.iteration = outer;
+                    return Err(Flow::Stop);
+                }
+            }
+        }
+        self.scope.iteration = outer;
+        Ok(())
+    }
+
+    /// A duration from a fixture value (or default), scaled; untestable beyond the max wait.
+    pub(crate) fn wait(&self, e: Option<&NumExpr>, default_ms: u64) -> Result<Duration, Flow> {
+        let ms = match e {
+            Some(e) => self.scope.count(e)?,
+            None => default_ms,
+        };
+        let max = self.runner.config.max_wait_ms;
+        if ms > max {
+            return Err(Flow::Untestable(format!(
+                "waits {ms} ms, more than --max-wait-ms {max}"
+            )));
+        }
+        Ok(Duration::from_secs_f64(
+            ms as f64 * self.runner.config.timeout_scale / 1000.0,
+        ))
+    }
+
+    pub(crate) fn deadline(&self, e: Option<&NumExpr>, default_ms: u64) -> Result<Instant, Flow> {
+        Ok(Instant::now() + self.wait(e, default_ms)?)
+    }
+
+    /// The open connection of a client.
+    pub(crate) fn conn(&mut self, name: &str) -> Result<&mut Connection, Flow> {
+        let state = self
+            .clients
+            .get_mut(name)
+            .ok_or_else(|| Flow::Error(format!("unknown client {name:?}")))?;
+        state
+            .conn
+            .as_mut()
+            .ok_or_else(|| Flow::Error(format!("client {name:?} never connected")))
+    }
+
+    /// Matches with the case's captures; on success the captures are kept.
+    pub(crate) fn check(&mut self, expected: &Value, actual: &Value) -> Result<(), Mismatch> {
+        let mut m = Matcher {
+            captures: std::mem::take(&mut self.scope.captures),
+            now_ms: now_ms(),
+        };
+        let r = m.check(expected, actual);
+        self.scope.captures = m.captures;
+        r
+    }
+
+    pub(crate) fn test(&self, expected: &Value, actual: &Value) -> bool {
+        let m = Matcher {
+            captures: self.scope.captures.clone(),
+            now_ms: now_ms(),
+        };
+        m.test(expected, actual)
+    }
+
+    pub(crate) fn connect_options(
+        &self,
+        name: &str,
+        s: &crate::fixture::Connect,
+    ) -> Result<ConnectOptions, Flow> {
+        let state = self
+            .clients
+            .get(name)
+            .ok_or_else(|| Flow::Error(format!("unknown client {name:?}")))?;
+        let token = match state.spec.auth {
+            TokenPlacement::None => None,
+            _ => Some(state.token.clone().map_err(Flow::Error)?),
+        };
+        let mut opts = ConnectOptions::new(&state.url, token);
+        opts.placement = state.spec.auth;
+        if let Some(p) = &s.protocols {
+            opts.protocols = p
+                .iter()
+                .map(|x| self.scope.text(x))
+                .collect::<Result<_, _>>()?;
+        }
+        for (k, v) in &s.query {
+            opts.query.insert(k.clone(), self.scope.text(v)?);
+        }
+        opts.headers = self.runner.config.headers.clone();
+        for (k, v) in &s.headers {
+            opts.headers.insert(k.clone(), self.scope.text(v)?);
+        }
+        opts.timeout = self.wait(s.within_ms.as_ref(), 2000)?;
+        Ok(opts)
+    }
+}
+
+/// Steps that only grade messages: skipped once a message expectation has failed.
+fn is_message_expectation(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::Expect(_)
+            | Step::ExpectSet(_)
+            | Step::ExpectNone(_)
+            | Step::Alive(_)
+            | Step::SseExpect(_)
+            | Step::SseExpectNone(_)
+    )
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,1 @@
+//! The model's expectations for hand-written sequences.

@@ -1,0 +1,319 @@
+//! The runner: probes the server, schedules cases concurrently (each isolated by its own
+//! `{run}` prefix), repeats them for flakiness, and grades each into a [`CaseResult`].
+//! Step semantics live in [`crate::case`]; reports never reach in here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::case::{CaseOutcome, CaseRun};
+use crate::client::{ConnectOptions, Connection, Inbound};
+use crate::fixture::Fixture;
+use crate::suite::LoadedFixture;
+use crate::tokens::TokenSource;
+use crate::transcript::Transcript;
+use crate::validate::{FrameSchema, SchemaError};
+use crate::verdict::{CaseResult, PartVerdict, Verdict};
+
+/// Everything a run needs to reach and authenticate to the server under test.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// WebSocket URLs; clients are spread over them.
+    pub urls: Vec<String>,
+    /// HTTP base URL.
+    pub http_url: String,
+    /// How client tokens are made.
+    pub tokens: TokenSource,
+    /// Extra headers on every upgrade and HTTP request (`--header`).
+    pub headers: BTreeMap<String, String>,
+    /// `--api-key` for the HTTP API.
+    pub api_key: Option<String>,
+    /// Multiplies every default and fixture time.
+    pub timeout_scale: f64,
+    /// Longest single wait a case may ask for (before scaling) before it is untestable.
+    pub max_wait_ms: u64,
+    /// Cases run at once.
+    pub jobs: usize,
+    /// Attempts per case.
+    pub repeat: u32,
+    /// Seed of the run (run prefix; property tests).
+    pub seed: u64,
+    /// Run skipped cases once to detect "answered but not announced".
+    pub probe_unannounced: bool,
+}
+
+impl RunConfig {
+    /// Defaults for one server URL.
+    pub fn new(url: &str, tokens: TokenSource) -> Self {
+        RunConfig {
+            urls: vec![url.to_owned()],
+            http_url: crate::http::http_base(url),
+            tokens,
+            headers: BTreeMap::new(),
+            api_key: None,
+            timeout_scale: 1.0,
+            max_wait_ms: 10_000,
+            jobs: 4,
+            repeat: 1,
+            seed: 0,
+            probe_unannounced: true,
+        }
+    }
+
+    /// The `{run}` prefix of one case attempt: lower-case, digits and `-` only.
+    pub fn run_prefix(&self, case_no: usize, attempt: u32) -> String {
+        let tag = format!("{:06x}", self.seed & 0xff_ffff);
+        if attempt == 0 {
+            format!("r{tag}-{case_no}")
+        } else {
+            format!("r{tag}-{case_no}-{attempt}")
+        }
+    }
+}
+
+/// The run cannot start.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The protocol schema could not be compiled (a bug).
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// No `--url`.
+    #[error("no server URL")]
+    NoUrl,
+    /// The probe connection failed.
+    #[error("probe connection to {url} failed: {message}")]
+    Probe {
+        /// The URL.
+        url: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// A run in progress: config, compiled schemas, the probe's `welcome`.
+pub struct Runner {
+    /// The configuration.
+    pub config: RunConfig,
+    /// Server frame schema.
+    pub server_schema: Arc<FrameSchema>,
+    /// Client frame schema.
+    pub client_schema: Arc<FrameSchema>,
+    /// `welcome` of the probe connection.
+    pub welcome: Value,
+    /// Shared HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl Runner {
+    /// Compiles the schemas and opens a probe connection to each URL for its `welcome`.
+    pub async fn new(config: RunConfig) -> Result<Runner, RunError> {
+        let server_schema = Arc::new(FrameSchema::server()?);
+        let client_schema = Arc::new(FrameSchema::client()?);
+        if config.urls.is_empty() {
+            return Err(RunError::NoUrl);
+        }
+        let mut welcome = Value::Null;
+        for url in &config.urls {
+            let w = probe(&config, url, server_schema.clone()).await?;
+            if welcome.is_null() {
+                welcome = w;
+            }
+        }
+        Ok(Runner {
+            config,
+            server_schema,
+            client_schema,
+            welcome,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Capabilities the probe's `welcome` announced.
+    pub fn capabilities(&self) -> Vec<String> {
+        self.welcome["capabilities"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Runs cases `jobs` at a time; `progress` sees each result as it completes. Results are
+    /// returned sorted by id.
+    pub async fn run_all(
+        &self,
+        cases: &[LoadedFixture],
+        progress: impl Fn(&CaseResult),
+    ) -> Vec<CaseResult> {
+        let jobs = self.config.jobs.max(1);
+        let mut stream = futures_util::stream::iter(cases.iter().enumerate())
+            .map(|(n, lf)| self.run_case(lf, n + 1))
+            .buffer_unordered(jobs);
+        let mut out = Vec::new();
+        while let Some(result) = stream.next().await {
+            progress(&result);
+            out.push(result);
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Runs one case `repeat` times and grades it.
+    pub async fn run_case(&self, lf: &LoadedFixture, case_no: usize) -> CaseResult {
+        let f = &lf.fixture;
+        let announced = self.capabilities();
+        let missing: Vec<&str> = f
+            .capabilities
+            .iter()
+            .map(|c| c.as_str())
+            .filter(|c| !announced.iter().any(|a| a == c))
+            .collect();
+        if !missing.is_empty() {
+            return self.skipped(lf, case_no, &missing).await;
+        }
+        let mut attempts = Vec::new();
+        let mut worst: Option<CaseResult> = None;
+        for attempt in 0..self.config.repeat.max(1) {
+            let result = self.attempt(lf, case_no, attempt).await;
+            attempts.push(result.verdict);
+            let replace = worst
+                .as_ref()
+                .is_none_or(|w| result.verdict.severity() > w.verdict.severity());
+            if replace {
+                worst = Some(result);
+            }
+        }
+        let mut result = worst.unwrap_or_else(|| base_result(lf, Verdict::Error));
+        result.flaky = attempts.windows(2).any(|w| w[0] != w[1]);
+        if attempts.len() > 1 {
+            result.attempts = attempts;
+        }
+        result
+    }
+
+    async fn attempt(&self, lf: &LoadedFixture, case_no: usize, attempt: u32) -> CaseResult {
+        let started = Instant::now();
+        let prefix = self.config.run_prefix(case_no, attempt);
+        let outcome = CaseRun::new(self, &lf.fixture, prefix).run().await;
+        grade(lf, outcome, started.elapsed())
+    }
+
+    async fn skipped(&self, lf: &LoadedFixture, case_no: usize, missing: &[&str]) -> CaseResult {
+        let mut result = base_result(lf, Verdict::Skipped);
+        result.reason = Some(format!("capability not announced: {}", missing.join(", ")));
+        if self.config.probe_unannounced {
+            let probe = self.attempt(lf, case_no, 0).await;
+            result.answered_unannounced = probe.verdict == Verdict::Pass;
+        }
+        result
+    }
+}
+
+async fn probe(config: &RunConfig, url: &str, schema: Arc<FrameSchema>) -> Result<Value, RunError> {
+    let err = |message: String| RunError::Probe {
+        url: url.to_owned(),
+        message,
+    };
+    let spec = crate::fixture::ClientSpec {
+        user: Some("conformance-probe".into()),
+        ..Default::default()
+    };
+    let token = config
+        .tokens
+        .token_for("probe", &spec)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let mut opts = ConnectOptions::new(url, Some(token));
+    opts.headers = config.headers.clone();
+    opts.timeout = Duration::from_secs_f64(5.0 * config.timeout_scale);
+    let mut conn = Connection::open("probe", &opts, schema, Transcript::new())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + opts.timeout;
+    let welcome =
+        match conn.next_until(deadline).await {
+            Some(Inbound::Text { json: Some(v), .. }) if v["type"] == "welcome" => v,
+            Some(Inbound::Close { code, reason }) => return Err(err(format!(
+                "closed with {code:?} {reason:?} instead of welcome (is the token secret right?)"
+            ))),
+            other => return Err(err(format!("expected welcome, got {other:?}"))),
+        };
+    conn.close(1000, "probe done", Duration::from_millis(200))
+        .await;
+    Ok(welcome)
+}
+
+fn base_result(lf: &LoadedFixture, verdict: Verdict) -> CaseResult {
+    let f: &Fixture = &lf.fixture;
+    CaseResult {
+        id: f.id.clone(),
+        title: f.title.clone(),
+        area: f.id.split('.').next().unwrap_or_default().to_owned(),
+        file: lf.file.clone(),
+        level: f.level,
+        requirements: f.requirements.clone(),
+        capabilities: f
+            .capabilities
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .collect(),
+        verdict,
+        message_verdict: PartVerdict::NotChecked,
+        close_verdict: PartVerdict::NotChecked,
+        answered_unannounced: false,
+        reason: None,
+        failures: Vec::new(),
+        schema_violations: Vec::new(),
+        transcript: Vec::new(),
+        failed_step: None,
+        duration_ms: 0,
+        attempts: Vec::new(),
+        flaky: false,
+        baseline: None,
+    }
+}
+
+/// Turns what a case execution observed into a verdict.
+pub fn grade(lf: &LoadedFixture, o: CaseOutcome, took: Duration) -> CaseResult {
+    use crate::fixture::CaseLevel;
+    use crate::verdict::FailureKind;
+    let failed_kind = |k: FailureKind| o.failures.iter().any(|f| f.kind == k);
+    let schema_bad = !o.violations.is_empty();
+    let verdict = if o.error.is_some() {
+        Verdict::Error
+    } else if o.untestable.is_some() {
+        Verdict::Untestable
+    } else if schema_bad || (!o.failures.is_empty() && lf.fixture.level == CaseLevel::Must) {
+        Verdict::Fail
+    } else if !o.failures.is_empty() {
+        Verdict::Warn
+    } else {
+        Verdict::Pass
+    };
+    let part = |failed: bool, graded: bool| match (failed, graded) {
+        (true, _) => PartVerdict::Fail,
+        (false, true) => PartVerdict::Pass,
+        _ => PartVerdict::NotChecked,
+    };
+    let mut r = base_result(lf, verdict);
+    r.message_verdict = part(
+        failed_kind(FailureKind::Message) || schema_bad,
+        o.graded_message,
+    );
+    r.close_verdict = part(failed_kind(FailureKind::Close), o.graded_close);
+    r.reason = o.error.or(o.untestable);
+    r.failed_step = o.failed_step;
+    r.failures = o.failures;
+    r.schema_violations = o.violations;
+    if verdict != Verdict::Pass {
+        r.transcript = o.transcript;
+    }
+    r.duration_ms = took.as_millis() as u64;
+    r
+}
