@@ -1,0 +1,151 @@
+//! Runs the chosen scenarios against each server: warm-up rounds, then repetitions, the
+//! servers alternating within each round, medians at the end.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::BenchError;
+use crate::metrics::{medians, Figures};
+use crate::scenario::{Scenario, Timing};
+use crate::server::{Launcher, Server, ServerKind};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Servers to compare.
+    pub kinds: Vec<ServerKind>,
+    /// Scenarios in order.
+    pub scenarios: Vec<Scenario>,
+    /// Measured repetitions per scenario and server.
+    pub reps: usize,
+    /// Unmeasured warm-up rounds before them.
+    pub warmup: usize,
+    /// Publish/subscribe timing.
+    pub timing: Timing,
+    /// How servers are started.
+    pub launcher: Launcher,
+}
+
+/// A scenario's runs and medians per server.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    /// Scenario name.
+    pub name: String,
+    /// What it measures.
+    pub description: String,
+    /// Its parameters.
+    pub scenario: Scenario,
+    /// Measured runs per server.
+    pub runs: BTreeMap<ServerKind, Vec<Figures>>,
+    /// Per-figure medians per server.
+    pub medians: BTreeMap<ServerKind, Figures>,
+    /// Runs that failed, with why.
+    pub failures: Vec<String>,
+}
+
+impl ScenarioResult {
+    /// The median of `figure` for `kind`.
+    pub fn median(&self, kind: ServerKind, figure: &str) -> Option<f64> {
+        self.medians.get(&kind)?.get(figure).copied()
+    }
+}
+
+/// Runs everything; `progress` gets one line per run.
+pub async fn run_all(settings: &Settings, progress: &mut dyn FnMut(&str)) -> Vec<ScenarioResult> {
+    let mut results = Vec::new();
+    for scenario in &settings.scenarios {
+        let result = run_scenario(settings, scenario, progress).await;
+        results.push(result);
+    }
+    results
+}
+
+async fn run_scenario(
+    settings: &Settings,
+    scenario: &Scenario,
+    progress: &mut dyn FnMut(&str),
+) -> ScenarioResult {
+    let kinds: Vec<ServerKind> =
+        settings.kinds.iter().copied().filter(|k| scenario.supports(*k)).collect();
+    let mut result = ScenarioResult {
+        name: scenario.name(),
+        description: scenario.description(),
+        scenario: scenario.clone(),
+        runs: BTreeMap::new(),
+        medians: BTreeMap::new(),
+        failures: Vec::new(),
+    };
+    let mut shared: BTreeMap<ServerKind, Server> = BTreeMap::new();
+    if !scenario.fresh_server_per_run() {
+        for &kind in &kinds {
+            match settings.launcher.start(kind) {
+                Ok(server) => {
+                    shared.insert(kind, server);
+                }
+                Err(e) => result.failures.push(format!("{}: {e}", kind.name())),
+            }
+        }
+    }
+    let rounds = if scenario.repeats() { settings.warmup + settings.reps } else { 1 };
+    let warmup = if scenario.repeats() { settings.warmup } else { 0 };
+    for round in 0..rounds {
+        for &kind in &kinds {
+            let label = if round < warmup {
+                format!("{} {} warm-up {}", result.name, kind.name(), round + 1)
+            } else {
+                format!("{} {} rep {}", result.name, kind.name(), round - warmup + 1)
+            };
+            let outcome = run_once(settings, scenario, kind, &mut shared).await;
+            match outcome {
+                Ok(figures) => {
+                    progress(&format!("{label}: {}", summary(scenario, &figures)));
+                    if round >= warmup {
+                        result.runs.entry(kind).or_default().push(figures);
+                    }
+                }
+                Err(e) => {
+                    progress(&format!("{label}: FAILED: {e}"));
+                    result.failures.push(format!("{label}: {e}"));
+                }
+            }
+            // Let close handshakes and timers finish before the next server's run.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    result.medians = result.runs.iter().map(|(k, runs)| (*k, medians(runs))).collect();
+    result
+}
+
+async fn run_once(
+    settings: &Settings,
+    scenario: &Scenario,
+    kind: ServerKind,
+    shared: &mut BTreeMap<ServerKind, Server>,
+) -> Result<Figures, BenchError> {
+    if scenario.fresh_server_per_run() {
+        let mut server = settings.launcher.start(kind)?;
+        let figures = scenario.run(&server, settings.timing).await;
+        server.check_alive()?;
+        return figures;
+    }
+    let server = shared.get_mut(&kind).ok_or_else(|| BenchError::Server {
+        server: kind.name().to_owned(),
+        reason: "not started".to_owned(),
+    })?;
+    server.check_alive()?;
+    let figures = scenario.run(server, settings.timing).await;
+    server.check_alive()?;
+    figures
+}
+
+/// The run's key figures on one line.
+fn summary(scenario: &Scenario, figures: &Figures) -> String {
+    scenario
+        .key_figures()
+        .iter()
+        .filter_map(|k| figures.get(*k).map(|v| format!("{k}={}", crate::report::fmt_value(*v))))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
