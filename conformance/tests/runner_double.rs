@@ -1,0 +1,269 @@
+//! The runner's grading logic checked against a scripted WebSocket peer: a test double
+//! whose misbehaviours are chosen per test, not a Chorus server to grade.
+
+use std::sync::{Arc, Mutex};
+
+use chorus_conformance::fixture;
+use chorus_conformance::runner::{RunConfig, Runner};
+use chorus_conformance::suite::LoadedFixture;
+use chorus_conformance::tokens::TokenSource;
+use chorus_conformance::verdict::{PartVerdict, Verdict};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How the double answers.
+#[derive(Clone, Copy, PartialEq)]
+enum Script {
+    Good,
+    WrongPongId,
+    StrayFrameAfterPong,
+    StringTs,
+    CloseOnBinary(u16),
+}
+
+fn welcome() -> Value {
+    json!({"type":"welcome","protocol":"chorus.v1","connection_id":"c-1",
+        "user":{"id":"u","profile":{}},"tenant":"","heartbeat":{"interval_ms":30000,"timeout_ms":60000},
+        "limits":{"max_frame_bytes":4096,"max_subscriptions":100,"max_channel_name_len":200,
+        "broadcast_rate_per_sec":50,"broadcast_burst":100,"max_presence_members":1000,"max_room_users":1000,
+        "history_limit":100,"max_json_depth":32,"cursor_interval_ms":50,"presence_grace_ms":5000},
+        "capabilities":["presence"],"server":"double/0"})
+}
+
+/// Starts the double; returns its URL and the sizes of text frames it received.
+async fn double(script: Script) -> (String, Arc<Mutex<Vec<usize>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let seen = sizes.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let cb = |_: &Request, mut resp: Response| {
+                    resp.headers_mut().insert("sec-websocket-protocol", "chorus.v1".parse().unwrap());
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else { return };
+                let _ = ws.send(Message::text(welcome().to_string())).await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    match msg {
+                        Message::Text(t) => {
+                            seen.lock().unwrap().push(t.len());
+                            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                            if v["type"] != "ping" {
+                                continue;
+                            }
+                            let mut pong = json!({"type":"pong","ts":1_700_000_000_000u64});
+                            if let Some(id) = v.get("id") {
+                                pong["id"] = id.clone();
+                            }
+                            match script {
+                                Script::WrongPongId => pong["id"] = json!("other"),
+                                Script::StringTs => pong["ts"] = json!("now"),
+                                _ => {}
+                            }
+                            let _ = ws.send(Message::text(pong.to_string())).await;
+                            if script == Script::StrayFrameAfterPong {
+                                let _ = ws.send(Message::text(json!({"type":"pong","ts":2}).to_string())).await;
+                            }
+                        }
+                        Message::Binary(_) => {
+                            if let Script::CloseOnBinary(code) = script {
+                                let frame = CloseFrame { code: CloseCode::from(code), reason: "".into() };
+                                let _ = ws.close(Some(frame)).await;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (url, sizes)
+}
+
+async fn runner(script: Script) -> (Runner, Arc<Mutex<Vec<usize>>>) {
+    let (url, sizes) = double(script).await;
+    let mut config = RunConfig::new(&url, TokenSource::Secret("s".into()));
+    config.max_wait_ms = 2000;
+    (Runner::new(config).await.unwrap(), sizes)
+}
+
+fn case(level: &str, extra: &str, steps: Value) -> LoadedFixture {
+    let text = format!(
+        r#"{{"id":"connection.double.case","title":"t","requirements":["CONN-12"],"level":"{level}",
+        "clients":{{"a":{{}}}}{extra},"steps":{steps}}}"#
+    );
+    LoadedFixture {
+        file: "fixtures/connection/double.json".into(),
+        fixture: fixture::parse("double.json", &text).unwrap(),
+    }
+}
+
+fn ping_case() -> LoadedFixture {
+    case(
+        "MUST",
+        "",
+        json!([{"connect": "a"}, {"send": "a", "frame": {"type": "ping", "id": "p1"}},
+            {"expect": "a", "frame": {"type": "pong", "id": "p1", "ts": "$uint"}},
+            {"expect_none": "a", "within_ms": 200}]),
+    )
+}
+
+#[tokio::test]
+async fn well_behaved_peer_passes() {
+    let (r, _) = runner(Script::Good).await;
+    let result = r.run_case(&ping_case(), 1).await;
+    assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
+    assert_eq!(result.message_verdict, PartVerdict::Pass);
+    assert_eq!(result.close_verdict, PartVerdict::NotChecked);
+}
+
+#[tokio::test]
+async fn wrong_frame_fails_with_path_and_transcript() {
+    let (r, _) = runner(Script::WrongPongId).await;
+    let result = r.run_case(&ping_case(), 1).await;
+    assert_eq!(result.verdict, Verdict::Fail);
+    let f = &result.failures[0];
+    assert_eq!(f.step, "3");
+    assert!(f.message.contains("/id"), "{}", f.message);
+    assert!(f.actual.as_deref().unwrap().contains("other"));
+    assert_eq!(result.failed_step, Some(2));
+    assert!(result.transcript.iter().any(|e| e.text.contains("\"other\"")), "transcript lacks the frame");
+}
+
+#[tokio::test]
+async fn expect_none_catches_a_stray_frame() {
+    let (r, _) = runner(Script::StrayFrameAfterPong).await;
+    let result = r.run_case(&ping_case(), 1).await;
+    assert_eq!(result.verdict, Verdict::Fail);
+    assert_eq!(result.failures[0].step, "4");
+    assert_eq!(result.failures[0].action, "expect_none");
+}
+
+#[tokio::test]
+async fn schema_violation_names_type_and_field() {
+    let (r, _) = runner(Script::StringTs).await;
+    let lf = case(
+        "SHOULD",
+        "",
+        json!([{"connect": "a"}, {"send": "a", "frame": {"type": "ping", "id": 1}},
+            {"expect": "a", "frame": {"type": "pong", "id": 1}}]),
+    );
+    let result = r.run_case(&lf, 1).await;
+    // A schema violation fails even a SHOULD case.
+    assert_eq!(result.verdict, Verdict::Fail);
+    let v = &result.schema_violations[0].violation;
+    assert_eq!(v.message_type.as_deref(), Some("pong"));
+    assert_eq!(v.path, "/ts");
+}
+
+#[tokio::test]
+async fn close_is_graded_apart_from_messages() {
+    let (r, _) = runner(Script::CloseOnBinary(1000)).await;
+    let lf = case(
+        "MUST",
+        "",
+        json!([{"connect": "a"}, {"send_binary": "a", "hex": "0001"},
+            {"expect_close": "a", "code": 1003}]),
+    );
+    let result = r.run_case(&lf, 1).await;
+    assert_eq!(result.verdict, Verdict::Fail);
+    assert_eq!(result.close_verdict, PartVerdict::Fail);
+    assert_eq!(result.message_verdict, PartVerdict::Pass);
+    assert!(result.failures[0].actual.as_deref().unwrap().contains("1000"));
+}
+
+#[tokio::test]
+async fn right_close_code_passes() {
+    let (r, _) = runner(Script::CloseOnBinary(1003)).await;
+    let lf = case(
+        "MUST",
+        "",
+        json!([{"connect": "a"}, {"send_binary": "a", "base64": "AAE="},
+            {"expect_close": "a", "code": [1003, 1002]}]),
+    );
+    let result = r.run_case(&lf, 1).await;
+    assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
+    assert_eq!(result.close_verdict, PartVerdict::Pass);
+}
+
+#[tokio::test]
+async fn should_case_failure_is_a_warning() {
+    let (r, _) = runner(Script::WrongPongId).await;
+    let mut lf = ping_case();
+    lf.fixture.level = fixture::CaseLevel::Should;
+    assert_eq!(r.run_case(&lf, 1).await.verdict, Verdict::Warn);
+}
+
+#[tokio::test]
+async fn unannounced_capability_skips_but_notes_an_answer() {
+    let (r, _) = runner(Script::Good).await;
+    let lf = case(
+        "MUST",
+        r#","capabilities":["state"]"#,
+        json!([{"connect": "a"}, {"alive": "a"}]),
+    );
+    let result = r.run_case(&lf, 1).await;
+    assert_eq!(result.verdict, Verdict::Skipped);
+    assert!(result.reason.as_deref().unwrap().contains("state"));
+    assert!(result.answered_unannounced);
+}
+
+#[tokio::test]
+async fn long_wait_is_untestable() {
+    let (r, _) = runner(Script::Good).await;
+    let lf = case("MUST", "", json!([{"connect": "a"}, {"sleep_ms": "${heartbeat.timeout_ms}"}]));
+    let result = r.run_case(&lf, 1).await;
+    assert_eq!(result.verdict, Verdict::Untestable);
+    assert!(result.reason.as_deref().unwrap().contains("60000"));
+}
+
+#[tokio::test]
+async fn unknown_placeholder_is_a_harness_error() {
+    let (r, _) = runner(Script::Good).await;
+    let lf = case(
+        "MUST",
+        "",
+        json!([{"connect": "a"}, {"send": "a", "frame": {"type": "ping", "id": "${nope}"}}]),
+    );
+    let result = r.run_case(&lf, 1).await;
+    assert_eq!(result.verdict, Verdict::Error);
+    assert!(result.reason.as_deref().unwrap().contains("nope"));
+}
+
+#[tokio::test]
+async fn oversize_frame_has_exactly_the_asked_size() {
+    let (r, sizes) = runner(Script::Good).await;
+    let lf = case(
+        "MUST",
+        "",
+        json!([{"connect": "a"}, {"send_oversize": "a", "bytes": "${limits.max_frame_bytes}+1"}, {"alive": "a"}]),
+    );
+    let result = r.run_case(&lf, 1).await;
+    assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
+    assert!(sizes.lock().unwrap().contains(&4097), "{:?}", sizes.lock().unwrap());
+}
+
+#[tokio::test]
+async fn captures_flow_into_later_steps() {
+    let (r, _) = runner(Script::Good).await;
+    let lf = case(
+        "MUST",
+        "",
+        json!([{"connect": "a", "welcome": {"connection_id": "$capture:cid"}},
+            {"send": "a", "frame": {"type": "ping", "id": "${cid}"}},
+            {"expect": "a", "frame": {"type": "pong", "id": "c-1"}},
+            {"repeat": 2, "steps": [
+                {"send": "a", "frame": {"type": "ping", "id": "r{i}"}},
+                {"expect": "a", "frame": {"type": "pong", "id": "r{i}"}}]}]),
+    );
+    let result = r.run_case(&lf, 1).await;
+    assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
+}
