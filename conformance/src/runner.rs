@@ -236,14 +236,15 @@ async fn probe(config: &RunConfig, url: &str, schema: Arc<FrameSchema>) -> Resul
         .await
         .map_err(|e| err(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + opts.timeout;
-    let welcome =
-        match conn.next_until(deadline).await {
-            Some(Inbound::Text { json: Some(v), .. }) if v["type"] == "welcome" => v,
-            Some(Inbound::Close { code, reason }) => return Err(err(format!(
+    let welcome = match conn.next_until(deadline).await {
+        Some(Inbound::Text { json: Some(v), .. }) if v["type"] == "welcome" => v,
+        Some(Inbound::Close { code, reason }) => {
+            return Err(err(format!(
                 "closed with {code:?} {reason:?} instead of welcome (is the token secret right?)"
-            ))),
-            other => return Err(err(format!("expected welcome, got {other:?}"))),
-        };
+            )))
+        }
+        other => return Err(err(format!("expected welcome, got {other:?}"))),
+    };
     conn.close(1000, "probe done", Duration::from_millis(200))
         .await;
     Ok(welcome)

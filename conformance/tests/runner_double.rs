@@ -1,6 +1,9 @@
 //! The runner's grading logic checked against a scripted WebSocket peer: a test double
 //! whose misbehaviours are chosen per test, not a Chorus server to grade.
 
+// The handshake callback signature is tungstenite's; its large error type is not ours.
+#![allow(clippy::result_large_err)]
+
 use std::sync::{Arc, Mutex};
 
 use chorus_conformance::fixture;
@@ -46,16 +49,21 @@ async fn double(script: Script) -> (String, Arc<Mutex<Vec<usize>>>) {
             let seen = seen.clone();
             tokio::spawn(async move {
                 let cb = |_: &Request, mut resp: Response| {
-                    resp.headers_mut().insert("sec-websocket-protocol", "chorus.v1".parse().unwrap());
+                    resp.headers_mut()
+                        .insert("sec-websocket-protocol", "chorus.v1".parse().unwrap());
                     Ok(resp)
                 };
-                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else {
+                    return;
+                };
                 let _ = ws.send(Message::text(welcome().to_string())).await;
                 while let Some(Ok(msg)) = ws.next().await {
                     match msg {
                         Message::Text(t) => {
                             seen.lock().unwrap().push(t.len());
-                            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                                continue;
+                            };
                             if v["type"] != "ping" {
                                 continue;
                             }
@@ -70,12 +78,17 @@ async fn double(script: Script) -> (String, Arc<Mutex<Vec<usize>>>) {
                             }
                             let _ = ws.send(Message::text(pong.to_string())).await;
                             if script == Script::StrayFrameAfterPong {
-                                let _ = ws.send(Message::text(json!({"type":"pong","ts":2}).to_string())).await;
+                                let _ = ws
+                                    .send(Message::text(json!({"type":"pong","ts":2}).to_string()))
+                                    .await;
                             }
                         }
                         Message::Binary(_) => {
                             if let Script::CloseOnBinary(code) = script {
-                                let frame = CloseFrame { code: CloseCode::from(code), reason: "".into() };
+                                let frame = CloseFrame {
+                                    code: CloseCode::from(code),
+                                    reason: "".into(),
+                                };
                                 let _ = ws.close(Some(frame)).await;
                             }
                         }
@@ -135,7 +148,13 @@ async fn wrong_frame_fails_with_path_and_transcript() {
     assert!(f.message.contains("/id"), "{}", f.message);
     assert!(f.actual.as_deref().unwrap().contains("other"));
     assert_eq!(result.failed_step, Some(2));
-    assert!(result.transcript.iter().any(|e| e.text.contains("\"other\"")), "transcript lacks the frame");
+    assert!(
+        result
+            .transcript
+            .iter()
+            .any(|e| e.text.contains("\"other\"")),
+        "transcript lacks the frame"
+    );
 }
 
 #[tokio::test]
@@ -177,7 +196,11 @@ async fn close_is_graded_apart_from_messages() {
     assert_eq!(result.verdict, Verdict::Fail);
     assert_eq!(result.close_verdict, PartVerdict::Fail);
     assert_eq!(result.message_verdict, PartVerdict::Pass);
-    assert!(result.failures[0].actual.as_deref().unwrap().contains("1000"));
+    assert!(result.failures[0]
+        .actual
+        .as_deref()
+        .unwrap()
+        .contains("1000"));
 }
 
 #[tokio::test]
@@ -219,7 +242,11 @@ async fn unannounced_capability_skips_but_notes_an_answer() {
 #[tokio::test]
 async fn long_wait_is_untestable() {
     let (r, _) = runner(Script::Good).await;
-    let lf = case("MUST", "", json!([{"connect": "a"}, {"sleep_ms": "${heartbeat.timeout_ms}"}]));
+    let lf = case(
+        "MUST",
+        "",
+        json!([{"connect": "a"}, {"sleep_ms": "${heartbeat.timeout_ms}"}]),
+    );
     let result = r.run_case(&lf, 1).await;
     assert_eq!(result.verdict, Verdict::Untestable);
     assert!(result.reason.as_deref().unwrap().contains("60000"));
@@ -248,7 +275,11 @@ async fn oversize_frame_has_exactly_the_asked_size() {
     );
     let result = r.run_case(&lf, 1).await;
     assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
-    assert!(sizes.lock().unwrap().contains(&4097), "{:?}", sizes.lock().unwrap());
+    assert!(
+        sizes.lock().unwrap().contains(&4097),
+        "{:?}",
+        sizes.lock().unwrap()
+    );
 }
 
 #[tokio::test]

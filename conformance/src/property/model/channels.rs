@@ -110,7 +110,12 @@ pub(crate) fn subscribe(m: &mut Model, plan: &mut Plan, c: ClientId, op: &Subscr
     if slot.is_presence() && m.has(Capability::Rooms) {
         let max = m.limits.max_room_users;
         if let Err((code, reqs)) = rooms::admit(m.chan(slot), c, op.password, max) {
-            plan.expect(c, error(Some(id), &[code], &name), reqs, format!("{code} error"));
+            plan.expect(
+                c,
+                error(Some(id), &[code], &name),
+                reqs,
+                format!("{code} error"),
+            );
             return;
         }
         if !rooms::exists(m.chan(slot)) {
@@ -137,7 +142,12 @@ pub(crate) fn subscribe(m: &mut Model, plan: &mut Plan, c: ClientId, op: &Subscr
     }
     for item in &replay {
         let f = item.frame(&name);
-        plan.expect(c, f, &["HIST-7", "HIST-6"], format!("replay of seq {}", item.seq));
+        plan.expect(
+            c,
+            f,
+            &["HIST-7", "HIST-6"],
+            format!("replay of seq {}", item.seq),
+        );
     }
     let seq = m.chan(slot).seq;
     see(m, c, slot, seq);
@@ -299,7 +309,12 @@ pub(crate) fn broadcast(
     let seq = ch.seq;
     let ack = json!({"type": "broadcast:ack", "id": id, "channel": name, "seq": seq,
         "ts": ts.matcher(json!("$uint"))});
-    plan.expect(c, ack, &["CHAN-24", "CHAN-30"], format!("broadcast:ack seq {seq}"));
+    plan.expect(
+        c,
+        ack,
+        &["CHAN-24", "CHAN-30"],
+        format!("broadcast:ack seq {seq}"),
+    );
     let item = Item {
         seq,
         event: event(ev),
@@ -311,10 +326,20 @@ pub(crate) fn broadcast(
     ch.items.push(item);
     let others: Vec<ClientId> = ch.subscribers.iter().copied().filter(|s| *s != c).collect();
     if echo {
-        plan.expect(c, message.clone(), &["CHAN-27"], format!("echo of seq {seq}"));
+        plan.expect(
+            c,
+            message.clone(),
+            &["CHAN-27"],
+            format!("echo of seq {seq}"),
+        );
     } else {
         let own = json!({"type": "message", "channel": name});
-        plan.forbid(c, own, &["CHAN-26"], "the sender's own message without echo");
+        plan.forbid(
+            c,
+            own,
+            &["CHAN-26"],
+            "the sender's own message without echo",
+        );
     }
     for o in others {
         let reqs = ["CHAN-25", "CHAN-28", "CHAN-29", "CHAN-30", "CHAN-31"];
@@ -324,7 +349,12 @@ pub(crate) fn broadcast(
     see(m, c, slot, seq);
     for o in m.outsiders(slot) {
         let any = json!({"type": "message", "channel": name});
-        plan.forbid(o, any, &["CHAN-17", "CHAN-11"], "a message of a channel it is not subscribed to");
+        plan.forbid(
+            o,
+            any,
+            &["CHAN-17", "CHAN-11"],
+            "a message of a channel it is not subscribed to",
+        );
     }
 }
 

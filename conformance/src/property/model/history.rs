@@ -108,8 +108,7 @@ pub fn not_retained(frame: Value) -> Expected {
         frame,
         requirements: vec!["HIST-5"],
         level: CaseLevel::Should,
-        what: "subscribed with recovered: false although the gap is within history_limit"
-            .into(),
+        what: "subscribed with recovered: false although the gap is within history_limit".into(),
         lenient: None,
     }
 }

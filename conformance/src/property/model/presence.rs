@@ -97,11 +97,7 @@ impl Members {
 
     /// The member array of a snapshot, in any order (PRES-10 is only a SHOULD).
     pub fn snapshot(&mut self) -> Value {
-        let all: Vec<Value> = self
-            .by_user
-            .iter_mut()
-            .map(|(u, m)| m.matcher(u))
-            .collect();
+        let all: Vec<Value> = self.by_user.iter_mut().map(|(u, m)| m.matcher(u)).collect();
         json!({"$unordered": all})
     }
 
@@ -114,7 +110,13 @@ impl Members {
 
 /// After a subscribe: `user:joined` to every other connection when a member was created
 /// (PRES-8), and nothing to anyone for a second lease (PRES-9).
-pub(crate) fn announce_join(m: &mut Model, plan: &mut Plan, c: ClientId, slot: Slot, created: bool) {
+pub(crate) fn announce_join(
+    m: &mut Model,
+    plan: &mut Plan,
+    c: ClientId,
+    slot: Slot,
+    created: bool,
+) {
     let ch = m.chan_mut(slot);
     let name = ch.name.clone();
     let others: Vec<ClientId> = ch.subscribers.iter().copied().filter(|s| *s != c).collect();
@@ -122,7 +124,12 @@ pub(crate) fn announce_join(m: &mut Model, plan: &mut Plan, c: ClientId, slot: S
         let member = ch.members.matcher(c.user());
         for o in others {
             let f = json!({"type": "user:joined", "channel": name, "member": member});
-            plan.expect(o, f, &["PRES-8", "PRES-2", "PRES-3", "PRES-7"], format!("user:joined {}", c.user()));
+            plan.expect(
+                o,
+                f,
+                &["PRES-8", "PRES-2", "PRES-3", "PRES-7"],
+                format!("user:joined {}", c.user()),
+            );
         }
     } else {
         for o in others {
@@ -148,7 +155,12 @@ pub(crate) fn release(m: &mut Model, plan: &mut Plan, c: ClientId, slot: Slot) {
     if !left {
         for o in stay {
             let f = json!({"type": "user:left", "channel": name, "user_id": user});
-            plan.forbid(o, f, &["PRES-12"], "user:left while the user still holds a lease");
+            plan.forbid(
+                o,
+                f,
+                &["PRES-12"],
+                "user:left while the user still holds a lease",
+            );
         }
         return;
     }
@@ -160,11 +172,22 @@ pub(crate) fn release(m: &mut Model, plan: &mut Plan, c: ClientId, slot: Slot) {
         json!("$uint")
     };
     for o in stay {
-        let f = json!({"type": "user:left", "channel": name, "user_id": user, "last_seen": last_seen});
-        plan.expect(o, f, &["PRES-11", "PRES-25", "PRES-13"], format!("user:left {user}"));
+        let f =
+            json!({"type": "user:left", "channel": name, "user_id": user, "last_seen": last_seen});
+        plan.expect(
+            o,
+            f,
+            &["PRES-11", "PRES-25", "PRES-13"],
+            format!("user:left {user}"),
+        );
     }
     let own = json!({"type": "user:left", "channel": name});
-    plan.forbid(c, own, &["PRES-14"], "user:left to the connection that left");
+    plan.forbid(
+        c,
+        own,
+        &["PRES-14"],
+        "user:left to the connection that left",
+    );
 }
 
 /// Checks that precede presence requests (PRES-22).
@@ -202,8 +225,17 @@ pub(crate) fn update(
     let invalid = status == Some(StatusChoice::Offline) || (status.is_none() && data.is_none());
     if let Some((code, reqs)) = refused(m, c, slot) {
         // The spec does not order PRES-15 and PRES-22: an invalid update may get either.
-        let codes: &[&str] = if invalid { &[code, "invalid_message"] } else { &[code] };
-        plan.expect(c, error(Some(id), codes, &name), &reqs, format!("{code} error"));
+        let codes: &[&str] = if invalid {
+            &[code, "invalid_message"]
+        } else {
+            &[code]
+        };
+        plan.expect(
+            c,
+            error(Some(id), codes, &name),
+            &reqs,
+            format!("{code} error"),
+        );
         return;
     }
     if invalid {
@@ -232,7 +264,12 @@ pub(crate) fn update(
         let joined = json!({"type": "user:joined", "channel": name,
             "member": {"user_id": c.user()}});
         for f in [left, joined] {
-            plan.forbid(o, f, &["PRES-19"], "a presence update sent as a leave and a join");
+            plan.forbid(
+                o,
+                f,
+                &["PRES-19"],
+                "a presence update sent as a leave and a join",
+            );
         }
     }
 }
@@ -243,7 +280,12 @@ pub(crate) fn list(m: &mut Model, plan: &mut Plan, c: ClientId, slot: Slot) {
     let name = m.chan(slot).name.clone();
     plan.send(c, json!({"type": "presence", "id": id, "channel": name}));
     if let Some((code, reqs)) = refused(m, c, slot) {
-        plan.expect(c, error(Some(id), &[code], &name), &reqs, format!("{code} error"));
+        plan.expect(
+            c,
+            error(Some(id), &[code], &name),
+            &reqs,
+            format!("{code} error"),
+        );
         return;
     }
     let members = m.chan_mut(slot).members.snapshot();

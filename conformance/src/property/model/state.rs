@@ -112,7 +112,12 @@ pub(crate) fn write(m: &mut Model, plan: &mut Plan, c: ClientId, slot: Slot, w: 
         plan.expect(c, e, &["STATE-19", "ERR-3"], "conflict error");
         for o in subscribers {
             let any = json!({"type": {"$prefix": "state:"}, "channel": name});
-            plan.forbid(o, any, &["STATE-19"], "a state frame for a write refused as a conflict");
+            plan.forbid(
+                o,
+                any,
+                &["STATE-19"],
+                "a state frame for a write refused as a conflict",
+            );
         }
         return;
     }
@@ -120,11 +125,21 @@ pub(crate) fn write(m: &mut Model, plan: &mut Plan, c: ClientId, slot: Slot, w: 
     let version = ch.state.version;
     let ack = json!({"type": "state:ack", "id": id, "channel": name, "version": version,
         "epoch": epoch});
-    plan.expect(c, ack, &["STATE-14", "STATE-3", "STATE-2", "STATE-20"], format!("state:ack version {version}"));
+    plan.expect(
+        c,
+        ack,
+        &["STATE-14", "STATE-3", "STATE-2", "STATE-20"],
+        format!("state:ack version {version}"),
+    );
     let change = change_frame(&name, w, version, &epoch, c.user());
     for o in subscribers {
         let reqs = ["STATE-15", "STATE-16", "STATE-17", "STATE-18"];
-        plan.expect(o, change.clone(), &reqs, format!("state change version {version}"));
+        plan.expect(
+            o,
+            change.clone(),
+            &reqs,
+            format!("state change version {version}"),
+        );
     }
 }
 
@@ -132,7 +147,10 @@ pub(crate) fn write(m: &mut Model, plan: &mut Plan, c: ClientId, slot: Slot, w: 
 pub(crate) fn sync(m: &mut Model, plan: &mut Plan, c: ClientId, slot: Slot) {
     let id = m.next_id();
     let name = m.chan(slot).name.clone();
-    plan.send(c, json!({"type": "state:sync:request", "id": id, "channel": name}));
+    plan.send(
+        c,
+        json!({"type": "state:sync:request", "id": id, "channel": name}),
+    );
     if !m.is_subscribed(c, slot) {
         let e = error(Some(id), &["not_subscribed"], &name);
         plan.expect(c, e, &["STATE-10", "ERR-2"], "not_subscribed error");

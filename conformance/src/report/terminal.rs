@@ -1,0 +1,132 @@
+//! The terminal summary: cases grouped by spec area, each failure with its minimal
+//! reproduction (the transcript up to the failing step), then the totals.
+
+use std::fmt::Write as _;
+
+use crate::transcript::render as render_events;
+use crate::verdict::{BaselineStatus, CaseResult, Report, Verdict};
+
+/// Options of the terminal view.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TerminalOptions {
+    /// Print transcripts of failures.
+    pub transcripts: bool,
+    /// List passing cases too.
+    pub verbose: bool,
+}
+
+fn mark(c: &CaseResult) -> &'static str {
+    match (c.verdict, c.baseline) {
+        (_, Some(BaselineStatus::Known)) => "KNOWN",
+        (_, Some(BaselineStatus::Stale)) => "STALE",
+        (Verdict::Pass, _) => "pass",
+        (Verdict::Fail, _) => "FAIL",
+        (Verdict::Warn, _) => "WARN",
+        (Verdict::Skipped, _) => "skip",
+        (Verdict::Untestable, _) => "untestable",
+        (Verdict::Error, _) => "ERROR",
+    }
+}
+
+/// The whole summary as text.
+pub fn render(report: &Report, opts: TerminalOptions) -> String {
+    let mut out = String::new();
+    let t = &report.target;
+    let _ = writeln!(
+        out,
+        "Chorus conformance: {} ({}) at {}",
+        t.server,
+        t.protocol,
+        t.urls.join(", ")
+    );
+    for (area, cases) in super::by_area(&report.cases) {
+        let passed = cases.iter().filter(|c| c.verdict == Verdict::Pass).count();
+        let _ = writeln!(out, "\n{area}: {passed}/{} passed", cases.len());
+        for c in cases {
+            let interesting = c.verdict != Verdict::Pass || c.baseline.is_some() || c.flaky;
+            if !interesting && !opts.verbose {
+                continue;
+            }
+            case_lines(&mut out, c, opts);
+        }
+    }
+    totals(&mut out, report);
+    out
+}
+
+fn case_lines(out: &mut String, c: &CaseResult, opts: TerminalOptions) {
+    let flaky = if c.flaky { " (flaky)" } else { "" };
+    let _ = writeln!(
+        out,
+        "  {:<10} {} [{}] {}{flaky}",
+        mark(c),
+        c.id,
+        c.requirements.join(", "),
+        c.title
+    );
+    if let Some(r) = &c.reason {
+        let note = if c.answered_unannounced {
+            " (answered but not announced)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "             {r}{note}");
+    }
+    for f in &c.failures {
+        let _ = writeln!(
+            out,
+            "             step {} ({}): {}",
+            f.step, f.action, f.message
+        );
+        if let Some(e) = &f.expected {
+            let _ = writeln!(out, "               expected: {e}");
+        }
+        if let Some(a) = &f.actual {
+            let _ = writeln!(out, "               actual:   {a}");
+        }
+    }
+    for v in &c.schema_violations {
+        let _ = writeln!(
+            out,
+            "             schema: {} ({}) in {}",
+            v.violation, v.who, v.frame
+        );
+    }
+    if opts.transcripts && !c.transcript.is_empty() && c.verdict != Verdict::Skipped {
+        let _ = writeln!(out, "             transcript:");
+        for line in render_events(&c.transcript).lines() {
+            let _ = writeln!(out, "             {line}");
+        }
+    }
+}
+
+fn totals(out: &mut String, r: &Report) {
+    let s = &r.summary;
+    let _ = writeln!(
+        out,
+        "\n{} cases: {} passed, {} failed, {} warnings, {} skipped ({} answered but not announced), {} untestable, {} errors",
+        s.total, s.pass, s.fail, s.warn, s.skipped, s.answered_unannounced, s.untestable, s.error
+    );
+    if s.known_failures + s.stale_baseline + s.flaky > 0 {
+        let _ = writeln!(
+            out,
+            "baseline: {} known failures, {} stale entries; {} flaky",
+            s.known_failures, s.stale_baseline, s.flaky
+        );
+    }
+    let reqs = &r.requirements;
+    let failed: Vec<&str> = reqs
+        .iter()
+        .filter(|q| q.verdict == crate::verdict::RequirementVerdict::Fail)
+        .map(|q| q.id.as_str())
+        .collect();
+    if !failed.is_empty() {
+        let _ = writeln!(out, "requirements failed: {}", failed.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "exit code {} in {:.1} s",
+        s.exit_code,
+        r.duration_ms as f64 / 1000.0
+    );
+}
