@@ -23,13 +23,33 @@ struct Panel {
 }
 
 const PANELS: [Panel; 4] = [
-    Panel { title: "fan-out: server CPU us per delivery", family: "fanout", figure: "server_cpu_us_per_delivery" },
-    Panel { title: "paced fan-out: latency p99 (ms)", family: "paced", figure: "latency_p99_ms" },
-    Panel { title: "idle: server KiB per connection", family: "idle", figure: "rss_kib_per_connection" },
-    Panel { title: "many channels: server CPU us per delivery", family: "channels", figure: "server_cpu_us_per_delivery" },
+    Panel {
+        title: "fan-out: server CPU us per delivery",
+        family: "fanout",
+        figure: "server_cpu_us_per_delivery",
+    },
+    Panel {
+        title: "paced fan-out: latency p99 (ms)",
+        family: "paced",
+        figure: "latency_p99_ms",
+    },
+    Panel {
+        title: "idle: server KiB per connection",
+        family: "idle",
+        figure: "rss_kib_per_connection",
+    },
+    Panel {
+        title: "many channels: server CPU us per delivery",
+        family: "channels",
+        figure: "server_cpu_us_per_delivery",
+    },
 ];
 
-const COLORS: [RGBColor; 3] = [RGBColor(0x2b, 0x6c, 0xb0), RGBColor(0x8a, 0x8a, 0x8a), RGBColor(0x5f, 0xa0, 0x4e)];
+const COLORS: [RGBColor; 3] = [
+    RGBColor(0x2b, 0x6c, 0xb0),
+    RGBColor(0x8a, 0x8a, 0x8a),
+    RGBColor(0x5f, 0xa0, 0x4e),
+];
 
 fn register_font() -> Result<(), BenchError> {
     let bytes = FONT_PATHS
@@ -49,8 +69,11 @@ pub fn draw(results: &[ScenarioResult], subtitle: &str, path: &Path) -> Result<(
     let err = |e: &dyn std::fmt::Display| BenchError::Chart(e.to_string());
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (top, body) = root.split_vertically(50);
-    top.titled(&format!("Chorus vs baselines (medians) — {subtitle}"), ("sans-serif", 20))
-        .map_err(|e| err(&e))?;
+    top.titled(
+        &format!("Chorus vs baselines (medians) — {subtitle}"),
+        ("sans-serif", 20),
+    )
+    .map_err(|e| err(&e))?;
     for (area, panel) in body.split_evenly((2, 2)).iter().zip(PANELS.iter()) {
         let bars: Vec<(ServerKind, f64)> = results
             .iter()
@@ -100,7 +123,11 @@ fn draw_panel<DB: DrawingBackend>(
         Rectangle::new([(x - 0.3, 0.0), (x + 0.3, *v)], color.filled())
     }))?;
     chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-        Text::new(crate::report::fmt_value(*v), (i as f64 - 0.1, *v + max * 0.02), ("sans-serif", 15))
+        Text::new(
+            crate::report::fmt_value(*v),
+            (i as f64 - 0.1, *v + max * 0.02),
+            ("sans-serif", 15),
+        )
     }))?;
     Ok(())
 }

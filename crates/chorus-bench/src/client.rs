@@ -46,10 +46,16 @@ pub async fn open_with(
     let request = dialect.request(addr, channel, user)?;
     let socket = TcpSocket::new_v4().map_err(BenchError::io("socket"))?;
     if let Some(size) = recv_buffer {
-        socket.set_recv_buffer_size(size).map_err(BenchError::io("SO_RCVBUF"))?;
+        socket
+            .set_recv_buffer_size(size)
+            .map_err(BenchError::io("SO_RCVBUF"))?;
     }
-    let tcp = socket.connect(addr).await.map_err(BenchError::io(format!("connect {addr}")))?;
-    tcp.set_nodelay(true).map_err(BenchError::io("set TCP_NODELAY"))?;
+    let tcp = socket
+        .connect(addr)
+        .await
+        .map_err(BenchError::io(format!("connect {addr}")))?;
+    tcp.set_nodelay(true)
+        .map_err(BenchError::io("set TCP_NODELAY"))?;
     let (ws, _) =
         tokio_tungstenite::client_async_with_config(request, tcp, Some(client_config())).await?;
     Ok(ws)
@@ -73,20 +79,24 @@ pub async fn connect_with(
     user: &str,
     recv_buffer: Option<u32>,
 ) -> Result<Ws, BenchError> {
-    within(JOIN_TIMEOUT, &format!("joining {channel} as {user}"), async {
-        let mut ws = open_with(dialect, addr, channel, user, recv_buffer).await?;
-        for frame in dialect.join_frames(channel) {
-            ws.send(Message::text(frame)).await?;
-        }
-        loop {
-            let text = recv_text(&mut ws).await?;
-            match dialect.classify(&text) {
-                Inbound::Joined => return Ok(ws),
-                Inbound::Error => return Err(BenchError::Protocol(text.to_string())),
-                _ => {}
+    within(
+        JOIN_TIMEOUT,
+        &format!("joining {channel} as {user}"),
+        async {
+            let mut ws = open_with(dialect, addr, channel, user, recv_buffer).await?;
+            for frame in dialect.join_frames(channel) {
+                ws.send(Message::text(frame)).await?;
             }
-        }
-    })
+            loop {
+                let text = recv_text(&mut ws).await?;
+                match dialect.classify(&text) {
+                    Inbound::Joined => return Ok(ws),
+                    Inbound::Error => return Err(BenchError::Protocol(text.to_string())),
+                    _ => {}
+                }
+            }
+        },
+    )
     .await
 }
 
@@ -97,10 +107,23 @@ pub async fn connect_many(
     members: &[(String, String)],
     concurrency: usize,
 ) -> Result<Vec<Ws>, BenchError> {
+    connect_many_with(dialect, addr, members, concurrency, |ws| ws).await
+}
+
+/// [`connect_many`], handing each connection to `joined` as soon as it is in (e.g. to start
+/// reading the presence events later members cause).
+pub async fn connect_many_with<T>(
+    dialect: &dyn Dialect,
+    addr: SocketAddr,
+    members: &[(String, String)],
+    concurrency: usize,
+    joined: impl Fn(Ws) -> T,
+) -> Result<Vec<T>, BenchError> {
+    let joined = &joined;
     futures_util::stream::iter(members)
-        .map(|(channel, user)| connect(dialect, addr, channel, user))
+        .map(|(channel, user)| async move { Ok(joined(connect(dialect, addr, channel, user).await?)) })
         .buffered(concurrency.max(1))
-        .collect::<Vec<_>>()
+        .collect::<Vec<Result<T, BenchError>>>()
         .await
         .into_iter()
         .collect()

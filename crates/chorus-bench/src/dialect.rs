@@ -82,7 +82,9 @@ pub struct ChorusDialect {
 impl ChorusDialect {
     /// A dialect minting tokens with the server's `--jwt-secret`.
     pub fn new(jwt_secret: &str) -> Self {
-        ChorusDialect { key: jsonwebtoken::EncodingKey::from_secret(jwt_secret.as_bytes()) }
+        ChorusDialect {
+            key: jsonwebtoken::EncodingKey::from_secret(jwt_secret.as_bytes()),
+        }
     }
 
     /// A connection token for `user`.
@@ -173,29 +175,51 @@ mod tests {
 
     #[test]
     fn chorus_message_frame_is_a_delivery() {
-        let p = Payload { publisher: 3, seq: 9, sent_ns: 77 };
+        let p = Payload {
+            publisher: 3,
+            seq: 9,
+            sent_ns: 77,
+        };
         let frame = format!(
             r#"{{"type":"message","channel":"b","event":"m","data":"{}","from":"u","ts":1,"seq":4}}"#,
             p.encode()
         );
-        assert_eq!(ChorusDialect::new("s").classify(&frame), Inbound::Delivery(p));
+        assert_eq!(
+            ChorusDialect::new("s").classify(&frame),
+            Inbound::Delivery(p)
+        );
     }
 
     #[test]
     fn chorus_replies_are_classified_by_type() {
         let d = ChorusDialect::new("s");
-        assert_eq!(d.classify(r#"{"type":"broadcast:ack","channel":"b","seq":1,"ts":2}"#), Inbound::PublishAck);
-        assert_eq!(d.classify(r#"{"type":"subscribed","channel":"b"}"#), Inbound::Joined);
-        assert_eq!(d.classify(r#"{"type":"error","code":"rate_limited"}"#), Inbound::Error);
+        assert_eq!(
+            d.classify(r#"{"type":"broadcast:ack","channel":"b","seq":1,"ts":2}"#),
+            Inbound::PublishAck
+        );
+        assert_eq!(
+            d.classify(r#"{"type":"subscribed","channel":"b"}"#),
+            Inbound::Joined
+        );
+        assert_eq!(
+            d.classify(r#"{"type":"error","code":"rate_limited"}"#),
+            Inbound::Error
+        );
         assert_eq!(d.classify(r#"{"type":"welcome"}"#), Inbound::Other);
     }
 
     #[test]
     fn chorus_publish_is_a_valid_broadcast_with_the_payload_as_data() {
-        let p = Payload { publisher: 1, seq: 2, sent_ns: 3 };
+        let p = Payload {
+            publisher: 1,
+            seq: 2,
+            sent_ns: 3,
+        };
         let frame = ChorusDialect::new("s").publish_frame("bench", &p);
         let msg = chorus_protocol::decode_client(&frame, 32).unwrap();
-        let ClientMessage::Broadcast(b) = msg else { panic!("not a broadcast: {frame}") };
+        let ClientMessage::Broadcast(b) = msg else {
+            panic!("not a broadcast: {frame}")
+        };
         assert_eq!(b.data.as_str().map(str::len), Some(64));
     }
 
@@ -211,7 +235,11 @@ mod tests {
 
     #[test]
     fn minimal_frames_are_the_bare_payload() {
-        let p = Payload { publisher: 1, seq: 2, sent_ns: 3 };
+        let p = Payload {
+            publisher: 1,
+            seq: 2,
+            sent_ns: 3,
+        };
         let frame = Minimal.publish_frame("c", &p);
         assert_eq!(frame.len(), 64);
         assert_eq!(Minimal.classify(&frame), Inbound::Delivery(p));

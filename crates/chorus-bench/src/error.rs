@@ -62,7 +62,10 @@ impl BenchError {
 
     /// A timeout of `what` after `after`.
     pub fn timeout(what: impl Into<String>, after: Duration) -> BenchError {
-        BenchError::Timeout { what: what.into(), after }
+        BenchError::Timeout {
+            what: what.into(),
+            after,
+        }
     }
 }
 

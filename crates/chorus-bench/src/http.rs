@@ -15,15 +15,21 @@ pub async fn get_json(
     headers: &[(&str, &str)],
 ) -> Result<serde_json::Value, BenchError> {
     within(Duration::from_secs(10), &format!("GET {path}"), async {
-        let mut tcp = TcpStream::connect(addr).await.map_err(BenchError::io("connect"))?;
+        let mut tcp = TcpStream::connect(addr)
+            .await
+            .map_err(BenchError::io("connect"))?;
         let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
         for (name, value) in headers {
             req.push_str(&format!("{name}: {value}\r\n"));
         }
         req.push_str("\r\n");
-        tcp.write_all(req.as_bytes()).await.map_err(BenchError::io("send request"))?;
+        tcp.write_all(req.as_bytes())
+            .await
+            .map_err(BenchError::io("send request"))?;
         let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw).await.map_err(BenchError::io("read response"))?;
+        tcp.read_to_end(&mut raw)
+            .await
+            .map_err(BenchError::io("read response"))?;
         parse_response(&String::from_utf8_lossy(&raw))
     })
     .await
@@ -37,7 +43,10 @@ fn parse_response(text: &str) -> Result<serde_json::Value, BenchError> {
     if status != "200" {
         return Err(BenchError::Protocol(format!("HTTP {status}: {body}")));
     }
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -48,7 +57,9 @@ fn parse_response(text: &str) -> Result<serde_json::Value, BenchError> {
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }

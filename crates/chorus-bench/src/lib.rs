@@ -110,19 +110,31 @@ pub struct BenchArgs {
 /// Sizes and timing resolved from the options (quick or full).
 fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
     let q = args.quick;
-    let pick = |v: Option<usize>, full: usize, quick: usize| v.unwrap_or(if q { quick } else { full });
+    let pick =
+        |v: Option<usize>, full: usize, quick: usize| v.unwrap_or(if q { quick } else { full });
     let subscribers = pick(args.subscribers, 200, 50);
     let members = if args.members.is_empty() {
-        if q { vec![10] } else { vec![10, 100, 1000] }
+        if q {
+            vec![10]
+        } else {
+            vec![10, 100, 1000]
+        }
     } else {
         args.members.clone()
     };
     let soak_secs = args.soak_secs.unwrap_or(if q { 30 } else { 300 });
     let mut all = vec![
         Scenario::Fanout { subscribers },
-        Scenario::FanoutPaced { subscribers, rate: args.paced_rate },
-        Scenario::Fanin { publishers: if q { 10 } else { 50 } },
-        Scenario::Channels { pairs: if q { 20 } else { 200 } },
+        Scenario::FanoutPaced {
+            subscribers,
+            rate: args.paced_rate,
+        },
+        Scenario::Fanin {
+            publishers: if q { 10 } else { 50 },
+        },
+        Scenario::Channels {
+            pairs: if q { 20 } else { 200 },
+        },
         Scenario::SlowConsumer { subscribers },
         Scenario::Idle {
             connections: pick(args.idle_connections, 10_000, 500),
@@ -131,7 +143,10 @@ fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
     ];
     all.extend(members.iter().map(|&m| Scenario::Presence { members: m }));
     all.extend(members.iter().map(|&w| Scenario::State { writers: w }));
-    all.push(Scenario::History { clients: if q { 5 } else { 50 }, missed: 100 });
+    all.push(Scenario::History {
+        clients: if q { 5 } else { 50 },
+        missed: 100,
+    });
     all.push(Scenario::Soak { secs: soak_secs });
     let scenarios = select_scenarios(all, &args.scenarios, q)?;
     Ok(Settings {
@@ -153,7 +168,10 @@ fn select_scenarios(
     wanted: &[String],
     quick: bool,
 ) -> Result<Vec<Scenario>, BenchError> {
-    if let Some(bad) = wanted.iter().find(|w| !all.iter().any(|s| s.family() == w.as_str())) {
+    if let Some(bad) = wanted
+        .iter()
+        .find(|w| !all.iter().any(|s| s.family() == w.as_str()))
+    {
         return Err(BenchError::Options(format!("unknown scenario {bad}")));
     }
     Ok(all
@@ -161,7 +179,11 @@ fn select_scenarios(
         .filter(|s| {
             if wanted.is_empty() {
                 // The quick run skips what needs seconds of stall or 100k/s pacing.
-                !(quick && matches!(s, Scenario::SlowConsumer { .. } | Scenario::FanoutPaced { .. }))
+                !(quick
+                    && matches!(
+                        s,
+                        Scenario::SlowConsumer { .. } | Scenario::FanoutPaced { .. }
+                    ))
             } else {
                 wanted.iter().any(|w| w == s.family())
             }
@@ -175,7 +197,9 @@ fn select_servers(args: &BenchArgs) -> Result<Vec<ServerKind>, BenchError> {
     }
     args.servers
         .iter()
-        .map(|s| ServerKind::parse(s).ok_or_else(|| BenchError::Options(format!("unknown server {s}"))))
+        .map(|s| {
+            ServerKind::parse(s).ok_or_else(|| BenchError::Options(format!("unknown server {s}")))
+        })
         .collect()
 }
 
@@ -196,18 +220,25 @@ fn launcher(args: &BenchArgs) -> Result<Launcher, BenchError> {
     let chorus_bin = match &args.chorus_bin {
         Some(p) => p.clone(),
         None => sibling("chorus").ok_or_else(|| {
-            missing("chorus", "build it with `cargo build --release -p chorus-cli` or pass --chorus-bin")
+            missing(
+                "chorus",
+                "build it with `cargo build --release -p chorus-cli` or pass --chorus-bin",
+            )
         })?,
     };
     let bare_bin = match &args.bare_bin {
         Some(p) => p.clone(),
         None => sibling("chorus-bench-bare").ok_or_else(|| {
-            missing("chorus-bench-bare", "build it with `cargo build --release -p chorus-bench` or pass --bare-bin")
+            missing(
+                "chorus-bench-bare",
+                "build it with `cargo build --release -p chorus-bench` or pass --bare-bin",
+            )
         })?,
     };
-    let node_dir = args.node_dir.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/node-ws")
-    });
+    let node_dir = args
+        .node_dir
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/node-ws"));
     Ok(Launcher {
         chorus_bin,
         bare_bin,
@@ -302,9 +333,16 @@ fn command_line() -> String {
     let mut args = std::env::args();
     let program = args
         .next()
-        .map(|p| Path::new(&p).file_name().map_or(p.clone(), |f| f.to_string_lossy().into_owned()))
+        .map(|p| {
+            Path::new(&p)
+                .file_name()
+                .map_or(p.clone(), |f| f.to_string_lossy().into_owned())
+        })
         .unwrap_or_default();
-    std::iter::once(program).chain(args).collect::<Vec<_>>().join(" ")
+    std::iter::once(program)
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn write_outputs(report: &Report, dir: &Path) -> Result<(), BenchError> {
@@ -320,7 +358,10 @@ fn write_outputs(report: &Report, dir: &Path) -> Result<(), BenchError> {
     if let Err(e) = chart::draw(&report.results, &subtitle, &dir.join("chart.png")) {
         eprintln!("chorus bench: no chart: {e}");
     }
-    eprintln!("chorus bench: wrote {}/results.json, results.md, chart.png", dir.display());
+    eprintln!(
+        "chorus bench: wrote {}/results.json, results.md, chart.png",
+        dir.display()
+    );
     Ok(())
 }
 
@@ -342,9 +383,13 @@ fn verdict(report: &Report, quick: bool) -> ExitCode {
 
 /// Whether any run of the Chorus server lost, reordered or errored.
 fn dirty_runs(r: &ScenarioResult) -> bool {
-    r.runs.get(&ServerKind::Chorus).into_iter().flatten().any(|f| {
-        ["lost", "disorder", "errors", "unacked", "not_recovered"]
-            .iter()
-            .any(|k| f.get(*k).copied().unwrap_or(0.0) != 0.0)
-    })
+    r.runs
+        .get(&ServerKind::Chorus)
+        .into_iter()
+        .flatten()
+        .any(|f| {
+            ["lost", "disorder", "errors", "unacked", "not_recovered"]
+                .iter()
+                .any(|k| f.get(*k).copied().unwrap_or(0.0) != 0.0)
+        })
 }

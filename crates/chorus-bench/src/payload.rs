@@ -67,7 +67,11 @@ mod tests {
 
     #[test]
     fn payload_is_64_bytes_and_round_trips() {
-        let p = Payload { publisher: 7, seq: 123_456, sent_ns: 9_876_543_210 };
+        let p = Payload {
+            publisher: 7,
+            seq: 123_456,
+            sent_ns: 9_876_543_210,
+        };
         let text = p.encode();
         assert_eq!(text.len(), PAYLOAD_LEN);
         assert_eq!(Payload::find(&text), Some(p));
@@ -75,7 +79,11 @@ mod tests {
 
     #[test]
     fn payload_is_found_inside_a_json_envelope() {
-        let p = Payload { publisher: 1, seq: 2, sent_ns: 3 };
+        let p = Payload {
+            publisher: 1,
+            seq: 2,
+            sent_ns: 3,
+        };
         let frame = format!(
             r#"{{"type":"message","channel":"c","event":"m","data":"{}","ts":1,"seq":5}}"#,
             p.encode()

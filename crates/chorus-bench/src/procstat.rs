@@ -53,13 +53,19 @@ pub fn reset_peak(pid: u32) -> bool {
 }
 
 fn read(pid: u32, file: &'static str) -> Result<String, ProcError> {
-    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-        .map_err(|source| ProcError::Read { pid, file, source })
+    std::fs::read_to_string(format!("/proc/{pid}/{file}")).map_err(|source| ProcError::Read {
+        pid,
+        file,
+        source,
+    })
 }
 
 fn status_field(pid: u32, name: &str) -> Result<u64, ProcError> {
     let text = read(pid, "status")?;
-    parse_status_kib(&text, name).ok_or(ProcError::Format { pid, file: "status" })
+    parse_status_kib(&text, name).ok_or(ProcError::Format {
+        pid,
+        file: "status",
+    })
 }
 
 /// utime + stime (fields 14 and 15) in clock ticks. The command name (field 2) may hold
@@ -80,7 +86,10 @@ fn parse_status_kib(text: &str, name: &str) -> Option<u64> {
 fn ticks_to_duration(ticks: u64) -> Duration {
     // SAFETY: sysconf only reads a system constant.
     let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let per_sec = u64::try_from(per_sec).ok().filter(|&t| t > 0).unwrap_or(100);
+    let per_sec = u64::try_from(per_sec)
+        .ok()
+        .filter(|&t| t > 0)
+        .unwrap_or(100);
     Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / per_sec)
 }
 

@@ -61,7 +61,9 @@ impl PubSubPlan {
 
     fn validate(&self) -> Result<(), BenchError> {
         if self.channels == 0 || self.publishers == 0 || self.fanout() == 0 || self.window == 0 {
-            return Err(BenchError::Options(format!("empty publish/subscribe plan: {self:?}")));
+            return Err(BenchError::Options(format!(
+                "empty publish/subscribe plan: {self:?}"
+            )));
         }
         Ok(())
     }
@@ -125,7 +127,10 @@ impl Shared {
             bump(&self.disorder);
         }
         next[slot] = p.seq + 1;
-        let _ = self.latency.borrow_mut().record(now.saturating_sub(p.sent_ns).max(1_000));
+        let _ = self
+            .latency
+            .borrow_mut()
+            .record(now.saturating_sub(p.sent_ns).max(1_000));
         bump(&self.delivered);
         self.last_delivery_ns.set(now);
         if let Some(state) = self.publishers.get(p.publisher as usize) {
@@ -138,7 +143,9 @@ impl Shared {
 
     fn on_error(&self, frame: &str) {
         bump(&self.errors);
-        self.first_error.borrow_mut().get_or_insert_with(|| frame.to_owned());
+        self.first_error
+            .borrow_mut()
+            .get_or_insert_with(|| frame.to_owned());
     }
 }
 
@@ -194,7 +201,10 @@ impl PubSubOutcome {
         let mut f = Figures::from([
             ("delivered_per_sec".to_owned(), self.delivered as f64 / secs),
             ("server_cpu_us_per_delivery".to_owned(), per_delivery_us),
-            ("server_cpu_util_pct".to_owned(), self.server_cpu.as_secs_f64() / secs * 100.0),
+            (
+                "server_cpu_util_pct".to_owned(),
+                self.server_cpu.as_secs_f64() / secs * 100.0,
+            ),
             ("delivered".to_owned(), self.delivered as f64),
             ("lost".to_owned(), self.lost() as f64),
             ("disorder".to_owned(), self.disorder as f64),
@@ -245,7 +255,12 @@ pub async fn run(server: &Server, plan: &PubSubPlan) -> Result<PubSubOutcome, Be
             continue;
         }
         let (sink, stream) = ws.split();
-        readers.push(spawn_reader(stream, shared.clone(), dialect.clone(), member.peers.clone()));
+        readers.push(spawn_reader(
+            stream,
+            shared.clone(),
+            dialect.clone(),
+            member.peers.clone(),
+        ));
         match member.publisher {
             Some(id) => publisher_sinks.push((id, member.channel.clone(), sink)),
             None => sinks.push(sink),
@@ -322,11 +337,13 @@ struct Member {
 }
 
 fn roster(plan: &PubSubPlan) -> Vec<Member> {
+    // Fresh channel names per run, so nothing left of an earlier run can receive.
+    let run = now_ns();
     let mut out = Vec::new();
     for c in 0..plan.channels {
         let first = (c * plan.publishers) as u32;
         let peers = first..first + plan.publishers as u32;
-        let channel = format!("bench-{c}");
+        let channel = format!("bench-{run}-{c}");
         for i in 0..plan.publishers + plan.subscribers {
             out.push(Member {
                 channel: channel.clone(),
@@ -340,7 +357,7 @@ fn roster(plan: &PubSubPlan) -> Vec<Member> {
     // Stalled members join last (after everyone else, in the roster order of sockets).
     for i in 0..plan.stalled {
         out.push(Member {
-            channel: "bench-0".to_owned(),
+            channel: format!("bench-{run}-0"),
             user: format!("stalled-{i}"),
             publisher: None,
             peers: 0..plan.publishers as u32,
@@ -402,9 +419,16 @@ impl PublishJob {
                 None if Instant::now() >= self.deadline => break,
                 None => now_ns(),
             };
-            let payload = Payload { publisher: self.id, seq, sent_ns };
+            let payload = Payload {
+                publisher: self.id,
+                seq,
+                sent_ns,
+            };
             bump(&state.sent);
-            sink.send(Message::text(self.dialect.publish_frame(&self.channel, &payload))).await?;
+            sink.send(Message::text(
+                self.dialect.publish_frame(&self.channel, &payload),
+            ))
+            .await?;
         }
         Ok(sink)
     }
@@ -412,7 +436,8 @@ impl PublishJob {
     /// Waits until the window has room; false when the deadline passed meanwhile.
     async fn wait_window(&self, state: &PublisherState) -> bool {
         let limit = self.window * self.fanout;
-        while state.sent.get() * self.fanout - state.delivered.get().min(state.sent.get() * self.fanout)
+        while state.sent.get() * self.fanout
+            - state.delivered.get().min(state.sent.get() * self.fanout)
             >= limit
         {
             state.waiting.set(true);
@@ -427,7 +452,9 @@ impl PublishJob {
 }
 
 async fn join<T>(handle: JoinHandle<T>) -> Result<T, BenchError> {
-    handle.await.map_err(|e| BenchError::Protocol(format!("task failed: {e}")))
+    handle
+        .await
+        .map_err(|e| BenchError::Protocol(format!("task failed: {e}")))
 }
 
 async fn wait_for(shared: &Shared, expected: u64, acks: Option<u64>, limit: Duration) {
@@ -438,20 +465,24 @@ async fn wait_for(shared: &Shared, expected: u64, acks: Option<u64>, limit: Dura
     }
 }
 
-/// Reads what each stalled member was sent, up to its close frame.
+/// Reads what each stalled member was sent, up to its close frame (or until nothing more
+/// comes: the baselines never close a slow reader).
 async fn drain_stalled(stalled: Vec<Ws>) -> Vec<Option<u16>> {
     let mut closes = Vec::new();
     for mut ws in stalled {
-        let code = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(Ok(msg)) = ws.next().await {
-                if let Message::Close(frame) = msg {
-                    return frame.map(|f| u16::from(f.code));
+        let until = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut code = None;
+        loop {
+            let limit = until.min(tokio::time::Instant::now() + Duration::from_secs(2));
+            match tokio::time::timeout_at(limit, ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    code = frame.map(|f| u16::from(f.code));
+                    break;
                 }
+                Ok(Some(Ok(_))) => {}
+                _ => break,
             }
-            None
-        })
-        .await
-        .unwrap_or(None);
+        }
         closes.push(code);
         client::close(ws, Duration::from_millis(200)).await;
     }
@@ -464,7 +495,10 @@ async fn close_all(sinks: Vec<Sink>, readers: Vec<JoinHandle<()>>) {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     for mut handle in readers {
-        if tokio::time::timeout_at(deadline, &mut handle).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut handle)
+            .await
+            .is_err()
+        {
             handle.abort();
         }
     }
@@ -501,14 +535,20 @@ mod tests {
         assert_eq!(r[3].publisher, Some(2));
         assert_eq!(r[3].peers, 2..4);
         assert_eq!(r[5].publisher, None);
-        assert_eq!(r[5].channel, "bench-1");
+        assert!(r[5].channel.ends_with("-1"));
+        assert_eq!(r[5].channel, r[4].channel);
+        assert_ne!(r[5].channel, r[0].channel);
     }
 
     #[test]
     fn out_of_order_delivery_is_counted() {
         let shared = Shared::new(2);
         let mut next = vec![0, 0];
-        let p = |seq| Payload { publisher: 1, seq, sent_ns: now_ns() };
+        let p = |seq| Payload {
+            publisher: 1,
+            seq,
+            sent_ns: now_ns(),
+        };
         shared.on_delivery(p(0), &(0..2), &mut next);
         shared.on_delivery(p(2), &(0..2), &mut next);
         assert_eq!(shared.disorder.get(), 1);
@@ -520,7 +560,15 @@ mod tests {
     fn delivery_from_another_channel_is_disorder() {
         let shared = Shared::new(4);
         let mut next = vec![0, 0];
-        shared.on_delivery(Payload { publisher: 3, seq: 0, sent_ns: 0 }, &(0..2), &mut next);
+        shared.on_delivery(
+            Payload {
+                publisher: 3,
+                seq: 0,
+                sent_ns: 0,
+            },
+            &(0..2),
+            &mut next,
+        );
         assert_eq!(shared.disorder.get(), 1);
         assert_eq!(shared.delivered.get(), 0);
     }

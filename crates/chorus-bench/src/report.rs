@@ -90,7 +90,9 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 /// Rows of one scenario's table: figure, chorus, bare, node, chorus/bare, chorus/node.
 fn rows(result: &ScenarioResult) -> Vec<[String; 6]> {
     let cell = |kind, name: &str| {
-        result.median(kind, name).map_or_else(|| "-".to_owned(), fmt_value)
+        result
+            .median(kind, name)
+            .map_or_else(|| "-".to_owned(), fmt_value)
     };
     result
         .scenario
@@ -110,20 +112,32 @@ fn rows(result: &ScenarioResult) -> Vec<[String; 6]> {
         .collect()
 }
 
-const HEADER: [&str; 6] = ["figure (median)", "chorus", "bare", "node", "chorus/bare", "chorus/node"];
+const HEADER: [&str; 6] = [
+    "figure (median)",
+    "chorus",
+    "bare",
+    "node",
+    "chorus/bare",
+    "chorus/node",
+];
 
 /// The terminal table.
 pub fn text(report: &Report) -> String {
     let mut out = String::new();
     for r in &report.results {
         out.push_str(&format!("\n{} — {}\n", r.name, r.description));
-        let table: Vec<[String; 6]> =
-            std::iter::once(HEADER.map(str::to_owned)).chain(rows(r)).collect();
-        let widths: Vec<usize> =
-            (0..6).map(|i| table.iter().map(|row| row[i].len()).max().unwrap_or(0)).collect();
+        let table: Vec<[String; 6]> = std::iter::once(HEADER.map(str::to_owned))
+            .chain(rows(r))
+            .collect();
+        let widths: Vec<usize> = (0..6)
+            .map(|i| table.iter().map(|row| row[i].len()).max().unwrap_or(0))
+            .collect();
         for row in &table {
-            let line: Vec<String> =
-                row.iter().zip(&widths).map(|(c, w)| format!("{c:>w$}", w = *w)).collect();
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:>w$}", w = *w))
+                .collect();
             out.push_str(&format!("  {}\n", line.join("  ")));
         }
         for f in &r.failures {
@@ -132,7 +146,12 @@ pub fn text(report: &Report) -> String {
     }
     out.push_str("\nTargets\n");
     for t in &report.targets {
-        out.push_str(&format!("  [{}] {} — {}\n", t.verdict.label(), t.target, t.measured));
+        out.push_str(&format!(
+            "  [{}] {} — {}\n",
+            t.verdict.label(),
+            t.target,
+            t.measured
+        ));
     }
     out
 }
@@ -142,7 +161,11 @@ pub fn markdown(report: &Report) -> String {
     let mut out = String::new();
     for r in &report.results {
         out.push_str(&format!("\n### {}\n\n{}.\n\n", r.name, r.description));
-        out.push_str(&format!("| {} |\n|{}\n", HEADER.join(" | "), "---|".repeat(6)));
+        out.push_str(&format!(
+            "| {} |\n|{}\n",
+            HEADER.join(" | "),
+            "---|".repeat(6)
+        ));
         for row in rows(r) {
             out.push_str(&format!("| {} |\n", row.join(" | ")));
         }
@@ -152,13 +175,21 @@ pub fn markdown(report: &Report) -> String {
     }
     out.push_str("\n### Targets\n\n| target | measured | verdict |\n|---|---|---|\n");
     for t in &report.targets {
-        out.push_str(&format!("| {} | {} | {} |\n", t.target, t.measured, t.verdict.label()));
+        out.push_str(&format!(
+            "| {} | {} | {} |\n",
+            t.target,
+            t.measured,
+            t.verdict.label()
+        ));
     }
     out
 }
 
 fn find<'a>(results: &'a [ScenarioResult], family: &str) -> Vec<&'a ScenarioResult> {
-    results.iter().filter(|r| r.scenario.family() == family).collect()
+    results
+        .iter()
+        .filter(|r| r.scenario.family() == family)
+        .collect()
 }
 
 fn check(target: &str, measured: Option<(String, bool)>) -> TargetCheck {
@@ -181,21 +212,36 @@ pub fn targets(results: &[ScenarioResult]) -> Vec<TargetCheck> {
     let mut out = Vec::new();
     let fanout = find(results, "fanout").into_iter().next();
     let cpu = |kind| fanout.and_then(|r| r.median(kind, "server_cpu_us_per_delivery"));
-    let (c, b, n) = (cpu(ServerKind::Chorus), cpu(ServerKind::Bare), cpu(ServerKind::Node));
+    let (c, b, n) = (
+        cpu(ServerKind::Chorus),
+        cpu(ServerKind::Bare),
+        cpu(ServerKind::Node),
+    );
     out.push(check(
         "fan-out: server CPU per delivery <= 1.5x bare tokio-tungstenite",
-        c.zip(b).map(|(c, b)| (format!("{c:.3} us vs {b:.3} us = {:.2}x", c / b), c <= 1.5 * b)),
+        c.zip(b).map(|(c, b)| {
+            (
+                format!("{c:.3} us vs {b:.3} us = {:.2}x", c / b),
+                c <= 1.5 * b,
+            )
+        }),
     ));
     out.push(check(
         "fan-out: server CPU per delivery >= 8x lower than Node ws",
-        c.zip(n).map(|(c, n)| (format!("{n:.3} us / {c:.3} us = {:.2}x lower", n / c), n >= 8.0 * c)),
+        c.zip(n).map(|(c, n)| {
+            (
+                format!("{n:.3} us / {c:.3} us = {:.2}x lower", n / c),
+                n >= 8.0 * c,
+            )
+        }),
     ));
     let paced = find(results, "paced").into_iter().next();
     let p99 = paced.and_then(|r| r.median(ServerKind::Chorus, "latency_p99_ms"));
     let lost = paced.and_then(|r| max_run(r, ServerKind::Chorus, "lost"));
     out.push(check(
         "paced fan-out 100k deliveries/s: p99 <= 10 ms, nothing lost",
-        p99.zip(lost).map(|(p, l)| (format!("p99 {p:.2} ms, lost {l}"), p <= 10.0 && l == 0.0)),
+        p99.zip(lost)
+            .map(|(p, l)| (format!("p99 {p:.2} ms, lost {l}"), p <= 10.0 && l == 0.0)),
     ));
     let idle = find(results, "idle").into_iter().next();
     let per_conn = idle.and_then(|r| r.median(ServerKind::Chorus, "rss_kib_per_connection"));
@@ -213,7 +259,11 @@ pub fn targets(results: &[ScenarioResult]) -> Vec<TargetCheck> {
 }
 
 fn max_run(r: &ScenarioResult, kind: ServerKind, figure: &str) -> Option<f64> {
-    r.runs.get(&kind)?.iter().filter_map(|f| f.get(figure).copied()).reduce(f64::max)
+    r.runs
+        .get(&kind)?
+        .iter()
+        .filter_map(|f| f.get(figure).copied())
+        .reduce(f64::max)
 }
 
 /// Memory growth with a stalled subscriber above which it is not "bounded" (the Chorus
@@ -223,9 +273,15 @@ const SLOW_MEMORY_BUDGET_KIB: f64 = 32.0 * 1024.0;
 fn slow_targets(slow: Option<&ScenarioResult>) -> Vec<TargetCheck> {
     let m = |f| slow.and_then(|r| r.median(ServerKind::Chorus, f));
     let change = m("rate_change_pct");
-    let grown = m("stalled_peak_rss_kib").zip(m("control_peak_rss_kib")).map(|(s, c)| s - c);
+    let grown = m("stalled_peak_rss_kib")
+        .zip(m("control_peak_rss_kib"))
+        .map(|(s, c)| s - c);
     let code = slow.and_then(|r| {
-        r.runs.get(&ServerKind::Chorus)?.iter().map(|f| f.get("stalled_close_code").copied()).collect::<Option<Vec<f64>>>()
+        r.runs
+            .get(&ServerKind::Chorus)?
+            .iter()
+            .map(|f| f.get("stalled_close_code").copied())
+            .collect::<Option<Vec<f64>>>()
     });
     vec![
         check(
@@ -235,7 +291,10 @@ fn slow_targets(slow: Option<&ScenarioResult>) -> Vec<TargetCheck> {
         check(
             "slow consumer: server memory stays bounded",
             grown.map(|g| {
-                (format!("peak {:+.0} KiB vs no stalled client", g), g < SLOW_MEMORY_BUDGET_KIB)
+                (
+                    format!("peak {:+.0} KiB vs no stalled client", g),
+                    g < SLOW_MEMORY_BUDGET_KIB,
+                )
             }),
         ),
         check(
@@ -253,15 +312,26 @@ fn soak_targets(soak: Option<&ScenarioResult>) -> Vec<TargetCheck> {
     vec![
         check(
             "soak: RSS returns within 10% of idle",
-            m("rss_after_over_idle").zip(m("idle_rss_kib")).zip(m("after_rss_kib")).map(
-                |((r, i), a)| (format!("{i:.0} KiB idle -> {a:.0} KiB after ({r:.3}x)"), r <= 1.10),
-            ),
+            m("rss_after_over_idle")
+                .zip(m("idle_rss_kib"))
+                .zip(m("after_rss_kib"))
+                .map(|((r, i), a)| {
+                    (
+                        format!("{i:.0} KiB idle -> {a:.0} KiB after ({r:.3}x)"),
+                        r <= 1.10,
+                    )
+                }),
         ),
         check(
             "soak: stats show zero connections and subscriptions",
-            m("stats_connections").zip(m("stats_subscriptions")).map(|(c, s)| {
-                (format!("connections {c}, subscriptions {s}"), c == 0.0 && s == 0.0)
-            }),
+            m("stats_connections")
+                .zip(m("stats_subscriptions"))
+                .map(|(c, s)| {
+                    (
+                        format!("connections {c}, subscriptions {s}"),
+                        c == 0.0 && s == 0.0,
+                    )
+                }),
         ),
     ]
 }
@@ -269,7 +339,11 @@ fn soak_targets(soak: Option<&ScenarioResult>) -> Vec<TargetCheck> {
 /// CPU per delivered event at the largest size over the smallest: flat is linear work per
 /// event; quadratic work would grow with the size ratio (100x from 10 to 1,000 members).
 fn growth_target(results: &[ScenarioResult], family: &str) -> TargetCheck {
-    let figure = if family == "presence" { "server_cpu_us_per_event" } else { "server_cpu_us_per_delivery" };
+    let figure = if family == "presence" {
+        "server_cpu_us_per_event"
+    } else {
+        "server_cpu_us_per_delivery"
+    };
     let mut points: Vec<(f64, f64)> = find(results, family)
         .iter()
         .filter_map(|r| {
@@ -285,13 +359,26 @@ fn growth_target(results: &[ScenarioResult], family: &str) -> TargetCheck {
     let measured = match (points.first(), points.last()) {
         (Some(lo), Some(hi)) if points.len() > 1 => {
             let growth = hi.1 / lo.1;
-            let list: Vec<String> =
-                points.iter().map(|(s, v)| format!("{s}: {v:.3} us")).collect();
-            Some((format!("{} ({growth:.2}x from {} to {})", list.join(", "), lo.0, hi.0), growth <= 3.0))
+            let list: Vec<String> = points
+                .iter()
+                .map(|(s, v)| format!("{s}: {v:.3} us"))
+                .collect();
+            Some((
+                format!(
+                    "{} ({growth:.2}x from {} to {})",
+                    list.join(", "),
+                    lo.0,
+                    hi.0
+                ),
+                growth <= 3.0,
+            ))
         }
         _ => None,
     };
-    check(&format!("{family}: no quadratic blow-up ({figure} grows < 3x over sizes)"), measured)
+    check(
+        &format!("{family}: no quadratic blow-up ({figure} grows < 3x over sizes)"),
+        measured,
+    )
 }
 
 fn zero_loss_target(results: &[ScenarioResult]) -> TargetCheck {
@@ -368,7 +455,10 @@ mod tests {
 
     #[test]
     fn any_lost_delivery_misses_the_zero_loss_target() {
-        let r = result(Scenario::Channels { pairs: 2 }, &[(ServerKind::Chorus, &[("lost", 1.0)])]);
+        let r = result(
+            Scenario::Channels { pairs: 2 },
+            &[(ServerKind::Chorus, &[("lost", 1.0)])],
+        );
         let t = targets(&[r]);
         assert_eq!(t.last().map(|t| t.verdict), Some(Verdict::Missed));
     }

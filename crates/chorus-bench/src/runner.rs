@@ -67,8 +67,12 @@ async fn run_scenario(
     scenario: &Scenario,
     progress: &mut dyn FnMut(&str),
 ) -> ScenarioResult {
-    let kinds: Vec<ServerKind> =
-        settings.kinds.iter().copied().filter(|k| scenario.supports(*k)).collect();
+    let kinds: Vec<ServerKind> = settings
+        .kinds
+        .iter()
+        .copied()
+        .filter(|k| scenario.supports(*k))
+        .collect();
     let mut result = ScenarioResult {
         name: scenario.name(),
         description: scenario.description(),
@@ -88,8 +92,16 @@ async fn run_scenario(
             }
         }
     }
-    let rounds = if scenario.repeats() { settings.warmup + settings.reps } else { 1 };
-    let warmup = if scenario.repeats() { settings.warmup } else { 0 };
+    let rounds = if scenario.repeats() {
+        settings.warmup + settings.reps
+    } else {
+        1
+    };
+    let warmup = if scenario.repeats() {
+        settings.warmup
+    } else {
+        0
+    };
     for round in 0..rounds {
         for &kind in &kinds {
             let label = if round < warmup {
@@ -114,7 +126,11 @@ async fn run_scenario(
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
-    result.medians = result.runs.iter().map(|(k, runs)| (*k, medians(runs))).collect();
+    result.medians = result
+        .runs
+        .iter()
+        .map(|(k, runs)| (*k, medians(runs)))
+        .collect();
     result
 }
 
@@ -145,7 +161,11 @@ fn summary(scenario: &Scenario, figures: &Figures) -> String {
     scenario
         .key_figures()
         .iter()
-        .filter_map(|k| figures.get(*k).map(|v| format!("{k}={}", crate::report::fmt_value(*v))))
+        .filter_map(|k| {
+            figures
+                .get(*k)
+                .map(|v| format!("{k}={}", crate::report::fmt_value(*v)))
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

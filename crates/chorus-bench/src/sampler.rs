@@ -38,7 +38,13 @@ impl RssSampler {
                 }
             }
         });
-        RssSampler { pid, peak, stop, task, kernel_peak }
+        RssSampler {
+            pid,
+            peak,
+            stop,
+            task,
+            kernel_peak,
+        }
     }
 
     /// Stops and returns the peak RSS in KiB.

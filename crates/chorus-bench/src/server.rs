@@ -85,11 +85,7 @@ impl Launcher {
         let port = port.to_string();
         let mut args: Vec<String> = match kind {
             ServerKind::Chorus => chorus_args(&self.chorus_bin, &port),
-            ServerKind::Bare => vec![
-                self.bare_bin.display().to_string(),
-                "--port".into(),
-                port,
-            ],
+            ServerKind::Bare => vec![self.bare_bin.display().to_string(), "--port".into(), port],
             ServerKind::Node => vec![
                 self.node_bin.display().to_string(),
                 self.node_dir.join("server.js").display().to_string(),
@@ -159,12 +155,18 @@ fn chorus_args(bin: &std::path::Path, port: &str) -> Vec<String> {
 }
 
 fn server_err(kind: ServerKind, reason: String) -> BenchError {
-    BenchError::Server { server: kind.name().to_owned(), reason }
+    BenchError::Server {
+        server: kind.name().to_owned(),
+        reason,
+    }
 }
 
 fn free_port() -> Result<u16, BenchError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(BenchError::io("bind a free port"))?;
-    Ok(listener.local_addr().map_err(BenchError::io("local addr"))?.port())
+    Ok(listener
+        .local_addr()
+        .map_err(BenchError::io("local addr"))?
+        .port())
 }
 
 impl Server {
@@ -172,14 +174,21 @@ impl Server {
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(server_err(self.kind, format!("exited during startup: {status}")));
+                return Err(server_err(
+                    self.kind,
+                    format!("exited during startup: {status}"),
+                ));
             }
-            if std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+            if std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(server_err(self.kind, format!("not listening on {} after {limit:?}", self.addr)))
+        Err(server_err(
+            self.kind,
+            format!("not listening on {} after {limit:?}", self.addr),
+        ))
     }
 
     /// CPU time the server has used so far.

@@ -38,7 +38,9 @@ impl Session {
             let mut ws = client::open_with(&dialect, server.addr, "", user, recv_buffer).await?;
             let first = client::recv_text(&mut ws).await?;
             if frame_type(&first) != "welcome" {
-                return Err(BenchError::Protocol(format!("first frame is not welcome: {first}")));
+                return Err(BenchError::Protocol(format!(
+                    "first frame is not welcome: {first}"
+                )));
             }
             Ok(Session { ws })
         })

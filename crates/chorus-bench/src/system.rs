@@ -15,9 +15,9 @@ pub fn pin_to_core(core: usize) -> Result<(), BenchError> {
     if rc == 0 {
         Ok(())
     } else {
-        Err(BenchError::io(format!("pin the load generator to CPU {core}"))(
-            std::io::Error::last_os_error(),
-        ))
+        Err(BenchError::io(format!(
+            "pin the load generator to CPU {core}"
+        ))(std::io::Error::last_os_error()))
     }
 }
 
@@ -85,7 +85,11 @@ pub fn utc_now() -> String {
         .map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).

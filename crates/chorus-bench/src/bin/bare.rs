@@ -44,7 +44,10 @@ struct Hub {
 impl Hub {
     fn join(&mut self, channel: &str, tx: UnboundedSender<Message>) -> u64 {
         self.next_id += 1;
-        self.channels.entry(channel.to_owned()).or_default().push((self.next_id, tx));
+        self.channels
+            .entry(channel.to_owned())
+            .or_default()
+            .push((self.next_id, tx));
         self.next_id
     }
 
@@ -68,7 +71,10 @@ impl Hub {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("chorus-bench-bare: runtime: {e}");

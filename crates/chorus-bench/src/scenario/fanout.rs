@@ -22,7 +22,9 @@ fn plan(timing: Timing, channels: usize, publishers: usize, subscribers: usize) 
 
 /// 1 publisher, `subscribers` subscribers, unpaced.
 pub async fn fanout(server: &Server, t: Timing, subscribers: usize) -> Result<Figures, BenchError> {
-    Ok(pubsub::run(server, &plan(t, 1, 1, subscribers)).await?.figures())
+    Ok(pubsub::run(server, &plan(t, 1, 1, subscribers))
+        .await?
+        .figures())
 }
 
 /// 1 publisher paced at `rate` deliveries per second.
@@ -44,7 +46,9 @@ pub async fn paced(
 
 /// `publishers` publishers and one subscriber in one channel.
 pub async fn fanin(server: &Server, t: Timing, publishers: usize) -> Result<Figures, BenchError> {
-    Ok(pubsub::run(server, &plan(t, 1, publishers, 1)).await?.figures())
+    Ok(pubsub::run(server, &plan(t, 1, publishers, 1))
+        .await?
+        .figures())
 }
 
 /// `pairs` channels with one publisher and one subscriber each.
@@ -67,9 +71,16 @@ pub async fn slow_consumer(
     let mut f = Figures::new();
     f.insert("control_delivered_per_sec".into(), rate(&c));
     f.insert("stalled_delivered_per_sec".into(), rate(&s));
-    f.insert("rate_change_pct".into(), (rate(&s) - rate(&c)) / rate(&c).max(1e-9) * 100.0);
+    f.insert(
+        "rate_change_pct".into(),
+        (rate(&s) - rate(&c)) / rate(&c).max(1e-9) * 100.0,
+    );
     for (prefix, figures) in [("control", &c), ("stalled", &s)] {
-        for name in ["peak_rss_kib", "server_cpu_us_per_delivery", "latency_p99_ms"] {
+        for name in [
+            "peak_rss_kib",
+            "server_cpu_us_per_delivery",
+            "latency_p99_ms",
+        ] {
             if let Some(v) = figures.get(name) {
                 f.insert(format!("{prefix}_{name}"), *v);
             }
@@ -78,7 +89,10 @@ pub async fn slow_consumer(
     let code = stalled.stalled_closes.first().copied().flatten();
     f.insert("stalled_close_code".into(), code.map_or(0.0, f64::from));
     f.insert("lost".into(), (control.lost() + stalled.lost()) as f64);
-    f.insert("disorder".into(), (control.disorder + stalled.disorder) as f64);
+    f.insert(
+        "disorder".into(),
+        (control.disorder + stalled.disorder) as f64,
+    );
     f.insert("errors".into(), (control.errors + stalled.errors) as f64);
     Ok(f)
 }

@@ -20,7 +20,9 @@ const ROUNDS: usize = 3;
 pub async fn run(server: &Server, clients: usize, missed: usize) -> Result<Figures, BenchError> {
     let channel = format!("hist-bench-{}", now_ns());
     let mut publisher = Session::open(server, "hist-publisher").await?;
-    publisher.send_text(ChorusDialect::subscribe_frame(&channel, |_| {})).await?;
+    publisher
+        .send_text(ChorusDialect::subscribe_frame(&channel, |_| {}))
+        .await?;
     publisher.until(&["subscribed"], |_| {}).await?;
     let mut latency = latency_histogram();
     let (mut replayed, mut not_recovered, mut phase_cpu, mut phase_time) =
@@ -47,7 +49,10 @@ pub async fn run(server: &Server, clients: usize, missed: usize) -> Result<Figur
     let expected = (ROUNDS * clients * missed) as u64;
     let mut f = Figures::from([
         ("replayed".to_owned(), replayed as f64),
-        ("replayed_per_sec".to_owned(), replayed as f64 / phase_time.as_secs_f64().max(1e-9)),
+        (
+            "replayed_per_sec".to_owned(),
+            replayed as f64 / phase_time.as_secs_f64().max(1e-9),
+        ),
         (
             "server_cpu_us_per_replayed".to_owned(),
             phase_cpu.as_secs_f64() * 1e6 / replayed.max(1) as f64,
@@ -69,7 +74,8 @@ async fn note_positions(
     let mut positions = Vec::new();
     for i in 0..clients {
         let mut s = Session::open(server, &format!("hist-{round}-{i}")).await?;
-        s.send_text(ChorusDialect::subscribe_frame(channel, |_| {})).await?;
+        s.send_text(ChorusDialect::subscribe_frame(channel, |_| {}))
+            .await?;
         let text = s.until(&["subscribed", "error"], |_| {}).await?;
         let ServerMessage::Subscribed(sub) = decode(&text)? else {
             return Err(BenchError::Protocol(text.to_string()));
@@ -84,8 +90,14 @@ async fn note_positions(
 async fn publish(publisher: &mut Session, channel: &str, count: usize) -> Result<(), BenchError> {
     let dialect = ChorusDialect::new(JWT_SECRET);
     for seq in 0..count {
-        let payload = Payload { publisher: 0, seq: seq as u64, sent_ns: now_ns() };
-        publisher.send_text(dialect.publish_frame(channel, &payload)).await?;
+        let payload = Payload {
+            publisher: 0,
+            seq: seq as u64,
+            sent_ns: now_ns(),
+        };
+        publisher
+            .send_text(dialect.publish_frame(channel, &payload))
+            .await?;
     }
     for _ in 0..count {
         let text = publisher.until(&["broadcast:ack", "error"], |_| {}).await?;
@@ -114,9 +126,13 @@ async fn recover(
     let mut s = Session::open(server, &user).await?;
     let t0 = now_ns();
     let first = since.seq + 1;
-    s.send_text(ChorusDialect::subscribe_frame(channel, |sub| sub.since = Some(since))).await?;
+    s.send_text(ChorusDialect::subscribe_frame(channel, |sub| {
+        sub.since = Some(since)
+    }))
+    .await?;
     let text = s.until(&["subscribed", "error"], |_| {}).await?;
-    let recovered = matches!(decode(&text)?, ServerMessage::Subscribed(ref sub) if sub.recovered == Some(true));
+    let recovered =
+        matches!(decode(&text)?, ServerMessage::Subscribed(ref sub) if sub.recovered == Some(true));
     let mut replayed = 0u64;
     if recovered {
         replayed = within(Duration::from_secs(10), "reading the replay", async {
@@ -135,5 +151,9 @@ async fn recover(
     }
     let elapsed_ns = now_ns().saturating_sub(t0);
     s.close().await;
-    Ok(Recovery { replayed, recovered, elapsed_ns })
+    Ok(Recovery {
+        replayed,
+        recovered,
+        elapsed_ns,
+    })
 }

@@ -22,15 +22,26 @@ pub async fn run(
     tokio::time::sleep(SETTLE).await;
     let idle_rss = server.rss_kib()?;
     let cpu_start = server.cpu()?;
-    let prefix = if server.kind == ServerKind::Chorus { "presence-idle" } else { "idle" };
+    let prefix = if server.kind == ServerKind::Chorus {
+        "presence-idle"
+    } else {
+        "idle"
+    };
     let members: Vec<(String, String)> = (0..connections)
-        .map(|i| (format!("{prefix}-{}", i / per_channel.max(1)), format!("idle-{i}")))
+        .map(|i| {
+            (
+                format!("{prefix}-{}", i / per_channel.max(1)),
+                format!("idle-{i}"),
+            )
+        })
         .collect();
     let sockets = client::connect_many(server.dialect.as_ref(), server.addr, &members, 64).await?;
     // Keep reading (presence joins of later members) as a live client would.
     let readers: Vec<_> = sockets
         .into_iter()
-        .map(|mut ws| tokio::task::spawn_local(async move { while let Some(Ok(_)) = ws.next().await {} }))
+        .map(|mut ws| {
+            tokio::task::spawn_local(async move { while let Some(Ok(_)) = ws.next().await {} })
+        })
         .collect();
     let connect_cpu = server.cpu()?.saturating_sub(cpu_start);
     tokio::time::sleep(SETTLE).await;
@@ -50,7 +61,10 @@ pub async fn run(
     ]);
     if server.kind == ServerKind::Chorus {
         let stats = server.stats().await?;
-        f.insert("stats_connections".into(), stats["connections"].as_f64().unwrap_or(-1.0));
+        f.insert(
+            "stats_connections".into(),
+            stats["connections"].as_f64().unwrap_or(-1.0),
+        );
     }
     // The server is stopped after this run: dropping the sockets is enough.
     for r in readers {

@@ -247,14 +247,13 @@ impl Scenario {
             Scenario::SlowConsumer { subscribers } => {
                 fanout::slow_consumer(server, timing, subscribers).await
             }
-            Scenario::Idle { connections, per_channel } => {
-                idle::run(server, connections, per_channel).await
-            }
+            Scenario::Idle {
+                connections,
+                per_channel,
+            } => idle::run(server, connections, per_channel).await,
             Scenario::Presence { members } => presence::run(server, timing, members).await,
             Scenario::State { writers } => state::run(server, timing, writers).await,
-            Scenario::History { clients, missed } => {
-                history::run(server, clients, missed).await
-            }
+            Scenario::History { clients, missed } => history::run(server, clients, missed).await,
             Scenario::Soak { secs } => soak::run(server, Duration::from_secs(secs)).await,
         }
     }

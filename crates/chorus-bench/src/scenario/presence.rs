@@ -21,31 +21,23 @@ use crate::scenario::Timing;
 use crate::server::Server;
 use crate::session::Session;
 
-const CHANNEL: &str = "presence-bench";
 const CHURNERS: usize = 4;
 const CHURN_PREFIX: &str = "churn-";
 
 /// One run with `members` static members.
 pub async fn run(server: &Server, timing: Timing, members: usize) -> Result<Figures, BenchError> {
-    let roster: Vec<(String, String)> =
-        (0..members).map(|i| (CHANNEL.to_owned(), format!("member-{i}"))).collect();
-    let sockets = client::connect_many(server.dialect.as_ref(), server.addr, &roster, 32).await?;
-    let events = Rc::new(Cell::new(0u64));
-    let readers: Vec<_> = sockets
-        .into_iter()
-        .map(|mut ws| {
-            let events = events.clone();
-            tokio::task::spawn_local(async move {
-                while let Some(Ok(msg)) = ws.next().await {
-                    if let Message::Text(t) = msg {
-                        if is_churn_event(&t) {
-                            events.set(events.get() + 1);
-                        }
-                    }
-                }
-            })
-        })
+    // A fresh channel per run: leases of the previous run's members may still be in grace.
+    let channel = format!("presence-bench-{members}-{}", now_ns());
+    let roster: Vec<(String, String)> = (0..members)
+        .map(|i| (channel.clone(), format!("member-{i}")))
         .collect();
+    let events = Rc::new(Cell::new(0u64));
+    // Members read from the moment they are in: later joins send them `user:joined`.
+    let readers =
+        client::connect_many_with(server.dialect.as_ref(), server.addr, &roster, 32, |ws| {
+            tokio::task::spawn_local(count_churn_events(ws, events.clone()))
+        })
+        .await?;
     let mut churners = Vec::new();
     for i in 0..CHURNERS {
         churners.push(Session::open(server, &format!("{CHURN_PREFIX}{i}")).await?);
@@ -55,13 +47,17 @@ pub async fn run(server: &Server, timing: Timing, members: usize) -> Result<Figu
     let deadline = start + timing.duration;
     let jobs: Vec<_> = churners
         .into_iter()
-        .map(|s| tokio::task::spawn_local(churn(s, deadline)))
+        .map(|s| tokio::task::spawn_local(churn(s, channel.clone(), deadline)))
         .collect();
     let mut latency = latency_histogram();
     let (mut cycles, mut errors) = (0u64, 0u64);
     for job in jobs {
-        let out = job.await.map_err(|e| BenchError::Protocol(format!("churner: {e}")))??;
-        latency.add(&out.latency).map_err(|e| BenchError::Protocol(e.to_string()))?;
+        let out = job
+            .await
+            .map_err(|e| BenchError::Protocol(format!("churner: {e}")))??;
+        latency
+            .add(&out.latency)
+            .map_err(|e| BenchError::Protocol(e.to_string()))?;
         cycles += out.cycles;
         errors += out.errors;
     }
@@ -79,19 +75,40 @@ pub async fn run(server: &Server, timing: Timing, members: usize) -> Result<Figu
         ("members".to_owned(), members as f64),
         ("cycles".to_owned(), cycles as f64),
         ("cycles_per_sec".to_owned(), cycles as f64 / elapsed),
-        ("server_cpu_us_per_cycle".to_owned(), cpu * 1e6 / cycles.max(1) as f64),
-        ("server_cpu_us_per_event".to_owned(), cpu * 1e6 / expected.max(1) as f64),
+        (
+            "server_cpu_us_per_cycle".to_owned(),
+            cpu * 1e6 / cycles.max(1) as f64,
+        ),
+        (
+            "server_cpu_us_per_event".to_owned(),
+            cpu * 1e6 / expected.max(1) as f64,
+        ),
         ("events_delivered".to_owned(), events.get() as f64),
-        ("lost".to_owned(), expected.saturating_sub(events.get()) as f64),
+        (
+            "lost".to_owned(),
+            expected.saturating_sub(events.get()) as f64,
+        ),
         ("errors".to_owned(), errors as f64),
     ]);
     add_percentiles(&mut f, "op_latency", &latency);
     Ok(f)
 }
 
+async fn count_churn_events(mut ws: client::Ws, events: Rc<Cell<u64>>) {
+    while let Some(Ok(msg)) = ws.next().await {
+        if let Message::Text(t) = msg {
+            if is_churn_event(&t) {
+                events.set(events.get() + 1);
+            }
+        }
+    }
+}
+
 fn is_churn_event(text: &str) -> bool {
-    matches!(frame_type(text), "user:joined" | "presence:updated" | "user:left")
-        && text.contains(&format!("\"{CHURN_PREFIX}"))
+    matches!(
+        frame_type(text),
+        "user:joined" | "presence:updated" | "user:left"
+    ) && text.contains(&format!("\"{CHURN_PREFIX}"))
 }
 
 struct ChurnOutcome {
@@ -101,12 +118,20 @@ struct ChurnOutcome {
 }
 
 /// Join, update, leave until the deadline; one request in flight.
-async fn churn(mut s: Session, deadline: Instant) -> Result<ChurnOutcome, BenchError> {
-    let mut out = ChurnOutcome { cycles: 0, errors: 0, latency: latency_histogram() };
-    let channel = ChannelName::from(CHANNEL);
+async fn churn(
+    mut s: Session,
+    name: String,
+    deadline: Instant,
+) -> Result<ChurnOutcome, BenchError> {
+    let mut out = ChurnOutcome {
+        cycles: 0,
+        errors: 0,
+        latency: latency_histogram(),
+    };
+    let channel = ChannelName::from(name.as_str());
     while Instant::now() < deadline {
         let steps = [
-            (ChorusDialect::subscribe_frame(CHANNEL, |_| {}), "subscribed"),
+            (ChorusDialect::subscribe_frame(&name, |_| {}), "subscribed"),
             (
                 crate::dialect::to_json(&ClientMessage::PresenceUpdate(PresenceUpdate {
                     id: None,

@@ -41,7 +41,8 @@ pub async fn run(server: &Server, length: Duration) -> Result<Figures, BenchErro
         .map(|w| tokio::task::spawn_local(worker(server_view(server), w, deadline, counts.clone())))
         .collect();
     for w in workers {
-        w.await.map_err(|e| BenchError::Protocol(format!("soak worker: {e}")))??;
+        w.await
+            .map_err(|e| BenchError::Protocol(format!("soak worker: {e}")))??;
     }
     tokio::time::sleep(SETTLE).await;
     let stats = server.stats().await?;
@@ -54,10 +55,16 @@ pub async fn run(server: &Server, length: Duration) -> Result<Figures, BenchErro
         ("errors".to_owned(), counts.errors.get() as f64),
         ("idle_rss_kib".to_owned(), idle_rss as f64),
         ("after_rss_kib".to_owned(), after_rss as f64),
-        ("rss_after_over_idle".to_owned(), after_rss as f64 / idle_rss.max(1) as f64),
+        (
+            "rss_after_over_idle".to_owned(),
+            after_rss as f64 / idle_rss.max(1) as f64,
+        ),
         ("peak_rss_kib".to_owned(), peak as f64),
         ("stats_connections".to_owned(), num(&stats["connections"])),
-        ("stats_subscriptions".to_owned(), num(&stats["subscriptions"])),
+        (
+            "stats_subscriptions".to_owned(),
+            num(&stats["subscriptions"]),
+        ),
         ("seconds".to_owned(), length.as_secs_f64()),
     ]))
 }
@@ -110,11 +117,17 @@ async fn cycle(
     let ws = crate::client::open(dialect, server.addr, channel, user).await?;
     let mut s = Session { ws };
     s.until(&["welcome"], |_| {}).await?;
-    s.send_text(ChorusDialect::subscribe_frame(channel, |_| {})).await?;
+    s.send_text(ChorusDialect::subscribe_frame(channel, |_| {}))
+        .await?;
     expect(&mut s, "subscribed").await?;
     for seq in 0..MESSAGES_PER_CYCLE {
-        let payload = Payload { publisher: 0, seq: seq as u64, sent_ns: now_ns() };
-        s.send_text(dialect.publish_frame(channel, &payload)).await?;
+        let payload = Payload {
+            publisher: 0,
+            seq: seq as u64,
+            sent_ns: now_ns(),
+        };
+        s.send_text(dialect.publish_frame(channel, &payload))
+            .await?;
     }
     for _ in 0..MESSAGES_PER_CYCLE {
         expect(&mut s, "broadcast:ack").await?;

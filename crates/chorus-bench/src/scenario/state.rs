@@ -37,7 +37,8 @@ pub async fn run(server: &Server, timing: Timing, writers: usize) -> Result<Figu
     let mut sessions = Vec::new();
     for i in 0..writers {
         let mut s = Session::open(server, &format!("writer-{i}")).await?;
-        s.send_text(ChorusDialect::subscribe_frame(&channel, |_| {})).await?;
+        s.send_text(ChorusDialect::subscribe_frame(&channel, |_| {}))
+            .await?;
         s.until(&["subscribed"], |_| {}).await?;
         sessions.push(s);
     }
@@ -57,12 +58,18 @@ pub async fn run(server: &Server, timing: Timing, writers: usize) -> Result<Figu
     let jobs: Vec<_> = sessions
         .into_iter()
         .map(|s| {
-            let job = Writer { shared: shared.clone(), channel: ChannelName::from(channel.as_str()), known: 0, received: 0 };
+            let job = Writer {
+                shared: shared.clone(),
+                channel: ChannelName::from(channel.as_str()),
+                known: 0,
+                received: 0,
+            };
             tokio::task::spawn_local(job.run(s, deadline, drain_until))
         })
         .collect();
     for job in jobs {
-        job.await.map_err(|e| BenchError::Protocol(format!("writer: {e}")))??;
+        job.await
+            .map_err(|e| BenchError::Protocol(format!("writer: {e}")))??;
     }
     let cpu = server.cpu()?.saturating_sub(cpu_start).as_secs_f64();
     let elapsed = start.elapsed().as_secs_f64();
@@ -72,11 +79,26 @@ pub async fn run(server: &Server, timing: Timing, writers: usize) -> Result<Figu
     let mut f = Figures::from([
         ("writers".to_owned(), writers as f64),
         ("accepted_writes".to_owned(), accepted as f64),
-        ("accepted_writes_per_sec".to_owned(), accepted as f64 / elapsed),
-        ("conflict_pct".to_owned(), shared.conflicts.get() as f64 * 100.0 / attempts.max(1) as f64),
-        ("server_cpu_us_per_accepted_write".to_owned(), cpu * 1e6 / accepted.max(1) as f64),
-        ("server_cpu_us_per_delivery".to_owned(), cpu * 1e6 / expected.max(1) as f64),
-        ("lost".to_owned(), expected.saturating_sub(shared.delivered.get()) as f64),
+        (
+            "accepted_writes_per_sec".to_owned(),
+            accepted as f64 / elapsed,
+        ),
+        (
+            "conflict_pct".to_owned(),
+            shared.conflicts.get() as f64 * 100.0 / attempts.max(1) as f64,
+        ),
+        (
+            "server_cpu_us_per_accepted_write".to_owned(),
+            cpu * 1e6 / accepted.max(1) as f64,
+        ),
+        (
+            "server_cpu_us_per_delivery".to_owned(),
+            cpu * 1e6 / expected.max(1) as f64,
+        ),
+        (
+            "lost".to_owned(),
+            expected.saturating_sub(shared.delivered.get()) as f64,
+        ),
         ("errors".to_owned(), shared.errors.get() as f64),
     ]);
     add_percentiles(&mut f, "op_latency", &shared.latency.borrow());
@@ -91,7 +113,12 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut s: Session, deadline: Instant, drain_until: Instant) -> Result<(), BenchError> {
+    async fn run(
+        mut self,
+        mut s: Session,
+        deadline: Instant,
+        drain_until: Instant,
+    ) -> Result<(), BenchError> {
         let mut n = 0u64;
         while Instant::now() < deadline {
             n += 1;
@@ -110,7 +137,11 @@ impl Writer {
                     break;
                 }
             }
-            let _ = self.shared.latency.borrow_mut().record(now_ns().saturating_sub(t0).max(1_000));
+            let _ = self
+                .shared
+                .latency
+                .borrow_mut()
+                .record(now_ns().saturating_sub(t0).max(1_000));
         }
         self.shared.finished.set(self.shared.finished.get() + 1);
         self.drain(&mut s, drain_until).await?;
