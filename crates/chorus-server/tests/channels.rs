@@ -9,12 +9,16 @@ use serde_json::json;
 async fn subscribed_reports_kind_and_position() {
     let server = start().await;
     let mut c = Client::user(&server, "u1").await;
-    let s = c.request(json!({"type":"subscribe","id":1,"channel":"chat"})).await;
+    let s = c
+        .request(json!({"type":"subscribe","id":1,"channel":"chat"}))
+        .await;
     assert_eq!(s["type"], "subscribed");
     assert_eq!(s["id"], 1);
     assert_eq!(s["kind"], "public");
     assert_eq!(s["position"]["seq"], 0);
-    assert!(s["position"]["epoch"].as_str().is_some_and(|e| !e.is_empty()));
+    assert!(s["position"]["epoch"]
+        .as_str()
+        .is_some_and(|e| !e.is_empty()));
 }
 
 #[tokio::test]
@@ -45,7 +49,10 @@ async fn echo_true_delivers_to_the_sender_too() {
     ann.subscribe("chat").await;
     ann.send(json!({"type":"broadcast","id":1,"channel":"chat","event":"e","data":1,"echo":true}))
         .await;
-    let mut kinds = vec![ann.recv().await["type"].clone(), ann.recv().await["type"].clone()];
+    let mut kinds = vec![
+        ann.recv().await["type"].clone(),
+        ann.recv().await["type"].clone(),
+    ];
     kinds.sort_by_key(|k| k.to_string());
     assert_eq!(kinds, [json!("broadcast:ack"), json!("message")]);
 }
@@ -58,7 +65,8 @@ async fn seq_increases_by_one_per_message() {
     ann.subscribe("chat").await;
     bob.subscribe("chat").await;
     for i in 1..=5u64 {
-        ann.send(json!({"type":"broadcast","channel":"chat","event":"n","data":i})).await;
+        ann.send(json!({"type":"broadcast","channel":"chat","event":"n","data":i}))
+            .await;
     }
     for i in 1..=5u64 {
         let m = bob.recv_type("message").await;
@@ -99,7 +107,8 @@ async fn tenants_never_meet() {
     a.subscribe("chat").await;
     b.subscribe("chat").await;
     a2.subscribe("chat").await;
-    a.send(json!({"type":"broadcast","channel":"chat","event":"e","data":"acme only"})).await;
+    a.send(json!({"type":"broadcast","channel":"chat","event":"e","data":"acme only"}))
+        .await;
     assert_eq!(a2.recv_type("message").await["data"], "acme only");
     b.silence(300).await;
 }
@@ -108,7 +117,9 @@ async fn tenants_never_meet() {
 async fn invalid_channel_names_are_refused() {
     let server = start().await;
     let mut c = Client::user(&server, "u1").await;
-    let e = c.request(json!({"type":"subscribe","id":1,"channel":"a b"})).await;
+    let e = c
+        .request(json!({"type":"subscribe","id":1,"channel":"a b"}))
+        .await;
     assert_eq!(e["code"], "invalid_channel");
 }
 
@@ -119,9 +130,12 @@ async fn unsubscribe_stops_delivery() {
     let mut bob = Client::user(&server, "bob").await;
     ann.subscribe("chat").await;
     bob.subscribe("chat").await;
-    let u = bob.request(json!({"type":"unsubscribe","id":4,"channel":"chat"})).await;
+    let u = bob
+        .request(json!({"type":"unsubscribe","id":4,"channel":"chat"}))
+        .await;
     assert_eq!(u, json!({"type":"unsubscribed","id":4,"channel":"chat"}));
-    ann.request(json!({"type":"broadcast","channel":"chat","event":"e","data":0})).await;
+    ann.request(json!({"type":"broadcast","channel":"chat","event":"e","data":0}))
+        .await;
     bob.silence(200).await;
 }
 
@@ -131,7 +145,9 @@ async fn clients_cannot_broadcast_on_resource_feeds() {
     let mut c = Client::user(&server, "u1").await;
     c.subscribe("resource:post").await;
     let e = c
-        .request(json!({"type":"broadcast","id":"b-20","channel":"resource:post","event":"e","data":{}}))
+        .request(
+            json!({"type":"broadcast","id":"b-20","channel":"resource:post","event":"e","data":{}}),
+        )
         .await;
     assert_eq!(e["code"], "forbidden");
 }

@@ -8,16 +8,23 @@ use serde_json::json;
 #[tokio::test]
 async fn welcome_announces_identity_limits_and_capabilities() {
     let server = start().await;
-    let t = token(json!({"sub":"u1","profile":{"name":"Ann"},"tenant":"acme","exp": now_secs() + 600}));
+    let t =
+        token(json!({"sub":"u1","profile":{"name":"Ann"},"tenant":"acme","exp": now_secs() + 600}));
     let c = Client::connect(&server, &t).await;
     let w = &c.welcome;
     assert_eq!(w["protocol"], "chorus.v1");
     assert_eq!(w["user"], json!({"id":"u1","profile":{"name":"Ann"}}));
     assert_eq!(w["tenant"], "acme");
-    assert_eq!(w["heartbeat"], json!({"interval_ms":5000,"timeout_ms":10000}));
+    assert_eq!(
+        w["heartbeat"],
+        json!({"interval_ms":5000,"timeout_ms":10000})
+    );
     assert_eq!(w["limits"]["max_frame_bytes"], 1_048_576);
     assert_eq!(w["limits"]["presence_grace_ms"], 300);
-    assert!(w["capabilities"].as_array().unwrap().contains(&json!("http_api")));
+    assert!(w["capabilities"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("http_api")));
     assert!(w["connection_id"].as_str().is_some_and(|id| !id.is_empty()));
 }
 
@@ -54,8 +61,10 @@ async fn chorus_subprotocol_is_selected_when_offered() {
     let server = start().await;
     let url = format!("{}?token={}", server.ws_url(), user("u1"));
     let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str())
-            .unwrap();
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            url.as_str(),
+        )
+        .unwrap();
     request
         .headers_mut()
         .insert("sec-websocket-protocol", "mqtt, chorus.v1".parse().unwrap());
@@ -70,7 +79,10 @@ async fn chorus_subprotocol_is_selected_when_offered() {
 async fn foreign_subprotocols_are_refused_with_400() {
     let server = start().await;
     let url = format!("{}?token={}", server.ws_url(), user("u1"));
-    assert!(matches!(open(&url, Some("mqtt, v1.stomp")).await, Err(Refused::Http(400))));
+    assert!(matches!(
+        open(&url, Some("mqtt, v1.stomp")).await,
+        Err(Refused::Http(400))
+    ));
 }
 
 #[tokio::test]
@@ -84,7 +96,10 @@ async fn no_subprotocol_is_accepted_as_chorus() {
 #[tokio::test]
 async fn missing_token_closes_4001_without_a_frame() {
     let server = start().await;
-    assert!(matches!(refused(&server.ws_url()).await, Refused::Closed(4001)));
+    assert!(matches!(
+        refused(&server.ws_url()).await,
+        Refused::Closed(4001)
+    ));
 }
 
 #[tokio::test]
@@ -111,13 +126,15 @@ async fn expired_token_closes_4100() {
 #[tokio::test]
 async fn bearer_header_authenticates() {
     let server = start().await;
-    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        server.ws_url().as_str(),
-    )
-    .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {}", user("hdr")).parse().unwrap());
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            server.ws_url().as_str(),
+        )
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", user("hdr")).parse().unwrap(),
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let welcome = next_json(&mut ws).await.unwrap();
     assert_eq!(welcome["user"]["id"], "hdr");
@@ -176,7 +193,10 @@ async fn refresh_extends_the_session() {
     let reply = c
         .request(json!({"type":"auth:refresh","id":"r-9","token": token(json!({"sub":"u1","exp":later}))}))
         .await;
-    assert_eq!(reply, json!({"type":"auth:refreshed","id":"r-9","expires_at": later * 1000}));
+    assert_eq!(
+        reply,
+        json!({"type":"auth:refreshed","id":"r-9","expires_at": later * 1000})
+    );
     c.silence(2_500).await;
 }
 

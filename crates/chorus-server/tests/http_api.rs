@@ -15,14 +15,22 @@ async fn body(response: reqwest::Response) -> (StatusCode, Value) {
 #[tokio::test]
 async fn healthz_needs_no_key() {
     let server = start().await;
-    let r = http().get(format!("{}/healthz", server.http_url())).send().await.unwrap();
+    let r = http()
+        .get(format!("{}/healthz", server.http_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(body(r).await, (StatusCode::OK, json!({"status":"ok"})));
 }
 
 #[tokio::test]
 async fn api_key_is_required() {
     let server = start().await;
-    let r = http().get(format!("{}/api/stats", server.http_url())).send().await.unwrap();
+    let r = http()
+        .get(format!("{}/api/stats", server.http_url()))
+        .send()
+        .await
+        .unwrap();
     let (status, b) = body(r).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(b["error"]["code"], "unauthorized");
@@ -42,11 +50,20 @@ async fn stats_count_the_tenants_connections() {
     a.subscribe("chat").await;
     let mut other = Client::connect(&server, &token(json!({"sub":"x","tenant":"globex"}))).await;
     other.subscribe("chat").await;
-    let (status, b) = body(api(&server, Method::GET, "/api/stats").send().await.unwrap()).await;
+    let (status, b) = body(
+        api(&server, Method::GET, "/api/stats")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(b["connections"], 1, "{b}");
     assert_eq!(b["subscriptions"], 1);
-    assert_eq!(b["channels"], json!([{"name":"chat","subscribers":1,"members":0}]));
+    assert_eq!(
+        b["channels"],
+        json!([{"name":"chat","subscribers":1,"members":0}])
+    );
 }
 
 #[tokio::test]
@@ -54,14 +71,27 @@ async fn channel_users_lists_members() {
     let server = start().await;
     let mut a = Client::user(&server, "ann").await;
     a.subscribe("presence-doc").await;
-    let r = api(&server, Method::GET, "/api/channel/users?channel=presence-doc").send().await.unwrap();
+    let r = api(
+        &server,
+        Method::GET,
+        "/api/channel/users?channel=presence-doc",
+    )
+    .send()
+    .await
+    .unwrap();
     let (status, b) = body(r).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(b["count"], 1);
     assert_eq!(b["users"][0]["user_id"], "ann");
-    let r = api(&server, Method::GET, "/api/channel/users").send().await.unwrap();
+    let r = api(&server, Method::GET, "/api/channel/users")
+        .send()
+        .await
+        .unwrap();
     let (status, b) = body(r).await;
-    assert_eq!((status, b["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_message")));
+    assert_eq!(
+        (status, b["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_message"))
+    );
 }
 
 #[tokio::test]
@@ -117,22 +147,35 @@ async fn publish_to_a_private_channel_needs_a_grant() {
         .await
         .unwrap();
     let (status, b) = body(r).await;
-    assert_eq!((status, b["error"]["code"].clone()), (StatusCode::FORBIDDEN, json!("forbidden")));
+    assert_eq!(
+        (status, b["error"]["code"].clone()),
+        (StatusCode::FORBIDDEN, json!("forbidden"))
+    );
 }
 
 #[tokio::test]
 async fn bad_bodies_get_typed_errors() {
     let server = start().await;
-    let r = api(&server, Method::POST, "/api/broadcast").body("{nope").send().await.unwrap();
+    let r = api(&server, Method::POST, "/api/broadcast")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
     let (status, b) = body(r).await;
-    assert_eq!((status, b["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_json")));
+    assert_eq!(
+        (status, b["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_json"))
+    );
     let r = api(&server, Method::POST, "/api/broadcast")
         .json(&json!({"channel":"news","event":"e"}))
         .send()
         .await
         .unwrap();
     let (status, b) = body(r).await;
-    assert_eq!((status, b["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_message")));
+    assert_eq!(
+        (status, b["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_message"))
+    );
 }
 
 #[tokio::test]
@@ -141,20 +184,42 @@ async fn oversize_bodies_are_413() {
     config.max_frame_bytes = 1024;
     let server = start_with(config).await;
     let big = json!({"channel":"news","event":"e","data":"x".repeat(2000)});
-    let r = api(&server, Method::POST, "/api/broadcast").json(&big).send().await.unwrap();
+    let r = api(&server, Method::POST, "/api/broadcast")
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
     let (status, b) = body(r).await;
-    assert_eq!((status, b["error"]["code"].clone()), (StatusCode::PAYLOAD_TOO_LARGE, json!("limit_exceeded")));
+    assert_eq!(
+        (status, b["error"]["code"].clone()),
+        (StatusCode::PAYLOAD_TOO_LARGE, json!("limit_exceeded"))
+    );
 }
 
 #[tokio::test]
 async fn unknown_paths_are_404_and_wrong_methods_405() {
     let server = start().await;
-    let (status, b) = body(api(&server, Method::GET, "/api/nothing").send().await.unwrap()).await;
-    assert_eq!((status, b["error"]["code"].clone()), (StatusCode::NOT_FOUND, json!("not_found")));
-    let r = api(&server, Method::DELETE, "/api/stats").send().await.unwrap();
+    let (status, b) = body(
+        api(&server, Method::GET, "/api/nothing")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, b["error"]["code"].clone()),
+        (StatusCode::NOT_FOUND, json!("not_found"))
+    );
+    let r = api(&server, Method::DELETE, "/api/stats")
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers().get("allow").is_some());
     let (status, b) = body(r).await;
-    assert_eq!((status, b["error"]["code"].clone()), (StatusCode::METHOD_NOT_ALLOWED, json!("unsupported")));
+    assert_eq!(
+        (status, b["error"]["code"].clone()),
+        (StatusCode::METHOD_NOT_ALLOWED, json!("unsupported"))
+    );
 }
 
 #[tokio::test]
@@ -167,7 +232,10 @@ async fn resource_writes_produce_data_change() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers().get("location").unwrap(), "/api/resources/post/p1");
+    assert_eq!(
+        r.headers().get("location").unwrap(),
+        "/api/resources/post/p1"
+    );
     let (status, created) = body(r).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(created["id"], "p1");
@@ -190,16 +258,37 @@ async fn resource_writes_produce_data_change() {
     assert_eq!(feed.recv_type("data_change").await["operation"], "update");
     assert_eq!(record.recv_type("data_change").await["operation"], "update");
 
-    let (status, got) = body(api(&server, Method::GET, "/api/resources/post/p1").send().await.unwrap()).await;
-    assert_eq!((status, got["data"]["title"].clone()), (StatusCode::OK, json!("Hi")));
-    let (status, list) = body(api(&server, Method::GET, "/api/resources/post").send().await.unwrap()).await;
+    let (status, got) = body(
+        api(&server, Method::GET, "/api/resources/post/p1")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, got["data"]["title"].clone()),
+        (StatusCode::OK, json!("Hi"))
+    );
+    let (status, list) = body(
+        api(&server, Method::GET, "/api/resources/post")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["records"].as_array().unwrap().len(), 1);
 
-    let r = api(&server, Method::DELETE, "/api/resources/post/p1").send().await.unwrap();
+    let r = api(&server, Method::DELETE, "/api/resources/post/p1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(feed.recv_type("data_change").await["operation"], "delete");
-    let r = api(&server, Method::GET, "/api/resources/post/p1").send().await.unwrap();
+    let r = api(&server, Method::GET, "/api/resources/post/p1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -209,13 +298,20 @@ async fn creating_an_existing_id_is_a_conflict() {
     let create = || api(&server, Method::POST, "/api/resources/post").json(&json!({"id":"p1"}));
     assert_eq!(create().send().await.unwrap().status(), StatusCode::CREATED);
     let (status, b) = body(create().send().await.unwrap()).await;
-    assert_eq!((status, b["error"]["code"].clone()), (StatusCode::CONFLICT, json!("conflict")));
+    assert_eq!(
+        (status, b["error"]["code"].clone()),
+        (StatusCode::CONFLICT, json!("conflict"))
+    );
 }
 
 #[tokio::test]
 async fn put_with_another_id_is_refused() {
     let server = start().await;
-    api(&server, Method::POST, "/api/resources/post").json(&json!({"id":"p1"})).send().await.unwrap();
+    api(&server, Method::POST, "/api/resources/post")
+        .json(&json!({"id":"p1"}))
+        .send()
+        .await
+        .unwrap();
     let r = api(&server, Method::PUT, "/api/resources/post/p1")
         .json(&json!({"id":"p2"}))
         .send()

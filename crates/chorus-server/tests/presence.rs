@@ -50,7 +50,10 @@ async fn graceful_close_announces_the_leave_at_once() {
     bob.close(1000).await;
     let left = ann.recv_type("user:left").await;
     assert_eq!(left["user_id"], "bob");
-    assert!(started.elapsed().as_millis() < 250, "grace must not apply to close 1000");
+    assert!(
+        started.elapsed().as_millis() < 250,
+        "grace must not apply to close 1000"
+    );
 }
 
 #[tokio::test]
@@ -66,7 +69,10 @@ async fn abrupt_disconnect_waits_for_the_grace_period() {
     let left = ann.recv_type("user:left").await;
     let waited = started.elapsed().as_millis();
     assert_eq!(left["user_id"], "bob");
-    assert!((250..=1500).contains(&waited), "user:left after {waited} ms (grace 300)");
+    assert!(
+        (250..=1500).contains(&waited),
+        "user:left after {waited} ms (grace 300)"
+    );
 }
 
 #[tokio::test]

@@ -25,7 +25,11 @@ struct SseClient {
 }
 
 impl SseClient {
-    async fn open(server: &chorus_server::RunningServer, query: &str, last_id: Option<&str>) -> Result<SseClient, (StatusCode, Value)> {
+    async fn open(
+        server: &chorus_server::RunningServer,
+        query: &str,
+        last_id: Option<&str>,
+    ) -> Result<SseClient, (StatusCode, Value)> {
         let mut request = http().get(format!("{}/sse?{query}", server.http_url()));
         if let Some(id) = last_id {
             request = request.header("last-event-id", id);
@@ -36,7 +40,11 @@ impl SseClient {
             return Err((status, response.json().await.unwrap_or(Value::Null)));
         }
         assert_eq!(response.headers()["content-type"], "text/event-stream");
-        Ok(SseClient { body: Box::pin(response.bytes_stream()), buffer: String::new(), comments: 0 })
+        Ok(SseClient {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+            comments: 0,
+        })
     }
 
     async fn next(&mut self) -> Option<Event> {
@@ -48,8 +56,11 @@ impl SseClient {
                 }
                 continue;
             }
-            let chunk = tokio::time::timeout(WAIT, self.body.next()).await.expect("sse event in time")?;
-            self.buffer.push_str(std::str::from_utf8(&chunk.ok()?).unwrap());
+            let chunk = tokio::time::timeout(WAIT, self.body.next())
+                .await
+                .expect("sse event in time")?;
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk.ok()?).unwrap());
         }
     }
 
@@ -58,15 +69,28 @@ impl SseClient {
         for line in block.lines() {
             if line.starts_with(':') {
                 self.comments += 1;
-            } else if let Some(v) = line.strip_prefix("event: ").or_else(|| line.strip_prefix("event:")) {
+            } else if let Some(v) = line
+                .strip_prefix("event: ")
+                .or_else(|| line.strip_prefix("event:"))
+            {
                 event = v.to_owned();
-            } else if let Some(v) = line.strip_prefix("id: ").or_else(|| line.strip_prefix("id:")) {
+            } else if let Some(v) = line
+                .strip_prefix("id: ")
+                .or_else(|| line.strip_prefix("id:"))
+            {
                 id = Some(v.to_owned());
-            } else if let Some(v) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
+            } else if let Some(v) = line
+                .strip_prefix("data: ")
+                .or_else(|| line.strip_prefix("data:"))
+            {
                 data = Some(serde_json::from_str(v).expect("data is one JSON frame"));
             }
         }
-        Some(Event { event, id, data: data? })
+        Some(Event {
+            event,
+            id,
+            data: data?,
+        })
     }
 }
 
@@ -90,12 +114,21 @@ async fn broadcast(server: &chorus_server::RunningServer, channel: &str, data: V
 #[tokio::test]
 async fn stream_starts_with_welcome_then_one_subscribed_per_channel() {
     let server = start().await;
-    let mut s = SseClient::open(&server, &query(&user("ann"), &["news", "resource:post", "news"]), None).await.unwrap();
+    let mut s = SseClient::open(
+        &server,
+        &query(&user("ann"), &["news", "resource:post", "news"]),
+        None,
+    )
+    .await
+    .unwrap();
     let welcome = s.next().await.unwrap();
     assert_eq!(welcome.event, "welcome");
     assert_eq!(welcome.data["user"]["id"], "ann");
     let first = s.next().await.unwrap();
-    assert_eq!((first.event.as_str(), first.data["channel"].as_str()), ("subscribed", Some("news")));
+    assert_eq!(
+        (first.event.as_str(), first.data["channel"].as_str()),
+        ("subscribed", Some("news"))
+    );
     assert!(first.id.is_some());
     let second = s.next().await.unwrap();
     assert_eq!(second.data["channel"], "resource:post");
@@ -129,7 +162,9 @@ async fn last_event_id_resumes_every_channel() {
 #[tokio::test]
 async fn an_unreadable_resume_token_is_not_recovered() {
     let server = start().await;
-    let mut s = SseClient::open(&server, &query(&user("ann"), &["news"]), Some("garbage")).await.unwrap();
+    let mut s = SseClient::open(&server, &query(&user("ann"), &["news"]), Some("garbage"))
+        .await
+        .unwrap();
     s.next().await.unwrap();
     assert_eq!(s.next().await.unwrap().data["recovered"], false);
 }
@@ -137,14 +172,38 @@ async fn an_unreadable_resume_token_is_not_recovered() {
 #[tokio::test]
 async fn errors_before_streaming_are_http_errors() {
     let server = start().await;
-    let (status, b) = SseClient::open(&server, "channel=news", None).await.err().unwrap();
-    assert_eq!((status, b["error"]["code"].clone()), (StatusCode::UNAUTHORIZED, json!("unauthorized")));
-    let (status, b) = SseClient::open(&server, &query(&user("a"), &[]), None).await.err().unwrap();
-    assert_eq!((status, b["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_message")));
-    let (status, b) = SseClient::open(&server, &query(&user("a"), &["presence-x"]), None).await.err().unwrap();
-    assert_eq!((status, b["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_channel")));
-    let (status, b) = SseClient::open(&server, &query(&user("a"), &["private-x"]), None).await.err().unwrap();
-    assert_eq!((status, b["error"]["code"].clone()), (StatusCode::FORBIDDEN, json!("forbidden")));
+    let (status, b) = SseClient::open(&server, "channel=news", None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        (status, b["error"]["code"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("unauthorized"))
+    );
+    let (status, b) = SseClient::open(&server, &query(&user("a"), &[]), None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        (status, b["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_message"))
+    );
+    let (status, b) = SseClient::open(&server, &query(&user("a"), &["presence-x"]), None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        (status, b["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_channel"))
+    );
+    let (status, b) = SseClient::open(&server, &query(&user("a"), &["private-x"]), None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        (status, b["error"]["code"].clone()),
+        (StatusCode::FORBIDDEN, json!("forbidden"))
+    );
 }
 
 #[tokio::test]
@@ -153,7 +212,9 @@ async fn idle_streams_get_keep_alive_comments() {
     config.heartbeat_interval_ms = 100;
     config.heartbeat_timeout_ms = 200;
     let server = start_with(config).await;
-    let mut s = SseClient::open(&server, &query(&user("ann"), &["news"]), None).await.unwrap();
+    let mut s = SseClient::open(&server, &query(&user("ann"), &["news"]), None)
+        .await
+        .unwrap();
     s.next().await.unwrap();
     s.next().await.unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
@@ -166,10 +227,15 @@ async fn idle_streams_get_keep_alive_comments() {
 async fn expiry_ends_the_stream_with_unauthorized() {
     let server = start().await;
     let t = token(json!({"sub":"ann","exp": now_secs() + 1}));
-    let mut s = SseClient::open(&server, &query(&t, &["news"]), None).await.unwrap();
+    let mut s = SseClient::open(&server, &query(&t, &["news"]), None)
+        .await
+        .unwrap();
     s.next().await.unwrap();
     s.next().await.unwrap();
     let e = s.next().await.unwrap();
-    assert_eq!((e.event.as_str(), e.data["code"].as_str()), ("error", Some("unauthorized")));
+    assert_eq!(
+        (e.event.as_str(), e.data["code"].as_str()),
+        ("error", Some("unauthorized"))
+    );
     assert!(s.next().await.is_none());
 }

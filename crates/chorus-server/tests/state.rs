@@ -12,8 +12,10 @@ async fn updates_are_acked_and_fanned_out_with_versions() {
     let mut bob = Client::user(&server, "bob").await;
     ann.subscribe("doc").await;
     bob.subscribe("doc").await;
-    ann.send(json!({"type":"state:update","id":31,"channel":"doc","key":"title","value":"My Document"}))
-        .await;
+    ann.send(
+        json!({"type":"state:update","id":31,"channel":"doc","key":"title","value":"My Document"}),
+    )
+    .await;
     let ack = ann.until("state:ack").await;
     assert_eq!(ack["version"], 1);
     assert_eq!(ack["id"], 31);
@@ -29,7 +31,8 @@ async fn a_stale_expected_version_is_a_conflict() {
     let server = start().await;
     let mut c = Client::user(&server, "ann").await;
     c.subscribe("game").await;
-    c.send(json!({"type":"state:merge","id":1,"channel":"game","data":{"x":1}})).await;
+    c.send(json!({"type":"state:merge","id":1,"channel":"game","data":{"x":1}}))
+        .await;
     c.until("state:ack").await;
     c.recv_type("state:merge").await;
     let e = c
@@ -37,7 +40,9 @@ async fn a_stale_expected_version_is_a_conflict() {
         .await;
     assert_eq!(e["code"], "conflict");
     assert_eq!(e["current"]["version"], 1);
-    let sync = c.request(json!({"type":"state:sync:request","id":35,"channel":"game"})).await;
+    let sync = c
+        .request(json!({"type":"state:sync:request","id":35,"channel":"game"}))
+        .await;
     assert_eq!(sync["data"], json!({"x":1}));
     assert_eq!(sync["version"], 1);
 }
@@ -48,7 +53,9 @@ async fn clients_cannot_forge_a_version() {
     let mut c = Client::user(&server, "ann").await;
     c.subscribe("doc").await;
     let e = c
-        .request(json!({"type":"state:update","id":1,"channel":"doc","key":"k","value":1,"version":99}))
+        .request(
+            json!({"type":"state:update","id":1,"channel":"doc","key":"k","value":1,"version":99}),
+        )
         .await;
     assert_eq!(e["code"], "invalid_message");
 }

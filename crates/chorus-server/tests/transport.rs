@@ -15,7 +15,10 @@ fn small_frames() -> chorus_server::Config {
 
 async fn assert_still_serving(server: &chorus_server::RunningServer) {
     let mut other = Client::user(server, "bystander").await;
-    assert_eq!(other.request(json!({"type":"ping","id":1})).await["type"], "pong");
+    assert_eq!(
+        other.request(json!({"type":"ping","id":1})).await["type"],
+        "pong"
+    );
 }
 
 #[tokio::test]
@@ -63,9 +66,17 @@ async fn missing_and_mistyped_fields_are_invalid_message() {
     let server = start().await;
     let mut c = Client::user(&server, "u1").await;
     let e = c.request(json!({"type":"subscribe","id":3})).await;
-    assert_eq!((e["code"].clone(), e["id"].clone()), (json!("invalid_message"), json!(3)));
-    let e = c.request(json!({"type":"subscribe","id":4,"channel":17})).await;
-    assert_eq!((e["code"].clone(), e["id"].clone()), (json!("invalid_message"), json!(4)));
+    assert_eq!(
+        (e["code"].clone(), e["id"].clone()),
+        (json!("invalid_message"), json!(3))
+    );
+    let e = c
+        .request(json!({"type":"subscribe","id":4,"channel":17}))
+        .await;
+    assert_eq!(
+        (e["code"].clone(), e["id"].clone()),
+        (json!("invalid_message"), json!(4))
+    );
 }
 
 #[tokio::test]
@@ -74,7 +85,8 @@ async fn forged_server_fields_are_refused() {
     let mut c = Client::user(&server, "u1").await;
     c.subscribe("chat").await;
     for forged in ["from", "ts", "seq"] {
-        let mut frame = json!({"type":"broadcast","id":"b1","channel":"chat","event":"say","data":{}});
+        let mut frame =
+            json!({"type":"broadcast","id":"b1","channel":"chat","event":"say","data":{}});
         frame[forged] = json!("admin");
         let e = c.request(frame).await;
         assert_eq!(e["code"], "invalid_message", "{forged}");
@@ -96,11 +108,19 @@ async fn deep_nesting_is_invalid_json() {
     let server = start_with(small_frames()).await;
     let mut c = Client::user(&server, "u1").await;
     // Depth 8 is accepted, depth 9 refused (LIMIT-3).
-    let ok = format!(r#"{{"type":"ping","id":"d","x":{}1{}}}"#, "[".repeat(7), "]".repeat(7));
+    let ok = format!(
+        r#"{{"type":"ping","id":"d","x":{}1{}}}"#,
+        "[".repeat(7),
+        "]".repeat(7)
+    );
     c.send_text(&ok).await;
     // The extra member makes it invalid_message, but not invalid_json.
     assert_eq!(c.recv_type("error").await["code"], "invalid_message");
-    let deep = format!(r#"{{"type":"ping","x":{}1{}}}"#, "[".repeat(8), "]".repeat(8));
+    let deep = format!(
+        r#"{{"type":"ping","x":{}1{}}}"#,
+        "[".repeat(8),
+        "]".repeat(8)
+    );
     c.send_text(&deep).await;
     let e = c.recv_type("error").await;
     assert_eq!(e["code"], "invalid_json");
@@ -182,7 +202,11 @@ async fn a_good_frame_resets_the_error_count() {
             c.send_text("nope").await;
             c.recv_type("error").await;
         }
-        assert_eq!(c.request(json!({"type":"ping"})).await["type"], "pong", "round {round}");
+        assert_eq!(
+            c.request(json!({"type":"ping"})).await["type"],
+            "pong",
+            "round {round}"
+        );
     }
 }
 
@@ -190,11 +214,16 @@ async fn a_good_frame_resets_the_error_count() {
 async fn pipelined_requests_are_answered_in_order() {
     let server = start().await;
     let mut c = Client::user(&server, "u1").await;
-    c.send(json!({"type":"subscribe","id":1,"channel":"chat"})).await;
-    c.send(json!({"type":"broadcast","id":2,"channel":"chat","event":"e","data":1})).await;
+    c.send(json!({"type":"subscribe","id":1,"channel":"chat"}))
+        .await;
+    c.send(json!({"type":"broadcast","id":2,"channel":"chat","event":"e","data":1}))
+        .await;
     c.send(json!({"type":"ping","id":3})).await;
     assert_eq!(c.recv().await["id"], 1);
     let ack = c.recv().await;
-    assert_eq!((ack["type"].clone(), ack["id"].clone()), (json!("broadcast:ack"), json!(2)));
+    assert_eq!(
+        (ack["type"].clone(), ack["id"].clone()),
+        (json!("broadcast:ack"), json!(2))
+    );
     assert_eq!(c.recv().await["id"], 3);
 }

@@ -141,6 +141,11 @@ impl ConnHandle {
     pub fn close_now(&self, code: CloseCode) {
         self.closer.close_now(code);
     }
+
+    /// Resolves when an immediate close was requested (slow consumer, full queue).
+    pub async fn closing(&self) -> CloseCode {
+        self.closer.wait().await
+    }
 }
 
 #[cfg(test)]

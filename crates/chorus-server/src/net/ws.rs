@@ -195,6 +195,9 @@ impl Reader {
                 _ = sleep_until(expiry.unwrap_or(heartbeat)), if expiry.is_some() => {
                     Step::Close(CloseCode::TokenExpired)
                 }
+                // LIMIT-8: leave the core at once; the writer still tries to deliver the
+                // Close frame for a while.
+                code = self.handle.closing() => Step::Ended(End::Server(code)),
                 closed = &mut writer => {
                     writer_done = true;
                     match closed {

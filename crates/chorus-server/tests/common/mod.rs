@@ -173,9 +173,13 @@ impl Client {
                 }
             }
         });
-        wait.await
+        let code = wait
+            .await
             .expect("no close within 5 s")
-            .expect("connection ended without a Close frame")
+            .expect("connection ended without a Close frame");
+        // Sends the Close reply tungstenite queued, so the server need not wait for it.
+        let _ = self.ws.flush().await;
+        code
     }
 
     /// Closes with `code` (1000: graceful).
