@@ -255,6 +255,7 @@ impl Model {
         let connected = self.conn(c).connected;
         let mut plan = Plan::new(c);
         let before = cursors::allowances(self);
+        let names_before: Vec<String> = self.chans.values().map(|ch| ch.name.clone()).collect();
         match &step.op {
             Op::Connect if connected => return None,
             Op::Disconnect if !connected => return None,
@@ -269,6 +270,7 @@ impl Model {
         }
         plan.cursor_allowed = cursors::merge(before, cursors::allowances(self));
         plan.connected = self.connected();
+        self.forbid_outsiders(&mut plan, names_before);
         Some(plan)
     }
 
@@ -369,12 +371,25 @@ impl Model {
         Capture::new(format!("{prefix}_{}", self.next_capture))
     }
 
-    /// Connected clients not subscribed to `slot`, other than `except`.
-    pub(crate) fn outsiders(&self, slot: Slot) -> Vec<ClientId> {
-        self.connected()
-            .into_iter()
-            .filter(|c| !self.is_subscribed(*c, slot))
-            .collect()
+    /// Any frame about a channel a connected client is not subscribed to after the step is
+    /// forbidden (CHAN-11, CHAN-17), under the channel's old name too if its slot moved.
+    fn forbid_outsiders(&self, plan: &mut Plan, mut names: Vec<String>) {
+        names.extend(self.chans.values().map(|ch| ch.name.clone()));
+        names.sort();
+        names.dedup();
+        for c in self.connected() {
+            let subscribed: BTreeSet<&str> = self
+                .conn(c)
+                .subs
+                .iter()
+                .map(|s| self.chan(*s).name.as_str())
+                .collect();
+            for n in names.iter().filter(|n| !subscribed.contains(n.as_str())) {
+                let f = json!({"channel": n});
+                let what = format!("a frame about {n}, which it is not subscribed to");
+                plan.forbid(c, f, &["CHAN-17", "CHAN-11"], what);
+            }
+        }
     }
 }
 
