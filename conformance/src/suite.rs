@@ -95,6 +95,16 @@ impl Suite {
         Ok(self)
     }
 
+    /// The fixtures whose id matches one of `run` (all when empty) and none of `skip`.
+    pub fn select(&self, run: &[String], skip: &[String]) -> Vec<LoadedFixture> {
+        self.fixtures
+            .iter()
+            .filter(|lf| run.is_empty() || run.iter().any(|g| glob_match(g, &lf.fixture.id)))
+            .filter(|lf| !skip.iter().any(|g| glob_match(g, &lf.fixture.id)))
+            .cloned()
+            .collect()
+    }
+
     /// A requirement by id.
     pub fn requirement(&self, id: &str) -> Option<&Requirement> {
         self.requirements.iter().find(|r| r.id == id)
@@ -140,6 +150,30 @@ impl Suite {
         }
         out
     }
+}
+
+/// Glob match with `*` (any run of characters) and `?` (one character).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 fn check_send_frames(file: &str, steps: &[Step], schema: &FrameSchema, out: &mut Vec<String>) {
@@ -304,6 +338,15 @@ fn walk(dir: &Path, ext: &str) -> Result<Vec<std::path::PathBuf>, SuiteError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn globs_match_ids() {
+        assert!(glob_match("presence.*", "presence.multi-tab.join"));
+        assert!(glob_match("*.join", "presence.multi-tab.join"));
+        assert!(glob_match("p?esence.*", "presence.x"));
+        assert!(!glob_match("rooms.*", "presence.x"));
+        assert!(glob_match("*", ""));
+    }
 
     #[test]
     fn placeholder_positions_are_exempt() {

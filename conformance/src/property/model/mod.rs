@@ -274,6 +274,17 @@ impl Model {
         Some(plan)
     }
 
+    /// The plan of "nothing happens": every connected client must stay quiet (the check
+    /// after the last step, for frames that would arrive late).
+    pub fn quiet(&self) -> Plan {
+        let mut plan = Plan::new(ClientId(0));
+        plan.cursor_allowed = cursors::allowances(self);
+        plan.connected = self.connected();
+        let names = self.chans.values().map(|ch| ch.name.clone()).collect();
+        self.forbid_outsiders(&mut plan, names);
+        plan
+    }
+
     fn dispatch(&mut self, plan: &mut Plan, c: ClientId, op: &Op) {
         match op {
             Op::Connect | Op::Disconnect => {}
