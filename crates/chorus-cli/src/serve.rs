@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use chorus_server::{logging, Config, Server, ServeArgs};
+use chorus_server::{logging, Config, ServeArgs, Server};
 
 /// Runs the server with flags, `CHORUS_*` variables and an optional `--config` file.
 #[derive(Debug, clap::Args)]

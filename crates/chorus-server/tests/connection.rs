@@ -223,3 +223,33 @@ async fn refresh_with_a_bad_token_is_unauthorized() {
     assert_eq!(reply["id"], 2);
     assert_eq!(c.request(json!({"type":"ping"})).await["type"], "pong");
 }
+
+#[tokio::test]
+async fn connections_over_capacity_close_4202() {
+    let mut config = test_config();
+    config.max_connections = 1;
+    let server = start_with(config).await;
+    let _first = Client::user(&server, "u1").await;
+    let url = format!("{}?token={}", server.ws_url(), user("u2"));
+    assert!(matches!(refused(&url).await, Refused::Closed(4202)));
+}
+
+#[tokio::test]
+async fn foreign_origins_are_refused_with_403() {
+    let mut config = test_config();
+    config.allowed_origins = vec!["https://app.example".into()];
+    let server = start_with(config).await;
+    let url = format!("{}?token={}", server.ws_url(), user("u1"));
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            url.as_str(),
+        )
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+}
