@@ -8,14 +8,14 @@ use chorus_protocol::{
 use super::engine::{ChannelKey, LeaseTaken};
 use super::faults::Fault;
 use super::limits::grants_match;
-use super::rooms::Admission;
+use super::rooms::{check_room_shape, Admission};
 use super::{ConnId, Core, CoreError, Engine, Frame, Outbox};
 
 /// Longest `event` in characters (CHAN-21).
 const MAX_EVENT_CHARS: usize = 128;
 
 impl<E: Engine> Core<E> {
-    /// `subscribe`, checked in the order of channels.md: name, capability, grant,
+    /// `subscribe`, checked in the order of channels.md: shape, name, capability, grant,
     /// `already_subscribed`, `max_subscriptions`, then the presence channel's checks.
     pub(super) fn subscribe(
         &mut self,
@@ -24,6 +24,9 @@ impl<E: Engine> Core<E> {
         now: Millis,
         out: &mut Outbox,
     ) -> Result<(), CoreError> {
+        if let Some(opts) = &req.room {
+            check_room_shape(opts)?; // ROOM-7: shape comes first
+        }
         let kind = self.check_name(&req.channel)?;
         self.check_subscribe_capabilities(&req, kind)?;
         let c = self.connection(conn)?;
@@ -160,9 +163,8 @@ impl<E: Engine> Core<E> {
         since: &StreamPosition,
         position: &StreamPosition,
     ) -> Option<Vec<Frame>> {
-        let behind = position.seq.checked_sub(since.seq)?;
-        if since.epoch != position.epoch || behind > u64::from(self.config.limits.history_limit) {
-            return None; // HIST-10 allows refusing more than history_limit behind
+        if since.epoch != position.epoch || since.seq > position.seq {
+            return None;
         }
         let mut frames = self.engine.replay_after(key, since.seq)?;
         if self.fault(Fault::RecoverySkips) && !frames.is_empty() {

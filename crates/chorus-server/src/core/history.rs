@@ -93,6 +93,7 @@ mod tests {
     fn since_fails_on_another_epoch_or_beyond_retention() {
         let mut config = CoreConfig::default();
         config.limits.history_limit = 2;
+        config.retention = 2;
         let mut d = Driver::with_config(config);
         let a = d.connect("ann");
         let epoch = d.subscribe(a, "chat")["position"]["epoch"].clone();
@@ -156,6 +157,23 @@ mod tests {
         let p = page(&mut d, json!({"event": "x", "before_seq": 1}));
         assert_eq!((seqs(&p), &p["has_more"]), (vec![], &json!(false)));
         assert_eq!(p["messages"], json!([]));
+    }
+
+    #[test]
+    fn retention_outlasts_one_page() {
+        let mut config = CoreConfig::default();
+        config.limits.history_limit = 2;
+        let mut d = Driver::with_config(config);
+        let a = d.connect("ann");
+        d.subscribe(a, "chat");
+        publish(&mut d, a, &["1", "2", "3"]);
+        let got = d.ask(a, json!({"type": "history", "channel": "chat", "limit": 5}));
+        assert_eq!(
+            got[0]["messages"].as_array().unwrap().len(),
+            2,
+            "page capped"
+        );
+        assert_eq!(got[0]["has_more"], true, "seq 1 is still retained");
     }
 
     #[test]

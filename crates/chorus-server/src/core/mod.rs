@@ -107,6 +107,10 @@ pub enum Effect {
     },
 }
 
+/// Default [`CoreConfig::retention`]: ten default pages, so that a reader can page back
+/// past one page and a client that missed a burst still recovers.
+pub const DEFAULT_RETENTION: usize = 1000;
+
 /// Everything the core needs to know about the server's settings.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -118,6 +122,9 @@ pub struct CoreConfig {
     pub capabilities: Vec<Capability>,
     /// `welcome.server`, e.g. `chorus-server/0.1.0`.
     pub server_name: String,
+    /// Stream items each channel retains for `history` and recovery (HIST-5: at least
+    /// `limits.history_limit`, which only bounds one page).
+    pub retention: usize,
     /// Deliberate bugs for the conformance suite's self-test (inert without the `faults`
     /// feature).
     pub faults: Faults,
@@ -133,6 +140,7 @@ impl Default for CoreConfig {
             },
             capabilities: Capability::ALL.to_vec(),
             server_name: format!("chorus-server/{}", env!("CARGO_PKG_VERSION")),
+            retention: DEFAULT_RETENTION,
             faults: Faults::default(),
         }
     }
@@ -237,7 +245,7 @@ impl Core {
     /// Builds a core over `store` with the in-process engine, loading everything it
     /// persisted (HIST-4, STATE-25, ROOM-19).
     pub fn new(config: CoreConfig, store: Store) -> Result<Core, CoreError> {
-        let retention = config.limits.history_limit as usize;
+        let retention = config.retention.max(config.limits.history_limit as usize);
         let engine = InProcessEngine::load(store, retention, config.faults.clone())?;
         Ok(Core::with_engine(config, engine))
     }

@@ -20,8 +20,8 @@ pub(super) enum Admission {
 }
 
 impl<E: Engine> Core<E> {
-    /// The presence checks of a subscribe, in the order of rooms.md: options shape and
-    /// range, password, capacity, `max_presence_members`.
+    /// The presence checks of a subscribe, in the order of rooms.md: options range,
+    /// password, capacity, `max_presence_members` (the options' shape was checked first).
     pub(super) fn admit(
         &self,
         key: &ChannelKey,
@@ -31,7 +31,7 @@ impl<E: Engine> Core<E> {
     ) -> Result<Admission, CoreError> {
         let limits = self.config.limits;
         if let Some(opts) = &req.room {
-            check_options(opts, limits.max_room_users)?; // ROOM-7, ROOM-8
+            check_room_range(opts, limits.max_room_users)?; // ROOM-8
         }
         let is_member = self.engine.member(key, user).is_some();
         let count = self.engine.member_count(key);
@@ -85,7 +85,9 @@ impl<E: Engine> Core<E> {
     }
 }
 
-fn check_options(opts: &RoomOptions, max_room_users: u32) -> Result<(), CoreError> {
+/// ROOM-7: the shape of `room` options, checked with the rest of the message's shape,
+/// before anything else and whether or not the options would be applied.
+pub(super) fn check_room_shape(opts: &RoomOptions) -> Result<(), CoreError> {
     if let Some(p) = &opts.password {
         let n = p.chars().count();
         if n == 0 || n > MAX_PASSWORD_CHARS {
@@ -99,10 +101,17 @@ fn check_options(opts: &RoomOptions, max_room_users: u32) -> Result<(), CoreErro
             "room metadata must be an object".into(),
         ));
     }
-    match opts.max_users {
-        Some(0) => Err(CoreError::InvalidMessage(
+    if opts.max_users == Some(0) {
+        return Err(CoreError::InvalidMessage(
             "room max_users must be at least 1".into(),
-        )),
+        ));
+    }
+    Ok(())
+}
+
+/// ROOM-8: the range of `max_users`, checked with the presence checks.
+fn check_room_range(opts: &RoomOptions, max_room_users: u32) -> Result<(), CoreError> {
+    match opts.max_users {
         Some(n) if n > max_room_users => Err(CoreError::LimitExceeded {
             limit: "max_room_users",
         }),
