@@ -6,7 +6,7 @@
 //! deterministic and tested through an in-memory driver (see the tests of each module).
 //!
 //! # The interface the shell drives
-//! - [`Core::new`] loads what the [`Store`](crate::store::Store) persisted.
+//! - [`Core::new`] loads what the [`Store`] persisted.
 //! - [`Core::connect`] registers a verified [`Session`] and returns the `welcome`.
 //! - [`Core::handle`] takes one decoded [`ClientMessage`]. The shell decodes frames itself
 //!   (`chorus_protocol::decode_client`), answers decode errors, counts consecutive errors,
@@ -20,11 +20,24 @@
 //!   [`Core::stats`], [`Core::channel_users`].
 //!
 //! The shell executes effects in order; a [`Frame`] is serialized once and shared by every
-//! recipient. SSE streams are core connections too: the shell connects them and sends
-//! `subscribe` with `since`.
+//! recipient (an `Arc<str>` clone per recipient, nothing else). SSE streams are core
+//! connections too: the shell connects them and sends `subscribe` with `since`.
+//! Connection ids must not be reused while the core runs (a grace lease outlives its
+//! connection). The core does not emit [`Effect::Close`] today; closes are the shell's
+//! (heartbeat, expiry, slow consumers), the variant is there for engines that must evict.
 //!
-//! Fan-out, streams, presence, rooms and state sit behind the [`Engine`] trait so that a
-//! scale-out engine can replace [`InProcessEngine`] without touching the handlers.
+//! Every handler validates fully before it changes anything (ERR-4), and a write reaches
+//! the store inside the handler, before the effect that acknowledges it is produced
+//! (durable before acknowledged: HIST-4, STATE-25, HTTP-34).
+//!
+//! # Layout
+//! One module per spec area, named as the spec file: `connection` (welcome, ping,
+//! refresh, disconnect), `channels`, `history`, `presence`, `rooms`, `cursors`, `state`,
+//! `changes` (resource API and `data_change`), `http` (stats, channel users, server
+//! publish) and `limits` (rate limit, grants). Fan-out, streams, presence, rooms, state and
+//! records sit behind the [`Engine`] trait so that a scale-out engine can replace
+//! [`InProcessEngine`] without touching the handlers. [`faults`] holds the deliberate bugs
+//! of the conformance self-test (feature `faults`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
