@@ -85,7 +85,12 @@ impl std::fmt::Display for Failure {
         let who = self.client.map_or("harness", ClientId::name);
         write!(f, "step {}, {who}: {}", self.step, self.message)?;
         if !self.requirements.is_empty() {
-            write!(f, " [{} {}]", self.level.as_str(), self.requirements.join(", "))?;
+            write!(
+                f,
+                " [{} {}]",
+                self.level.as_str(),
+                self.requirements.join(", ")
+            )?;
         }
         if let Some(e) = &self.expected {
             write!(f, "\n  expected: {}", short(e))?;
@@ -180,11 +185,20 @@ impl<'p> StepCheck<'p> {
     }
 
     /// Grades one frame `c` received at `at`.
-    pub fn feed(&mut self, c: ClientId, frame: &Value, at: Instant, ctx: &mut Ctx) -> Result<(), Failure> {
+    pub fn feed(
+        &mut self,
+        c: ClientId,
+        frame: &Value,
+        at: Instant,
+        ctx: &mut Ctx,
+    ) -> Result<(), Failure> {
         if frame.get("type").and_then(Value::as_str) == Some("cursor:moved") {
             return self.feed_cursor(c, frame, at, ctx);
         }
-        let key = frame.get("channel").and_then(Value::as_str).map(str::to_owned);
+        let key = frame
+            .get("channel")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let next = self
             .clients
             .get(&c)
@@ -194,7 +208,9 @@ impl<'p> StepCheck<'p> {
             return Err(self.unexpected(c, frame, ctx));
         };
         let exp = &self.plan.expect[&c][i];
-        let want = ctx.substitute(&exp.frame).map_err(|m| Failure::harness(0, Some(c), m))?;
+        let want = ctx
+            .substitute(&exp.frame)
+            .map_err(|m| Failure::harness(0, Some(c), m))?;
         if let Err(mismatch) = ctx.matcher.check(&want, frame) {
             return Err(self.mismatch(c, exp, want, frame, &mismatch.to_string(), ctx));
         }
@@ -203,7 +219,10 @@ impl<'p> StepCheck<'p> {
             q.pop_front();
         }
         if frame.get("type").and_then(Value::as_str) == Some("user:left") {
-            let user = frame.get("user_id").and_then(Value::as_str).unwrap_or_default();
+            let user = frame
+                .get("user_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             st.gone.insert((key.unwrap_or_default(), user.to_owned()));
         }
         Ok(())
@@ -221,7 +240,8 @@ impl<'p> StepCheck<'p> {
         if let Some(l) = &exp.lenient {
             if let Ok(weaker) = ctx.substitute(&l.frame) {
                 if ctx.matcher.test(&weaker, frame) {
-                    let mut f = Failure::new(FailureKind::Mismatch, c, l.what.clone(), &l.requirements);
+                    let mut f =
+                        Failure::new(FailureKind::Mismatch, c, l.what.clone(), &l.requirements);
                     f.level = l.level;
                     f.expected = Some(want);
                     f.actual = Some(frame.clone());
@@ -246,7 +266,10 @@ impl<'p> StepCheck<'p> {
         let found = self.forbidden_matches(c, frame, ctx);
         let (message, reqs) = if found.is_empty() {
             let t = frame.get("type").and_then(Value::as_str).unwrap_or("?");
-            (format!("unexpected `{t}` frame"), vec![generic_requirement(t)])
+            (
+                format!("unexpected `{t}` frame"),
+                vec![generic_requirement(t)],
+            )
         } else {
             let whats: Vec<&str> = found.iter().map(|(w, _)| w.as_str()).collect();
             let reqs = found.iter().flat_map(|(_, r)| r.iter().copied()).collect();
@@ -257,7 +280,12 @@ impl<'p> StepCheck<'p> {
         f
     }
 
-    fn forbidden_matches(&self, c: ClientId, frame: &Value, ctx: &mut Ctx) -> Vec<(String, Vec<&'static str>)> {
+    fn forbidden_matches(
+        &self,
+        c: ClientId,
+        frame: &Value,
+        ctx: &mut Ctx,
+    ) -> Vec<(String, Vec<&'static str>)> {
         let mut out = Vec::new();
         for fb in self.plan.forbidden.iter().filter(|f| f.client == c) {
             if let Ok(m) = ctx.substitute(&fb.frame) {
@@ -269,33 +297,60 @@ impl<'p> StepCheck<'p> {
         out
     }
 
-    fn feed_cursor(&mut self, c: ClientId, frame: &Value, at: Instant, ctx: &mut Ctx) -> Result<(), Failure> {
+    fn feed_cursor(
+        &mut self,
+        c: ClientId,
+        frame: &Value,
+        at: Instant,
+        ctx: &mut Ctx,
+    ) -> Result<(), Failure> {
         let fail = |message: &str, reqs: &[&str]| {
             let mut f = Failure::new(FailureKind::Unexpected, c, message.to_owned(), reqs);
             f.actual = Some(frame.clone());
             f
         };
-        let channel = frame.get("channel").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let channel = frame
+            .get("channel")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let allowed = self
             .channels
             .get(&channel)
             .and_then(|t| self.plan.cursor_allowed.get(&(c, t.clone())));
         let Some(allowed) = allowed else {
-            return Err(fail("cursor:moved for a channel it is not subscribed to", &["CHAN-17", "CURS-13"]));
+            return Err(fail(
+                "cursor:moved for a channel it is not subscribed to",
+                &["CHAN-17", "CURS-13"],
+            ));
         };
-        let entries = frame.get("cursors").and_then(Value::as_array).cloned().unwrap_or_default();
+        let entries = frame
+            .get("cursors")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         if entries.is_empty() {
             return Err(fail("cursor:moved with no cursor", &["CURS-11"]));
         }
         let mut users = BTreeSet::new();
         let st = self.clients.entry(c).or_default();
         for e in &entries {
-            let user = e.get("user_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let user = e
+                .get("user_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             if st.gone.contains(&(channel.clone(), user.clone())) {
-                return Err(fail(&format!("a cursor of {user} after its user:left"), &["CURS-13", "CURS-12"]));
+                return Err(fail(
+                    &format!("a cursor of {user} after its user:left"),
+                    &["CURS-13", "CURS-12"],
+                ));
             }
             if !users.insert(user.clone()) {
-                return Err(fail(&format!("two entries for {user} in one frame"), &["CURS-8"]));
+                return Err(fail(
+                    &format!("two entries for {user} in one frame"),
+                    &["CURS-8"],
+                ));
             }
             let ok = allowed.iter().any(|a| ctx.matcher.test(a, e));
             if !ok {
@@ -306,7 +361,10 @@ impl<'p> StepCheck<'p> {
                 return Err(fail(&msg, &["CURS-10", "CURS-8", "CURS-13"]));
             }
         }
-        st.cursor_frames.entry(channel.clone()).or_default().push(at);
+        st.cursor_frames
+            .entry(channel.clone())
+            .or_default()
+            .push(at);
         for (i, seen) in st.dues.iter_mut() {
             let due = &self.plan.cursor_due[*i];
             let due_channel = ctx.scope.text(&due.channel).unwrap_or_default();
@@ -347,7 +405,11 @@ impl<'p> StepCheck<'p> {
                 return Err(f);
             }
             let channel = ctx.scope.text(&due.channel).unwrap_or_default();
-            let times = st.cursor_frames.get(&channel).map(Vec::as_slice).unwrap_or_default();
+            let times = st
+                .cursor_frames
+                .get(&channel)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             coalesced(c, due.burst, times, interval_ms)?;
         }
         Ok(())

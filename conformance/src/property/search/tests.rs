@@ -1,0 +1,1 @@
+//! Shrinking synthetic failures.
