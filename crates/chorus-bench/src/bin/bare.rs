@@ -106,6 +106,8 @@ async fn serve(args: Args) -> std::io::Result<()> {
 
 async fn connection(tcp: TcpStream, hub: Rc<RefCell<Hub>>, config: WebSocketConfig) {
     let mut path = String::new();
+    // The callback's signature is tungstenite's (its error type is large by design).
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| {
         path = req.uri().path().to_owned();
         Ok(resp)
