@@ -27,6 +27,12 @@ pub fn now_ms() -> Millis {
         .unwrap_or(0)
 }
 
+/// The tokio instant of a server-time deadline (token expiry).
+pub fn deadline_at(at_ms: Millis) -> tokio::time::Instant {
+    let wait = std::time::Duration::from_millis(at_ms.saturating_sub(now_ms()));
+    tokio::time::Instant::now() + wait
+}
+
 /// The core and the queues of the connections it knows.
 struct Hub {
     core: Core,
@@ -187,23 +193,16 @@ impl Shared {
     }
 
     fn apply(&self, hub: &mut Hub, effects: Vec<Effect>) {
-        for effect in effects {
-            match effect {
-                Effect::Send {
-                    to,
-                    frame,
-                    droppable,
-                } => {
-                    if let Some(handle) = hub.conns.get(&to) {
-                        if handle.send(frame, droppable) == Enqueued::Overflow {
-                            tracing::warn!(conn = to, "outbound queue full: slow consumer");
-                        }
-                    }
-                }
-                Effect::Close { conn, code } => {
-                    if let Some(handle) = hub.conns.get(&conn) {
-                        handle.close_after_queued(code);
-                    }
+        let mut pending = effects;
+        while !pending.is_empty() {
+            let overflowed = deliver(hub, pending);
+            // LIMIT-8: a connection whose queue overflowed leaves the core now, whether its
+            // task notices soon (WebSocket) or only when its writer unblocks (SSE).
+            pending = Vec::new();
+            for conn in overflowed {
+                tracing::warn!(conn, "outbound queue full: closing as slow consumer");
+                if hub.conns.remove(&conn).is_some() {
+                    pending.extend(hub.core.disconnect(conn, false, now_ms()));
                 }
             }
         }
@@ -215,6 +214,31 @@ impl Shared {
             self.timer.notify_one();
         }
     }
+}
+
+/// Queues each frame and close; returns the connections whose queue overflowed.
+fn deliver(hub: &Hub, effects: Vec<Effect>) -> Vec<ConnId> {
+    let mut overflowed = Vec::new();
+    for effect in effects {
+        match effect {
+            Effect::Send {
+                to,
+                frame,
+                droppable,
+            } => {
+                let handle = hub.conns.get(&to);
+                if handle.is_some_and(|h| h.send(frame, droppable) == Enqueued::Overflow) {
+                    overflowed.push(to);
+                }
+            }
+            Effect::Close { conn, code } => {
+                if let Some(handle) = hub.conns.get(&conn) {
+                    handle.close_after_queued(code);
+                }
+            }
+        }
+    }
+    overflowed
 }
 
 /// Whether a frame is an `error` with one of the protocol-error codes of TRANS-24.

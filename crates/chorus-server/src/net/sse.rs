@@ -25,7 +25,7 @@ use crate::auth::token_from_request;
 use crate::core::{ConnId, Session};
 
 use super::http::{status_of, ApiError};
-use super::hub::{now_ms, LiveGuard, Shared};
+use super::hub::{deadline_at, now_ms, LiveGuard, Shared};
 use super::outbound::{self, ConnQueue, Outbound};
 use super::{origin_allowed, query_param, query_params};
 
@@ -193,10 +193,6 @@ fn since_for(resume: Option<&Option<Positions>>, channel: &ChannelName) -> Optio
             seq: 0,
         }),
     }
-}
-
-fn deadline_at(at_ms: u64) -> Instant {
-    Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms()))
 }
 
 /// One open stream. Dropping it (the client went away) disconnects it from the core.

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite;
 use crate::auth::{token_from_request, AuthError};
 use crate::core::{ConnId, Session};
 
-use super::hub::{now_ms, LiveGuard, Shared};
+use super::hub::{deadline_at, now_ms, LiveGuard, Shared};
 use super::outbound::{self, ConnHandle, ConnQueue, Outbound};
 use super::{origin_allowed, query_param};
 
@@ -128,12 +128,6 @@ fn close_message(code: CloseCode) -> Message {
         code: code.code(),
         reason: Utf8Bytes::from_static(code.reason()),
     }))
-}
-
-/// The tokio instant of a server-time deadline.
-fn deadline_at(at_ms: u64) -> Instant {
-    let now = now_ms();
-    Instant::now() + Duration::from_millis(at_ms.saturating_sub(now))
 }
 
 /// How a connection ended, which decides whether presence is released at once (PRES-26).
