@@ -7,13 +7,74 @@ use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-#[tokio::test]
-async fn a_stalled_client_is_closed_4200_and_the_others_get_everything() {
+fn firehose_config() -> chorus_server::Config {
     let mut config = test_config();
     config.queue_capacity = 16;
     config.queue_watermark = 8;
     config.max_frame_bytes = 256 * 1024;
-    let server = start_with(config).await;
+    // The readers only read; a slow machine must not time them out.
+    config.heartbeat_interval_ms = 30_000;
+    config.heartbeat_timeout_ms = 60_000;
+    config
+}
+
+/// Posts `count` messages of 64 KiB to `firehose` in the background.
+fn firehose(server: &chorus_server::RunningServer, count: u64) -> tokio::task::JoinHandle<()> {
+    let url = server.http_url();
+    let payload = "x".repeat(64 * 1024);
+    tokio::spawn(async move {
+        for _ in 0..count {
+            let r = http()
+                .post(format!("{url}/api/broadcast"))
+                .header("x-api-key", API_KEY)
+                .json(&json!({"channel":"firehose","event":"blob","data":payload}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+    })
+}
+
+/// Waits until the server counts `n` connections.
+async fn until_connections(server: &chorus_server::RunningServer, n: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let stats: serde_json::Value = api(server, Method::GET, "/api/stats")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if stats["connections"] == n {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {stats}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_sse_stream_is_ended() {
+    let server = start_with(firehose_config()).await;
+    let url = format!(
+        "{}/sse?channel=firehose&token={}",
+        server.http_url(),
+        user("sse")
+    );
+    let stalled = http().get(url).send().await.unwrap();
+    assert_eq!(stalled.status(), StatusCode::OK);
+    until_connections(&server, 1).await;
+    let publisher = firehose(&server, 200);
+    until_connections(&server, 0).await;
+    publisher.await.unwrap();
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn a_stalled_client_is_closed_4200_and_the_others_get_everything() {
+    let server = start_with(firehose_config()).await;
     let mut stalled = Client::user(&server, "stalled").await;
     stalled.subscribe("firehose").await;
     let mut readers = Vec::new();
@@ -23,7 +84,6 @@ async fn a_stalled_client_is_closed_4200_and_the_others_get_everything() {
         readers.push(c);
     }
     let count = 200u64;
-    let payload = "x".repeat(64 * 1024);
     let reading = readers
         .into_iter()
         .map(|mut c| {
@@ -35,40 +95,9 @@ async fn a_stalled_client_is_closed_4200_and_the_others_get_everything() {
             })
         })
         .collect::<Vec<_>>();
-    let publisher = {
-        let url = server.http_url();
-        tokio::spawn(async move {
-            for _ in 0..count {
-                let r = http()
-                    .post(format!("{url}/api/broadcast"))
-                    .header("x-api-key", API_KEY)
-                    .json(&json!({"channel":"firehose","event":"blob","data":payload}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), StatusCode::OK);
-            }
-        })
-    };
+    let publisher = firehose(&server, count);
     // The stalled connection leaves the server while the others keep receiving.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let stats: serde_json::Value = api(&server, Method::GET, "/api/stats")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if stats["connections"] == 3 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "stalled client never dropped"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_connections(&server, 3).await;
     // It now reads what was already on the wire, then the 4200 close.
     assert_eq!(stalled.closed().await, 4200);
     publisher.await.unwrap();
