@@ -353,23 +353,53 @@ impl<'a> CaseRun<'a> {
             .ok_or_else(|| Flow::Error(format!("client {name:?} never connected")))
     }
 
-    /// Matches with the case's captures; on success the captures are kept.
+    /// A matcher with placeholders substituted, except references to captures the matcher
+    /// itself makes (resolved by [`CaseRun::check`] once those are taken).
+    pub(crate) fn expected(&self, raw: &Value) -> Result<Value, Flow> {
+        let own = crate::matcher::capture_names(raw);
+        Ok(self
+            .scope
+            .value_keeping(raw, &|root| own.iter().any(|c| c == root))?)
+    }
+
+    /// Matches with the case's captures; on success the captures are kept. A matcher that
+    /// still refers to its own captures is matched twice: once with those references as
+    /// `$any` (taking the captures), then with them substituted.
     pub(crate) fn check(&mut self, expected: &Value, actual: &Value) -> Result<(), Mismatch> {
         let mut m = Matcher {
             captures: std::mem::take(&mut self.scope.captures),
             now_ms: now_ms(),
         };
-        let r = m.check(expected, actual);
+        let r = if has_reference(expected) {
+            let first = m.check(&any_for_references(expected), actual);
+            let resolved = Scope {
+                captures: m.captures.clone(),
+                ..self.scope.clone()
+            }
+            .value(expected);
+            match (first, resolved) {
+                (Err(e), _) => Err(e),
+                (Ok(()), Ok(exp)) => m.check(&exp, actual),
+                (Ok(()), Err(e)) => Err(Mismatch {
+                    path: String::new(),
+                    expected: e.to_string(),
+                    actual: crate::matcher::short(actual),
+                }),
+            }
+        } else {
+            m.check(expected, actual)
+        };
         self.scope.captures = m.captures;
         r
     }
 
+    /// Whether `actual` matches, without keeping any capture.
     pub(crate) fn test(&self, expected: &Value, actual: &Value) -> bool {
-        let m = Matcher {
-            captures: self.scope.captures.clone(),
-            now_ms: now_ms(),
+        let mut probe = CaseRun {
+            scope: self.scope.clone(),
+            ..CaseRun::new(self.runner, self.fixture, String::new())
         };
-        m.test(expected, actual)
+        probe.check(expected, actual).is_ok()
     }
 
     pub(crate) fn connect_options(
@@ -402,6 +432,28 @@ impl<'a> CaseRun<'a> {
         }
         opts.timeout = self.wait(s.within_ms.as_ref(), 2000)?;
         Ok(opts)
+    }
+}
+
+fn has_reference(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains("${"),
+        Value::Array(a) => a.iter().any(has_reference),
+        Value::Object(m) => m.values().any(has_reference),
+        _ => false,
+    }
+}
+
+fn any_for_references(v: &Value) -> Value {
+    match v {
+        Value::String(s) if s.contains("${") => Value::String("$any".into()),
+        Value::Array(a) => Value::Array(a.iter().map(any_for_references).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), any_for_references(x)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 

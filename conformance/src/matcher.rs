@@ -416,6 +416,25 @@ pub fn deep_equal(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Names captured anywhere in a matcher tree.
+pub fn capture_names(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => s
+            .strip_prefix("$capture:")
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+        Value::Array(a) => a.iter().flat_map(capture_names).collect(),
+        Value::Object(m) => {
+            let own = m.get("$capture").and_then(Value::as_str).map(str::to_owned);
+            own.into_iter()
+                .chain(m.values().flat_map(capture_names))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Unknown `$` matchers and operators in an expected tree (a fixture bug).
 pub fn lint(exp: &Value) -> Vec<String> {
     let mut out = Vec::new();

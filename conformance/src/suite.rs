@@ -206,7 +206,7 @@ fn lint_matchers(file: &str, steps: &[Step], out: &mut Vec<String>) {
                     step.action()
                 ));
             }
-            for name in capture_names(m) {
+            for name in crate::matcher::capture_names(m) {
                 if crate::template::RESERVED.contains(&name.as_str()) {
                     out.push(format!(
                         "{file}: step {}: capture name {name:?} is reserved",
@@ -218,24 +218,6 @@ fn lint_matchers(file: &str, steps: &[Step], out: &mut Vec<String>) {
         if let Step::Repeat(r) = step {
             lint_matchers(file, &r.steps, out);
         }
-    }
-}
-
-fn capture_names(v: &Value) -> Vec<String> {
-    match v {
-        Value::String(s) => s
-            .strip_prefix("$capture:")
-            .map(str::to_owned)
-            .into_iter()
-            .collect(),
-        Value::Array(a) => a.iter().flat_map(capture_names).collect(),
-        Value::Object(m) => {
-            let own = m.get("$capture").and_then(Value::as_str).map(str::to_owned);
-            own.into_iter()
-                .chain(m.values().flat_map(capture_names))
-                .collect()
-        }
-        _ => Vec::new(),
     }
 }
 

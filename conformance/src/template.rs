@@ -95,6 +95,38 @@ impl Scope {
         })
     }
 
+    /// Like [`Scope::value`], but a string referring to an unknown root for which `keep`
+    /// holds is left as it is (a matcher's reference to its own capture).
+    pub fn value_keeping(
+        &self,
+        v: &Value,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<Value, TemplateError> {
+        Ok(match v {
+            Value::String(s) => match self.string(s) {
+                Err(TemplateError::Unknown(path))
+                    if keep(path.split('.').next().unwrap_or_default()) =>
+                {
+                    Value::String(self.builtin_text(s))
+                }
+                other => other?,
+            },
+            Value::Array(a) => Value::Array(
+                a.iter()
+                    .map(|x| self.value_keeping(x, keep))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(m) => {
+                let mut out = Map::new();
+                for (k, x) in m {
+                    out.insert(k.clone(), self.value_keeping(x, keep)?);
+                }
+                Value::Object(out)
+            }
+            other => other.clone(),
+        })
+    }
+
     /// Substitutes one string; a whole-string `${path}` keeps the value's JSON type.
     pub fn string(&self, s: &str) -> Result<Value, TemplateError> {
         let s = self.builtin_text(s);

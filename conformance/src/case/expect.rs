@@ -65,9 +65,7 @@ impl CaseRun<'_> {
     }
 
     fn subst_all(&self, ms: &[Value]) -> Result<Vec<Value>, Flow> {
-        ms.iter()
-            .map(|m| self.scope.value(m).map_err(Flow::from))
-            .collect()
+        ms.iter().map(|m| self.expected(m)).collect()
     }
 
     fn waited(&self, within: Option<&crate::fixture::NumExpr>, default_ms: u64) -> String {
@@ -82,7 +80,7 @@ impl CaseRun<'_> {
         let deadline = self.deadline(s.within_ms.as_ref(), 1000)?;
         let ignore = self.subst_all(&s.ignore)?;
         let options = match (&s.frame, &s.any_of) {
-            (Some(f), _) => vec![self.scope.value(f)?],
+            (Some(f), _) => vec![self.expected(f)?],
             (None, Some(a)) => self.subst_all(a)?,
             (None, None) => return Err(Flow::Error("expect needs frame or any_of".into())),
         };
@@ -145,11 +143,7 @@ impl CaseRun<'_> {
     pub(super) async fn expect_none(&mut self, s: &ExpectNone) -> StepResult {
         self.out.graded_message = true;
         let deadline = self.deadline(s.within_ms.as_ref(), 300)?;
-        let matching = s
-            .matching
-            .as_ref()
-            .map(|m| self.scope.value(m))
-            .transpose()?;
+        let matching = s.matching.as_ref().map(|m| self.expected(m)).transpose()?;
         let mut kept = Vec::new();
         let result = loop {
             let Some(ev) = self.conn(&s.expect_none)?.next_until(deadline).await else {

@@ -51,7 +51,7 @@ impl CaseRun<'_> {
         }
         if let Some(m) = &s.expect_protocol {
             self.out.graded_message = true;
-            let expected = serde_json::json!({ "protocol": self.scope.value(m)? });
+            let expected = serde_json::json!({ "protocol": self.expected(m)? });
             let actual = serde_json::json!({ "protocol": protocol });
             let actual = match protocol {
                 Some(_) => actual,
@@ -85,7 +85,7 @@ impl CaseRun<'_> {
                 other => other,
             })?;
         let expected = match &s.welcome {
-            Some(w) => serde_json::json!({ "$all": [base, self.scope.value(w)?] }),
+            Some(w) => serde_json::json!({ "$all": [base, self.expected(w)?] }),
             None => base,
         };
         self.check(&expected, &frame)
@@ -168,14 +168,14 @@ impl CaseRun<'_> {
         self.out.graded_message = true;
         check_status(s.expect_status.as_ref(), resp.status, &resp.body)?;
         if let Some(m) = &s.expect_body {
-            let expected = self.scope.value(m)?;
+            let expected = self.expected(m)?;
             self.check(&expected, &resp.json())
                 .map_err(|mm| Flow::mismatch("HTTP response body", &mm, &expected, &resp.body))?;
         }
         if !s.expect_headers.is_empty() {
             let mut expected = Map::new();
             for (k, v) in &s.expect_headers {
-                expected.insert(k.to_lowercase(), self.scope.value(v)?);
+                expected.insert(k.to_lowercase(), self.expected(v)?);
             }
             let expected = Value::Object(expected);
             let actual: Map<String, Value> = resp
@@ -250,11 +250,11 @@ impl CaseRun<'_> {
     pub(super) async fn sse_expect(&mut self, s: &SseExpect) -> StepResult {
         self.out.graded_message = true;
         let deadline = self.deadline(s.within_ms.as_ref(), 1000)?;
-        let expected = self.scope.value(&s.frame)?;
+        let expected = self.expected(&s.frame)?;
         let ignore: Vec<Value> = s
             .ignore
             .iter()
-            .map(|m| self.scope.value(m))
+            .map(|m| self.expected(m))
             .collect::<Result<_, _>>()?;
         let event = loop {
             let stream = self
@@ -287,7 +287,7 @@ impl CaseRun<'_> {
             )));
         }
         if let Some(m) = &s.id {
-            let expected = serde_json::json!({ "id": self.scope.value(m)? });
+            let expected = serde_json::json!({ "id": self.expected(m)? });
             let actual = match &event.id {
                 Some(id) => serde_json::json!({ "id": id }),
                 None => Value::Object(Map::new()),
