@@ -3,7 +3,8 @@
 //!
 //! Precedence, highest first: flag > environment variable > file > built-in default. Every
 //! setting has the same name in all three places: flag `--max-frame-bytes`, variable
-//! `CHORUS_MAX_FRAME_BYTES`, file key `max_frame_bytes`.
+//! `CHORUS_MAX_FRAME_BYTES`, file key `max_frame_bytes`. `chorus.example.toml` beside this
+//! crate's manifest lists every key with its default (a test keeps it in step).
 //!
 //! Defaults follow the spec (limits.md) and the seeds: port 3001, WebSocket path `/ws`,
 //! heartbeat 30 s / 60 s, frames up to 1 MiB. The default bind address is `0.0.0.0`
@@ -437,6 +438,19 @@ mod tests {
         assert!(parse(&["--memory"]).memory.unwrap());
         assert!(!parse(&["--memory=false"]).memory.unwrap());
         assert_eq!(parse(&[]).memory, None);
+    }
+
+    #[test]
+    fn the_example_file_holds_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/chorus.example.toml");
+        let c = Config::load(&parse(&["--dev", "--config", path])).unwrap();
+        assert_eq!(
+            c,
+            Config {
+                dev: true,
+                ..Config::default()
+            }
+        );
     }
 
     #[test]
