@@ -138,7 +138,12 @@ fn match_at(
             let Value::Object(am) = a else {
                 return Err(mismatch(path, "an object", Some(a)));
             };
-            for (k, e) in m {
+            // `type` first: a frame of the wrong kind is reported as such, not by a member.
+            let ordered = m
+                .get_key_value("type")
+                .into_iter()
+                .chain(m.iter().filter(|(k, _)| *k != "type"));
+            for (k, e) in ordered {
                 match_at(e, am.get(k), &format!("{path}/{}", escape(k)), caps, now)?;
             }
             Ok(())
@@ -503,6 +508,16 @@ mod tests {
         let e = check(json!({"a": {"b": 2}}), json!({"a": {"b": 3}})).unwrap_err();
         assert_eq!(e.path, "/a/b");
         assert_eq!(e.actual, "3");
+    }
+
+    #[test]
+    fn wrong_type_is_reported_before_members() {
+        let e = check(
+            json!({"type": "error", "code": "x"}),
+            json!({"type": "pong"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "/type");
     }
 
     #[test]

@@ -17,9 +17,12 @@ async fn start(faults: &str) -> (RunningServer, Runner) {
     let config = Config::for_tests(SECRET, "api-key");
     let faults = Faults::parse(faults).unwrap();
     let server = Server::start_with_faults(config, faults).await.unwrap();
-    let runner = Runner::new(RunConfig::new(&server.ws_url(), TokenSource::Secret(SECRET.into())))
-        .await
-        .unwrap();
+    let runner = Runner::new(RunConfig::new(
+        &server.ws_url(),
+        TokenSource::Secret(SECRET.into()),
+    ))
+    .await
+    .unwrap();
     (server, runner)
 }
 
@@ -34,8 +37,16 @@ fn options(properties: &[Property], cases: u32) -> Options {
 }
 
 fn describe(o: &Outcome) -> String {
-    let failure = o.result.failures.first().map(|f| f.message.clone()).unwrap_or_default();
-    format!("{} {:?} {:?}\n{failure}", o.result.id, o.result.verdict, o.result.reason)
+    let failure = o
+        .result
+        .failures
+        .first()
+        .map(|f| f.message.clone())
+        .unwrap_or_default();
+    format!(
+        "{} {:?} {:?}\n{failure}",
+        o.result.id, o.result.verdict, o.result.reason
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,7 +56,10 @@ async fn reference_server_passes_every_property() {
     let outcomes = property::run(&runner, &options(&Property::ALL, property::DEFAULT_CASES)).await;
     let took = started.elapsed();
     for o in &outcomes {
-        eprintln!("{} {:?} {} cases {} ms", o.result.id, o.result.verdict, o.cases, o.result.duration_ms);
+        eprintln!(
+            "{} {:?} {} cases {} ms",
+            o.result.id, o.result.verdict, o.cases, o.result.duration_ms
+        );
     }
     for o in &outcomes {
         assert_eq!(o.result.verdict, Verdict::Pass, "{}", describe(o));
