@@ -15,7 +15,7 @@ use super::engine::{
 };
 use super::faults::{Fault, Faults};
 use super::{frame_of, ConnId, CoreError, Frame};
-use crate::store::{Store, StoredRoom};
+use crate::store::{ChannelRow, Store, StoredRoom};
 
 /// Channels, presence, rooms and state in memory; streams, state, persistent rooms and
 /// records also in the [`Store`].
@@ -35,6 +35,8 @@ struct Channel {
     state: StateDoc,
     room: Option<Room>,
     presence: Presence,
+    /// The store holds this channel's row (its epoch).
+    stored: bool,
 }
 
 struct Retained {
@@ -87,6 +89,7 @@ impl Channel {
             state: StateDoc::default(),
             room: None,
             presence: Presence::default(),
+            stored: false,
         }
     }
 
@@ -132,6 +135,7 @@ impl InProcessEngine {
                 name,
             };
             let mut ch = Channel::new();
+            ch.stored = true;
             ch.epoch = Epoch(stored.epoch);
             ch.seq = stored.seq;
             for text in stored.items {
@@ -145,6 +149,9 @@ impl InProcessEngine {
                     item,
                     frame: Arc::from(text),
                 });
+                if ch.retained.len() > engine.retention {
+                    ch.retained.pop_front();
+                }
             }
             ch.state.version = stored.state_version;
             for (k, v) in stored.state {
@@ -198,14 +205,14 @@ impl Engine for InProcessEngine {
         let item = build(seq);
         let frame = frame_of(&item);
         // Durable before anyone is told (HIST-4): the store first, then memory.
-        self.store.append_item(
-            &key.tenant,
-            key.name.as_str(),
-            ch.epoch.as_str(),
-            seq,
-            &frame,
-            retention as u64,
-        )?;
+        let row = ChannelRow {
+            tenant: &key.tenant,
+            name: key.name.as_str(),
+            epoch: ch.epoch.as_str(),
+        };
+        self.store
+            .append_item(row, seq, &frame, retention as u64, !ch.stored)?;
+        ch.stored = true;
         ch.seq = seq;
         ch.retained.push_back(Retained {
             item,
@@ -309,6 +316,7 @@ impl Engine for InProcessEngine {
                 created_at: room.created_at,
             };
             self.store.save_room(&stored, ch.epoch.as_str())?;
+            ch.stored = true;
         }
         ch.room = Some(room);
         Ok(())
@@ -544,6 +552,7 @@ impl Engine for InProcessEngine {
             version,
             &changes,
         )?;
+        ch.stored = true;
         ch.state.apply(write);
         ch.state.version = version;
         ch.state.entries_len = entries_len;

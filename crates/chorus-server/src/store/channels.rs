@@ -6,6 +6,20 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{int, parse_json, uint, Store, StoreError};
 
+/// How often an append also deletes the items that fell out of retention.
+pub const TRIM_EVERY: u64 = 32;
+
+/// The identity and epoch of a channel, as the store's writes take them.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelRow<'a> {
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Channel name.
+    pub name: &'a str,
+    /// Current epoch.
+    pub epoch: &'a str,
+}
+
 /// A channel as persisted: its numbering, retained frames and state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredChannel {
@@ -19,7 +33,8 @@ pub struct StoredChannel {
     pub seq: u64,
     /// State version.
     pub state_version: u64,
-    /// Retained frames (JSON text exactly as delivered), ascending `seq`.
+    /// Retained frames (JSON text exactly as delivered), ascending `seq`; possibly more
+    /// than the retention (trimming is periodic).
     pub items: Vec<String>,
     /// State entries.
     pub state: Vec<(String, serde_json::Value)>,
@@ -52,32 +67,43 @@ pub struct Loaded {
 }
 
 impl Store {
-    /// Appends one frame to a channel's stream and forgets what falls out of retention
-    /// (items with `seq <= seq - retain`), in one transaction.
+    /// Appends one frame to a channel's stream, in one transaction. `register` writes the
+    /// channel's row (its epoch) too; the engine asks for it on the first write of a
+    /// channel only, so that a steady stream costs one insert per item. Items that fell
+    /// out of retention (`seq <= seq - retain`) are deleted every [`TRIM_EVERY`] items; the
+    /// load keeps only the newest `retain`.
     pub fn append_item(
         &mut self,
-        tenant: &str,
-        name: &str,
-        epoch: &str,
+        channel: ChannelRow<'_>,
         seq: u64,
         frame: &str,
         retain: u64,
+        register: bool,
     ) -> Result<(), StoreError> {
+        let ChannelRow {
+            tenant,
+            name,
+            epoch,
+        } = channel;
         let tx = self.conn.transaction()?;
-        tx.prepare_cached(
-            "INSERT INTO channels (tenant, name, epoch, seq) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (tenant, name) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq",
-        )?
-        .execute(params![tenant, name, epoch, int(seq)])?;
+        if register {
+            tx.prepare_cached(
+                "INSERT INTO channels (tenant, name, epoch, seq) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant, name) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq",
+            )?
+            .execute(params![tenant, name, epoch, int(seq)])?;
+        }
         tx.prepare_cached(
             "INSERT OR REPLACE INTO stream_items (tenant, name, seq, frame) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![tenant, name, int(seq), frame])?;
-        if seq > retain {
+        if seq > retain && seq % TRIM_EVERY == 0 {
             tx.prepare_cached(
                 "DELETE FROM stream_items WHERE tenant = ?1 AND name = ?2 AND seq <= ?3",
             )?
             .execute(params![tenant, name, int(seq - retain)])?;
+            tx.prepare_cached("UPDATE channels SET seq = ?3 WHERE tenant = ?1 AND name = ?2")?
+                .execute(params![tenant, name, int(seq)])?;
         }
         tx.commit()?;
         Ok(())
@@ -193,14 +219,17 @@ impl Store {
             index.insert((ch.tenant.clone(), ch.name.clone()), channels.len());
             channels.push(ch);
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT tenant, name, frame FROM stream_items ORDER BY tenant, name, seq")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT tenant, name, frame, seq FROM stream_items ORDER BY tenant, name, seq",
+        )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let key: (String, String) = (r.get(0)?, r.get(1)?);
             if let Some(&i) = index.get(&key) {
-                channels[i].items.push(r.get(2)?);
+                let seq = uint(r.get(3)?);
+                let ch = &mut channels[i];
+                ch.seq = ch.seq.max(seq);
+                ch.items.push(r.get(2)?);
             }
         }
         let mut stmt = self.conn.prepare(
@@ -250,15 +279,26 @@ mod tests {
     #[test]
     fn append_keeps_only_retained_items() {
         let mut s = Store::memory().unwrap();
-        for seq in 1..=5 {
-            s.append_item("t", "c", "e-1", seq, &format!("{{\"seq\":{seq}}}"), 2)
+        let row = ChannelRow {
+            tenant: "t",
+            name: "c",
+            epoch: "e-1",
+        };
+        let n = TRIM_EVERY + 1;
+        for seq in 1..=n {
+            s.append_item(row, seq, &format!("{{\"seq\":{seq}}}"), 2, seq == 1)
                 .unwrap();
         }
         let loaded = s.load().unwrap();
         assert_eq!(loaded.channels.len(), 1);
         let ch = &loaded.channels[0];
-        assert_eq!((ch.epoch.as_str(), ch.seq), ("e-1", 5));
-        assert_eq!(ch.items, vec!["{\"seq\":4}", "{\"seq\":5}"]);
+        assert_eq!(
+            (ch.epoch.as_str(), ch.seq),
+            ("e-1", n),
+            "seq from the newest item"
+        );
+        let expected: Vec<_> = (n - 2..=n).map(|q| format!("{{\"seq\":{q}}}")).collect();
+        assert_eq!(ch.items, expected, "trimmed at a multiple of TRIM_EVERY");
     }
 
     #[test]
@@ -285,8 +325,12 @@ mod tests {
             created_at: 9,
         };
         s.save_room(&room, "e-1").unwrap();
-        s.append_item("t", "presence-r", "e-1", 1, "{}", 10)
-            .unwrap();
+        let row = ChannelRow {
+            tenant: "t",
+            name: "presence-r",
+            epoch: "e-1",
+        };
+        s.append_item(row, 1, "{}", 10, false).unwrap();
         assert_eq!(s.load().unwrap().rooms, vec![room]);
         s.discard_channel("t", "presence-r").unwrap();
         let loaded = s.load().unwrap();

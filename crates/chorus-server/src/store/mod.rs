@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 use thiserror::Error;
 
-pub use channels::{Loaded, StoredChannel, StoredRoom};
+pub use channels::{ChannelRow, Loaded, StoredChannel, StoredRoom, TRIM_EVERY};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "chorus.db";
