@@ -168,6 +168,9 @@ settings! {
     max_room_users: u32 = 1000, env = "CHORUS_MAX_ROOM_USERS";
     /// Messages retained per channel and returned per history page [default: 100].
     history_limit: u32 = 100, env = "CHORUS_HISTORY_LIMIT";
+    /// Messages each channel retains for history and recovery; at least history_limit
+    /// [default: 1000].
+    history_retention: usize = crate::core::DEFAULT_RETENTION, env = "CHORUS_HISTORY_RETENTION";
     /// Deepest JSON nesting accepted in a client frame [default: 32].
     max_json_depth: u32 = 32, env = "CHORUS_MAX_JSON_DEPTH";
     /// Cursor coalescing interval, ms [default: 50].
@@ -277,6 +280,11 @@ impl Config {
             self.max_json_depth >= 1,
             "max_json_depth",
             "must be at least 1",
+        )?;
+        check(
+            self.history_retention >= self.history_limit as usize,
+            "history_retention",
+            "must be at least history_limit",
         )?;
         check(
             self.max_protocol_errors >= 1,

@@ -154,6 +154,7 @@ fn core_config(config: &Config, faults: Faults) -> CoreConfig {
         limits: config.limits(),
         heartbeat: config.heartbeat(),
         capabilities,
+        retention: config.history_retention,
         faults,
         ..CoreConfig::default()
     }
