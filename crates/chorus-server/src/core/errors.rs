@@ -96,7 +96,7 @@ impl CoreError {
     /// The `error` frame answering request `id` about `channel`.
     pub fn to_frame(&self, id: Option<RequestId>, channel: Option<ChannelName>) -> ErrorFrame {
         let mut frame = ErrorFrame::new(id, self.code(), self.to_string());
-        frame.channel = channel;
+        frame.channel = channel.map(|c| c.0);
         match self {
             CoreError::Conflict { current } => frame.current = Some(current.clone()),
             CoreError::RateLimited { retry_after_ms } => {
