@@ -7,7 +7,12 @@ use crate::verdict::CaseResult;
 
 /// The replay fixture of a failed case, or `None` if the case did not fail at a step.
 pub fn replay_fixture(original: &Fixture, result: &CaseResult) -> Option<Fixture> {
-    let last = result.failed_step?;
+    // A case failed only by schema violations replays whole.
+    let last = match result.failed_step {
+        Some(i) => i,
+        None if !result.schema_violations.is_empty() => original.steps.len().checked_sub(1)?,
+        None => return None,
+    };
     let mut f = original.clone();
     f.steps.truncate(last + 1);
     let (head, tail) = f.id.rsplit_once('.').unwrap_or((f.id.as_str(), "case"));
@@ -22,6 +27,12 @@ pub fn replay_fixture(original: &Fixture, result: &CaseResult) -> Option<Fixture
                 s.push_str(&format!("; actual: {a}"));
             }
             s
+        })
+        .or_else(|| {
+            result
+                .schema_violations
+                .first()
+                .map(|v| format!("schema violation: {}", v.violation))
         })
         .unwrap_or_default();
     f.description = Some(format!(

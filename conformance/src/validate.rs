@@ -134,9 +134,32 @@ impl FrameSchema {
             .map(|e| Violation {
                 message_type: Some(tag.to_owned()),
                 path: e.instance_path().as_str().to_owned(),
-                message: e.to_string(),
+                message: explain(&e),
             })
             .collect()
+    }
+}
+
+/// The error's message; for `anyOf`/`oneOf` failures, also why each non-null alternative
+/// failed (an optional field's real constraint, rather than "not valid under any of").
+fn explain(e: &jsonschema::ValidationError<'_>) -> String {
+    use jsonschema::error::ValidationErrorKind as K;
+    let context = match e.kind() {
+        K::AnyOf { context } | K::OneOfNotValid { context } => context,
+        _ => return e.to_string(),
+    };
+    let reasons: Vec<String> = context
+        .iter()
+        .filter(|alt| {
+            !alt.iter()
+                .all(|x| x.to_string().ends_with("is not of type \"null\""))
+        })
+        .flat_map(|alt| alt.iter().map(explain))
+        .collect();
+    if reasons.is_empty() {
+        e.to_string()
+    } else {
+        reasons.join("; ")
     }
 }
 
@@ -168,6 +191,18 @@ mod tests {
         let v = s.check(&json!({"type": "pong", "ts": 1, "extra": true}));
         assert!(!v.is_empty());
         assert!(v[0].message.contains("extra"), "{}", v[0].message);
+    }
+
+    #[test]
+    fn optional_field_reports_the_inner_constraint() {
+        let s = FrameSchema::server().unwrap();
+        let v = s.check(&json!({"type": "pong", "id": "", "ts": 1}));
+        assert_eq!(v[0].path, "/id");
+        assert!(
+            !v[0].message.contains("any of the schemas"),
+            "{}",
+            v[0].message
+        );
     }
 
     #[test]

@@ -391,7 +391,11 @@ fn save_failures(dir: &Path, selected: &[LoadedFixture], report: &Report) -> Res
             continue;
         };
         if let Some(f) = chorus_conformance::replay::replay_fixture(&lf.fixture, case) {
-            let path = dir.join(format!("{}.json", f.id));
+            // DIR/<area>/<id>.json: the layout of fixtures/, so --fixtures DIR replays it.
+            let area_dir = dir.join(&case.area);
+            std::fs::create_dir_all(&area_dir)
+                .map_err(|e| format!("{}: {e}", area_dir.display()))?;
+            let path = area_dir.join(format!("{}.json", f.id));
             write(&path, &chorus_conformance::replay::render(&f))?;
             eprintln!("replay fixture: {}", path.display());
         }
