@@ -4,13 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chorus_protocol::{
-    Capability, ChannelKind, CursorMoved, CursorState, CursorUpdate, Millis, ServerMessage,
-};
+use chorus_protocol::{Capability, ChannelKind, CursorState, CursorUpdate, Millis};
 
 use super::engine::ChannelKey;
 use super::faults::Fault;
-use super::{frame_of, ConnId, Core, CoreError, Engine, Outbox};
+use super::{frame_of, ConnId, Core, CoreError, Engine, Frame, Outbox};
 
 /// Every channel's cursors and the pending flushes.
 #[derive(Debug, Default)]
@@ -116,19 +114,28 @@ impl Cursors {
             return;
         }
         b.last_flush = Some(now);
-        let entries: Vec<(&CursorState, ConnId)> = pending
+        // Each entry is serialized once; a producer's filtered frame is spliced from the
+        // same texts, so that a flush where every member moved costs copies, not n² encodes.
+        let entries: Vec<(String, ConnId)> = pending
             .iter()
-            .filter_map(|(user, conn)| b.latest.get(user).map(|c| (c, *conn)))
+            .filter_map(|(user, conn)| b.latest.get(user).map(|c| (entry_json(c), *conn)))
             .collect();
-        let moved = |skip: Option<ConnId>| {
-            frame_of(&ServerMessage::CursorMoved(CursorMoved {
-                channel: key.name.clone(),
-                cursors: entries
-                    .iter()
-                    .filter(|(_, producer)| Some(*producer) != skip)
-                    .map(|(c, _)| (*c).clone())
-                    .collect(),
-            }))
+        let head = format!(
+            r#"{{"type":"cursor:moved","channel":{},"cursors":["#,
+            frame_of(&key.name)
+        );
+        let moved = |skip: Option<ConnId>| -> Frame {
+            let mut text = head.clone();
+            let mut first = true;
+            for (json, _) in entries.iter().filter(|(_, p)| Some(*p) != skip) {
+                if !first {
+                    text.push(',');
+                }
+                text.push_str(json);
+                first = false;
+            }
+            text.push_str("]}");
+            Frame::from(text)
         };
         let all = moved(None);
         let producers: BTreeSet<ConnId> = entries.iter().map(|(_, p)| *p).collect();
@@ -140,6 +147,12 @@ impl Cursors {
             }
         }
     }
+}
+
+/// One cursor as it appears inside `cursor:moved`.
+fn entry_json(cursor: &CursorState) -> String {
+    // A cursor always serializes (non-finite numbers cannot come from JSON).
+    serde_json::to_string(cursor).unwrap_or_else(|_| "null".into())
 }
 
 impl<E: Engine> Core<E> {
@@ -282,6 +295,50 @@ mod tests {
         assert_eq!(d.types(b), ["user:left"]);
         let c = d.connect("cid");
         assert_eq!(d.subscribe(c, "presence-c")["cursors"], json!([]));
+    }
+
+    #[test]
+    fn spliced_frame_matches_the_protocol_encoding() {
+        let mut d = Driver::new();
+        let (a, b, c) = (d.connect("ann"), d.connect("bob"), d.connect("cid"));
+        for conn in [a, b, c] {
+            d.subscribe(conn, "presence-c");
+        }
+        cursor(&mut d, a, 1);
+        d.frames(c);
+        cursor(&mut d, a, 2);
+        d.send(
+            b,
+            json!({"type": "cursor:update", "channel": "presence-c", "x": 0.5, "y": -1,
+                         "data": {"k": "\"q\""}}),
+        );
+        d.advance(50);
+        let got = d.delivered(c);
+        let expected = chorus_protocol::ServerMessage::CursorMoved(chorus_protocol::CursorMoved {
+            channel: "presence-c".into(),
+            cursors: vec![
+                chorus_protocol::CursorState {
+                    user_id: "ann".into(),
+                    x: 2.0,
+                    y: 0.0,
+                    data: None,
+                    ts: T0,
+                },
+                chorus_protocol::CursorState {
+                    user_id: "bob".into(),
+                    x: 0.5,
+                    y: -1.0,
+                    data: Some(json!({"k": "\"q\""})),
+                    ts: T0,
+                },
+            ],
+        });
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].msg, expected);
+        assert_eq!(
+            got[0].json.to_string(),
+            serde_json::to_value(&expected).unwrap().to_string()
+        );
     }
 
     #[test]
