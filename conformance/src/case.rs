@@ -163,40 +163,58 @@ impl<'a> CaseRun<'a> {
 
     async fn setup_clients(&mut self) -> Result<(), String> {
         let urls = &self.runner.config.urls;
+        let mut specs = Vec::new();
         for (i, (name, raw)) in self.fixture.clients.iter().enumerate() {
             let spec_value = serde_json::to_value(raw).map_err(|e| e.to_string())?;
             let spec: ClientSpec =
                 serde_json::from_value(self.scope.value(&spec_value).map_err(|e| e.to_string())?)
                     .map_err(|e| format!("client {name}: {e}"))?;
-            let token = self
-                .runner
-                .config
-                .tokens
-                .token_for(name, &spec)
-                .await
-                .map_err(|e| e.to_string());
-            let claims = crate::tokens::claims(name, &spec);
-            self.scope.set_builtin(
-                "user",
-                name,
-                claims.get("sub").cloned().unwrap_or(Value::Null),
-            );
+            let url = urls[spec.server.unwrap_or(i) % urls.len().max(1)].clone();
+            specs.push((name.clone(), spec, url));
+        }
+        // Minted together: a --token-cmd may be slow, and expiring tokens must stay fresh.
+        let tokens = &self.runner.config.tokens;
+        let minted = futures_util::future::join_all(
+            specs
+                .iter()
+                .map(|(name, spec, _)| tokens.token_for(name, spec)),
+        )
+        .await;
+        for ((name, spec, url), token) in specs.into_iter().zip(minted) {
+            let claims = crate::tokens::claims(&name, &spec);
+            let sub = claims.get("sub").cloned().unwrap_or(Value::Null);
+            self.scope.set_builtin("user", &name, sub);
+            let token = token.map_err(|e| e.to_string());
             if let Ok(t) = &token {
                 self.scope
-                    .set_builtin("token", name, Value::String(t.clone()));
+                    .set_builtin("token", &name, Value::String(t.clone()));
             }
-            let url = urls[spec.server.unwrap_or(i) % urls.len().max(1)].clone();
-            self.clients.insert(
-                name.clone(),
-                ClientState {
-                    spec,
-                    token,
-                    url,
-                    conn: None,
-                },
-            );
+            let state = ClientState {
+                spec,
+                token,
+                url,
+                conn: None,
+            };
+            self.clients.insert(name, state);
         }
         Ok(())
+    }
+
+    /// A client whose token expires gets a fresh one at each connect, so its expiry counts
+    /// from the connect rather than from the start of the case.
+    pub(crate) async fn refresh_expiring_token(&mut self, name: &str) {
+        let Some(state) = self.clients.get(name) else {
+            return;
+        };
+        if state.spec.expires_in_s.is_none() || state.spec.token.is_some() {
+            return;
+        }
+        let token = self.runner.config.tokens.token_for(name, &state.spec).await;
+        if let (Ok(t), Some(state)) = (token, self.clients.get_mut(name)) {
+            self.scope
+                .set_builtin("token", name, Value::String(t.clone()));
+            state.token = Ok(t);
+        }
     }
 
     /// Runs one step; false when the case must stop.

@@ -24,6 +24,7 @@ impl CaseRun<'_> {
         {
             return Err(Flow::Error(format!("client {name:?} is already connected")));
         }
+        self.refresh_expiring_token(name).await;
         let opts = self.connect_options(name, s)?;
         let opened = Connection::open(
             name,

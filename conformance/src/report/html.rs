@@ -94,7 +94,12 @@ fn case_table(out: &mut String, reports: &[Report]) {
     for (area, cases) in areas {
         let _ = write!(out, "<h2>{}</h2><table><tr><th>case</th>", esc(area));
         for r in reports {
-            let _ = write!(out, "<th>{}</th>", esc(&r.target.server));
+            let _ = write!(
+                out,
+                "<th>{}<div class=\"meta\">{}</div></th>",
+                esc(&r.target.server),
+                esc(&r.target.urls.join(" "))
+            );
         }
         out.push_str("</tr>");
         for (id, first) in cases {
