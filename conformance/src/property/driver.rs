@@ -101,9 +101,14 @@ impl<'e> Session<'e> {
         let mut opts = ConnectOptions::new(url, Some(token));
         opts.headers = self.endpoint.headers.clone();
         opts.timeout = self.endpoint.scaled(5000);
-        let conn = Connection::open(c.name(), &opts, self.schema.clone(), self.transcript.clone())
-            .await
-            .map_err(|e| format!("{} cannot connect: {e}", c.name()))?;
+        let conn = Connection::open(
+            c.name(),
+            &opts,
+            self.schema.clone(),
+            self.transcript.clone(),
+        )
+        .await
+        .map_err(|e| format!("{} cannot connect: {e}", c.name()))?;
         self.conns.insert(c, conn);
         Ok(())
     }
@@ -138,7 +143,9 @@ impl<'e> Session<'e> {
         loop {
             match conn.next_until(deadline).await {
                 None => return Received::Timeout,
-                Some(Inbound::Text { json: Some(v), .. }) => return Received::Frame(v, Instant::now()),
+                Some(Inbound::Text { json: Some(v), .. }) => {
+                    return Received::Frame(v, Instant::now())
+                }
                 Some(Inbound::Text { text, json: None }) => {
                     // Not JSON: the transcript holds the schema violation; grade it as a frame.
                     return Received::Frame(Value::String(text), Instant::now());

@@ -1,11 +1,12 @@
 //! Running one generated sequence against a live server: for each step, the model's plan is
-//! acted out, every connected client is brought to a barrier, and what arrived is graded.
+//! acted out, the clients concerned are brought to a barrier, and what arrived is graded.
 //!
 //! Barrier: a server answers a connection's requests in order (TRANS-26), so once the
-//! actor's `pong` arrives, its replies are in; then every other client pings, and a `pong`
-//! after the actor's means fan-out the server sent synchronously is in too. Frames a server
-//! delivers later (another node, a flush timer) get a short settle window, and only when
-//! something expected is still missing, so a correct server costs no waiting.
+//! actor's `pong` arrives, its replies are in; then every other concerned client pings, and
+//! a `pong` after the actor's means fan-out the server sent synchronously is in too. Frames a
+//! server delivers later (another node, a flush timer) get a short settle window, and only
+//! when something expected is still missing, so a correct server costs no waiting. After
+//! the last step every connected client is barriered and must have received nothing more.
 
 use std::sync::Arc;
 
@@ -88,7 +89,9 @@ pub async fn execute(server: &Server, steps: &[Step], prefix: &str) -> Run {
     let mut model = Model::new(&server.capabilities(), server.limits());
     let mut ctx = Ctx::default();
     ctx.scope.run = prefix.to_owned();
-    ctx.scope.builtins.insert("limits".into(), json!(server.limits()));
+    ctx.scope
+        .builtins
+        .insert("limits".into(), json!(server.limits()));
     let mut executed: Vec<Executed> = Vec::new();
     let mut failure = None;
     for step in steps {
@@ -112,7 +115,17 @@ pub async fn execute(server: &Server, steps: &[Step], prefix: &str) -> Run {
     if failure.is_none() {
         let quiet = model.quiet();
         let n = executed.len();
-        if let Err(mut f) = barrier_all(&mut session, &quiet, &mut ctx, server, &transcript).await {
+        let everyone = Reach::Everyone;
+        if let Err(mut f) = barrier(
+            &mut session,
+            &quiet,
+            everyone,
+            &mut ctx,
+            server,
+            &transcript,
+        )
+        .await
+        {
             f.step = n;
             f.message = format!("after the last step: {}", f.message);
             transcript.push("harness", EventKind::Note, f.to_string());
@@ -153,13 +166,25 @@ async fn play(
             Action::Close(c) => session.close(*c).await,
         }
     }
-    barrier_all(session, plan, ctx, server, transcript).await
+    barrier(session, plan, Reach::Concerned, ctx, server, transcript).await
 }
 
-/// Barriers the actor, then everyone else, grading what each received.
-async fn barrier_all(
+/// Which clients a barrier reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// The actor and every client the plan expects something of. A frame wrongly sent to
+    /// another client stays queued and fails that client's next barrier (at the latest the
+    /// one after the last step), so skipping them costs no detection, only precision.
+    Concerned,
+    /// Every connected client.
+    Everyone,
+}
+
+/// Barriers the actor, then the others, grading what each received.
+async fn barrier(
     session: &mut Session<'_>,
     plan: &Plan,
+    reach: Reach,
     ctx: &mut Ctx,
     server: &Server,
     transcript: &Transcript,
@@ -173,7 +198,18 @@ async fn barrier_all(
         collect(session, &mut check, actor, &id, ctx, server).await?;
     }
     let mut pending = Vec::new();
-    for c in plan.connected.iter().copied().filter(|c| *c != actor) {
+    let concerned = |c: &ClientId| {
+        reach == Reach::Everyone
+            || plan.expect.contains_key(c)
+            || plan.cursor_due.iter().any(|d| d.client == *c)
+    };
+    for c in plan
+        .connected
+        .iter()
+        .copied()
+        .filter(|c| *c != actor)
+        .filter(concerned)
+    {
         pending.push((c, session.ping(c).await.map_err(harness(c))?));
     }
     for (c, id) in pending {
@@ -237,9 +273,18 @@ fn schema_clean(transcript: &Transcript, before: usize) -> Result<(), Failure> {
     let Some(v) = all.get(before) else {
         return Ok(());
     };
-    let mut f = Failure::harness(0, None, format!("{} received a frame that breaks the schema: {}", v.who, v.violation));
+    let mut f = Failure::harness(
+        0,
+        None,
+        format!(
+            "{} received a frame that breaks the schema: {}",
+            v.who, v.violation
+        ),
+    );
     f.kind = FailureKind::Schema;
     f.requirements = vec!["TRANS-6".into(), "TRANS-7".into()];
-    f.actual = serde_json::from_str(&v.frame).ok().or(Some(Value::String(v.frame.clone())));
+    f.actual = serde_json::from_str(&v.frame)
+        .ok()
+        .or(Some(Value::String(v.frame.clone())));
     Err(f)
 }

@@ -52,7 +52,10 @@ pub fn steps(property: Property, scope: &Scope, max_steps: usize) -> BoxedStrate
 type Weighted = Vec<(u32, BoxedStrategy<Op>)>;
 
 fn op(property: Property, s: &Scope) -> BoxedStrategy<Op> {
-    let mut w: Weighted = vec![(1, Just(Op::Connect).boxed()), (2, Just(Op::Disconnect).boxed())];
+    let mut w: Weighted = vec![
+        (1, Just(Op::Connect).boxed()),
+        (2, Just(Op::Disconnect).boxed()),
+    ];
     match property {
         Property::Channels => channels(&mut w, s, &[Slot::Chat, Slot::News]),
         Property::History => history(&mut w, s, &[Slot::Chat]),
@@ -97,7 +100,9 @@ fn plain_subscribe(slots: &[Slot]) -> BoxedStrategy<Op> {
 }
 
 fn unsubscribe(slots: &[Slot]) -> BoxedStrategy<Op> {
-    slot(slots).prop_map(|chan| Op::Unsubscribe { chan }).boxed()
+    slot(slots)
+        .prop_map(|chan| Op::Unsubscribe { chan })
+        .boxed()
 }
 
 fn broadcast(slots: &[Slot]) -> BoxedStrategy<Op> {
@@ -266,7 +271,13 @@ fn state(w: &mut Weighted, s: &Scope, slots: &[Slot]) {
 
 fn cursor_move(slots: &[Slot]) -> BoxedStrategy<Op> {
     let burst = prop_oneof![3 => Just(1u8), 2 => Just(4u8)];
-    (slot(slots), 0..500u16, 0..500u16, burst, prop::bool::weighted(0.3))
+    (
+        slot(slots),
+        0..500u16,
+        0..500u16,
+        burst,
+        prop::bool::weighted(0.3),
+    )
         .prop_map(|(chan, x, y, burst, data)| Op::CursorMove {
             chan,
             x,
@@ -282,6 +293,8 @@ fn cursors(w: &mut Weighted, s: &Scope, slots: &[Slot]) {
     w.push((4, plain_subscribe(&slots)));
     w.push((2, unsubscribe(&slots)));
     w.push((5, cursor_move(&slots)));
+    // Now and then on a channel that is not a presence channel (CURS-3).
+    w.push((1, cursor_move(&[Slot::Chat])));
     let update = slot(&slots).prop_map(|chan| Op::PresenceUpdate {
         chan,
         status: Some(StatusChoice::Away),
@@ -301,7 +314,7 @@ fn mixed(w: &mut Weighted, s: &Scope) {
             rooms(w, s);
         }
         if s.has(Capability::Cursors) {
-            w.push((3, cursor_move(&[Slot::Doc, Slot::Room])));
+            w.push((3, cursor_move(&[Slot::Doc, Slot::Room, Slot::Chat])));
         }
     }
     if s.has(Capability::State) {
@@ -340,9 +353,18 @@ mod tests {
     #[test]
     fn history_property_asks_for_recovery_when_announced() {
         let caps = [Capability::History, Capability::Recovery];
-        let found = sample(Property::History, &caps).into_iter().flatten().any(|s| {
-            matches!(s.op, Op::Subscribe(SubscribeOp { since: Since::Last, .. }))
-        });
+        let found = sample(Property::History, &caps)
+            .into_iter()
+            .flatten()
+            .any(|s| {
+                matches!(
+                    s.op,
+                    Op::Subscribe(SubscribeOp {
+                        since: Since::Last,
+                        ..
+                    })
+                )
+            });
         assert!(found);
     }
 

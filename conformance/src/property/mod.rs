@@ -122,13 +122,24 @@ pub async fn run_property(server: &Server, p: Property, opts: &Options) -> Outco
     let caps = server.capabilities();
     if !p.runs_with(&caps) {
         let mut result = base_result(p, Verdict::Skipped);
-        let missing: Vec<&str> = p.needs().iter().filter(|c| !caps.contains(c)).map(|c| c.as_str()).collect();
+        let missing: Vec<&str> = p
+            .needs()
+            .iter()
+            .filter(|c| !caps.contains(c))
+            .map(|c| c.as_str())
+            .collect();
         result.reason = Some(if missing.is_empty() {
             "capability not announced: history or recovery".into()
         } else {
             format!("capability not announced: {}", missing.join(", "))
         });
-        return Outcome { property: p, result, minimal: Vec::new(), fixture: None, cases: 0 };
+        return Outcome {
+            property: p,
+            result,
+            minimal: Vec::new(),
+            fixture: None,
+            cases: 0,
+        };
     }
     let srv = server.clone();
     let o = opts.clone();
@@ -152,7 +163,11 @@ fn search_blocking(server: &Server, p: Property, opts: &Options) -> Result<Searc
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
-    let strategy = generate::steps(p, &generate::Scope::new(&server.capabilities()), opts.max_steps);
+    let strategy = generate::steps(
+        p,
+        &generate::Scope::new(&server.capabilities()),
+        opts.max_steps,
+    );
     let budget = Budget {
         seed: opts.seed,
         cases: opts.cases,
@@ -171,16 +186,35 @@ fn grade(p: Property, seed: u64, searched: Result<Searched, String>, interval_ms
         Err(reason) => {
             let mut result = base_result(p, Verdict::Error);
             result.reason = Some(reason);
-            return Outcome { property: p, result, minimal: Vec::new(), fixture: None, cases: 0 };
+            return Outcome {
+                property: p,
+                result,
+                minimal: Vec::new(),
+                fixture: None,
+                cases: 0,
+            };
         }
     };
     let Some(found) = searched.found else {
         let mut result = base_result(p, Verdict::Pass);
         result.message_verdict = PartVerdict::Pass;
-        return Outcome { property: p, result, minimal: Vec::new(), fixture: None, cases: searched.cases };
+        return Outcome {
+            property: p,
+            result,
+            minimal: Vec::new(),
+            fixture: None,
+            cases: searched.cases,
+        };
     };
     let failure = found.run.failure.clone().unwrap_or_else(|| {
-        let mut f = Failure::harness(found.run.executed.len(), None, format!("did not fail again when replayed (flaky): {}", found.message));
+        let mut f = Failure::harness(
+            found.run.executed.len(),
+            None,
+            format!(
+                "did not fail again when replayed (flaky): {}",
+                found.message
+            ),
+        );
         f.kind = FailureKind::Unexpected;
         f
     });
@@ -227,8 +261,15 @@ fn grade(p: Property, seed: u64, searched: Result<Searched, String>, interval_ms
     }
     result.schema_violations = found.run.transcript.violations();
     result.transcript = found.run.transcript.events();
-    let fixture = (verdict != Verdict::Error).then(|| reproduce::fixture(p, seed, &found.run, &failure, interval_ms));
-    Outcome { property: p, result, minimal, fixture, cases: searched.cases }
+    let fixture = (verdict != Verdict::Error)
+        .then(|| reproduce::fixture(p, seed, &found.run, &failure, interval_ms));
+    Outcome {
+        property: p,
+        result,
+        minimal,
+        fixture,
+        cases: searched.cases,
+    }
 }
 
 fn base_result(p: Property, verdict: Verdict) -> CaseResult {

@@ -103,7 +103,10 @@ where
         let message = f.to_string();
         if first_failure_at.load(Ordering::SeqCst) == 0 {
             first_failure_at.store(n + 1, Ordering::SeqCst);
-            original_len.store(u32::try_from(steps.len()).unwrap_or(u32::MAX), Ordering::SeqCst);
+            original_len.store(
+                u32::try_from(steps.len()).unwrap_or(u32::MAX),
+                Ordering::SeqCst,
+            );
         }
         if let Ok(mut g) = last_failing.lock() {
             *g = Some((steps, run));

@@ -118,9 +118,10 @@ pub(crate) fn subscribe(m: &mut Model, plan: &mut Plan, c: ClientId, op: &Subscr
             );
             return;
         }
-        if !rooms::exists(m.chan(slot)) {
-            rooms::create(m, slot, op.room);
-        }
+    }
+    let reqs = snapshot_requirements(m, slot, op);
+    if slot.is_presence() && m.has(Capability::Rooms) && !rooms::exists(m.chan(slot)) {
+        rooms::create(m, slot, op.room);
     }
     let joined = join(m, c, slot);
     let (recovered, replay) = match &since {
@@ -131,14 +132,16 @@ pub(crate) fn subscribe(m: &mut Model, plan: &mut Plan, c: ClientId, op: &Subscr
         None => (None, Vec::new()),
     };
     let reply = subscribed_frame(m, c, slot, id, op.state, recovered);
-    let e = plan.expect(c, reply.clone(), &["CHAN-8", "CHAN-9"], "subscribed");
-    if recovered == Some(true) {
-        e.requirements.push("HIST-7");
-        let mut weaker = reply;
-        weaker["recovered"] = json!(false);
-        e.lenient = Some(Box::new(history::not_retained(weaker)));
-    } else if recovered == Some(false) {
-        e.requirements.push("HIST-8");
+    let e = plan.expect(c, reply.clone(), &reqs, "subscribed");
+    match recovered {
+        Some(true) => {
+            e.requirements.push("HIST-7");
+            let mut weaker = reply;
+            weaker["recovered"] = json!(false);
+            e.lenient = Some(Box::new(history::not_retained(weaker)));
+        }
+        Some(false) => e.requirements.push("HIST-8"),
+        None => e.requirements.push("HIST-9"),
     }
     for item in &replay {
         let f = item.frame(&name);
@@ -154,6 +157,38 @@ pub(crate) fn subscribe(m: &mut Model, plan: &mut Plan, c: ClientId, op: &Subscr
     if slot.is_presence() {
         presence::announce_join(m, plan, c, slot, joined);
     }
+}
+
+/// What a successful `subscribe`'s reply grades besides CHAN-8 and CHAN-9: the kind, the
+/// position, and the snapshots and room settings of the channel's areas.
+fn snapshot_requirements(m: &Model, slot: Slot, op: &SubscribeOp) -> Vec<&'static str> {
+    let ch = m.chan(slot);
+    let mut reqs = vec!["CHAN-8", "CHAN-9", "CHAN-3", "HIST-1"];
+    let new_epoch = !ch.epoch.revealed() && !ch.earlier_epochs.is_empty();
+    if new_epoch {
+        reqs.push("HIST-3");
+    }
+    if m.has(Capability::State) {
+        reqs.push(if op.state { "STATE-22" } else { "STATE-23" });
+    }
+    if !slot.is_presence() {
+        return reqs;
+    }
+    reqs.push("PRES-5");
+    if m.has(Capability::Cursors) {
+        reqs.push("CURS-14");
+    }
+    if m.has(Capability::Rooms) {
+        reqs.extend(["ROOM-5", "ROOM-6"]);
+        match &ch.room {
+            None if new_epoch => reqs.extend(["ROOM-3", "ROOM-17"]),
+            None => reqs.push("ROOM-3"),
+            Some(r) if ch.members.is_empty() && r.persist => reqs.push("ROOM-18"),
+            Some(_) if op.room.is_some() => reqs.push("ROOM-4"),
+            Some(_) => {}
+        }
+    }
+    reqs
 }
 
 fn subscribe_frame(
@@ -212,6 +247,7 @@ fn subscribed_frame(
     let cursors_cap = m.has(Capability::Cursors);
     let max_room_users = m.limits.max_room_users;
     let ch = m.chan_mut(slot);
+    let first_sight = !ch.epoch.revealed();
     let mut f = json!({
         "type": "subscribed",
         "id": id,
@@ -222,7 +258,14 @@ fn subscribed_frame(
         "state": "$absent",
     });
     if want_state {
-        f["state"] = ch.state.snapshot(ch.epoch.reference());
+        // A matcher cannot refer to a capture of the same frame: when this `subscribed`
+        // reveals the epoch, later state frames check STATE-2 against it instead.
+        let epoch = if first_sight {
+            json!("$nonempty")
+        } else {
+            ch.epoch.reference()
+        };
+        f["state"] = ch.state.snapshot(epoch);
     }
     if slot.is_presence() {
         f["presence"] = ch.members.snapshot();

@@ -158,6 +158,9 @@ impl Plan {
         let mut out = BTreeSet::new();
         for e in self.expect.values().flatten() {
             out.extend(e.requirements.iter().copied());
+            if let Some(l) = &e.lenient {
+                out.extend(l.requirements.iter().copied());
+            }
         }
         for f in &self.forbidden {
             out.extend(f.requirements.iter().copied());
