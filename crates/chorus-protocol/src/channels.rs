@@ -16,7 +16,12 @@ use crate::state::StateSnapshot;
 #[serde(deny_unknown_fields)]
 pub struct Subscribe {
     /// Correlation id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,
@@ -40,7 +45,12 @@ pub struct Subscribe {
 #[serde(deny_unknown_fields)]
 pub struct Subscribed {
     /// The `subscribe`'s id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,
@@ -71,7 +81,12 @@ pub struct Subscribed {
 #[serde(deny_unknown_fields)]
 pub struct Unsubscribe {
     /// Correlation id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,
@@ -83,7 +98,12 @@ pub struct Unsubscribe {
 #[serde(deny_unknown_fields)]
 pub struct Unsubscribed {
     /// The `unsubscribe`'s id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,
@@ -97,7 +117,12 @@ pub struct Unsubscribed {
 #[serde(deny_unknown_fields)]
 pub struct Broadcast {
     /// Correlation id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,
@@ -116,7 +141,12 @@ pub struct Broadcast {
 #[serde(deny_unknown_fields)]
 pub struct BroadcastAck {
     /// The `broadcast`'s id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,

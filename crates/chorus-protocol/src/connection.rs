@@ -189,7 +189,12 @@ pub struct Welcome {
 #[serde(deny_unknown_fields)]
 pub struct Ping {
     /// Correlation id, echoed in `pong`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
 }
 
@@ -198,7 +203,12 @@ pub struct Ping {
 #[serde(deny_unknown_fields)]
 pub struct Pong {
     /// The `ping`'s id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// Server time.
     pub ts: Millis,
@@ -209,7 +219,12 @@ pub struct Pong {
 #[serde(deny_unknown_fields)]
 pub struct AuthRefresh {
     /// Correlation id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The new JWT; same `sub` and `tenant` as the connection's.
     pub token: String,
@@ -220,7 +235,12 @@ pub struct AuthRefresh {
 #[serde(deny_unknown_fields)]
 pub struct AuthRefreshed {
     /// The `auth:refresh`'s id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The new expiry (ms); absent for a token without `exp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

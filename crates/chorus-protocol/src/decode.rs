@@ -20,6 +20,8 @@ pub enum DecodeError {
         kind: String,
         /// The request id, when it could be read, so the error can echo it (TRANS-22).
         id: Option<RequestId>,
+        /// The frame's `channel` string, so the error can echo it (ERR-2).
+        channel: Option<String>,
     },
     /// A known type whose fields are wrong.
     #[error("invalid {kind} message: {reason}")]
@@ -30,6 +32,8 @@ pub enum DecodeError {
         reason: String,
         /// The request id, when it could be read, so the error can echo it.
         id: Option<RequestId>,
+        /// The frame's `channel` string, so the error can echo it (ERR-2).
+        channel: Option<String>,
     },
 }
 
@@ -41,6 +45,26 @@ impl DecodeError {
             DecodeError::UnknownType { .. } => ErrorCode::UnknownType,
             DecodeError::InvalidMessage { .. } => ErrorCode::InvalidMessage,
         }
+    }
+
+    /// The `channel` string to echo, when the frame had one (ERR-2).
+    pub fn channel(&self) -> Option<&str> {
+        match self {
+            DecodeError::InvalidMessage { channel, .. }
+            | DecodeError::UnknownType { channel, .. } => channel.as_deref(),
+            DecodeError::InvalidJson(_) => None,
+        }
+    }
+
+    /// The error frame a server answers with: code, message, and the id and channel echoed.
+    pub fn to_error_frame(&self) -> crate::errors::ErrorFrame {
+        let mut frame = crate::errors::ErrorFrame::new(
+            self.request_id().cloned(),
+            self.code(),
+            self.to_string(),
+        );
+        frame.channel = self.channel().map(str::to_owned);
+        frame
     }
 
     /// The request id to echo, when it could be read.
@@ -93,6 +117,10 @@ pub fn decode_client(text: &str, max_depth: usize) -> Result<ClientMessage, Deco
     let id = map
         .get("id")
         .and_then(|v| serde_json::from_value::<RequestId>(v.clone()).ok());
+    let channel = map
+        .get("channel")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
     let kind = match map.get("type") {
         Some(serde_json::Value::String(t)) => t.clone(),
         Some(_) => {
@@ -100,6 +128,7 @@ pub fn decode_client(text: &str, max_depth: usize) -> Result<ClientMessage, Deco
                 kind: "?".into(),
                 reason: "`type` must be a string".into(),
                 id,
+                channel,
             })
         }
         None => {
@@ -107,16 +136,19 @@ pub fn decode_client(text: &str, max_depth: usize) -> Result<ClientMessage, Deco
                 kind: "?".into(),
                 reason: "missing `type`".into(),
                 id,
+                channel,
             })
         }
     };
     if !CLIENT_TYPES.contains(&kind.as_str()) {
-        return Err(DecodeError::UnknownType { kind, id });
+        return Err(DecodeError::UnknownType { kind, id, channel });
     }
     serde_json::from_value(value).map_err(|e| DecodeError::InvalidMessage {
         kind,
         reason: e.to_string(),
+        // A malformed id did not parse above, so it is not echoed (TRANS-8).
         id,
+        channel,
     })
 }
 
@@ -156,7 +188,8 @@ mod tests {
             e,
             DecodeError::UnknownType {
                 kind: "room:join".into(),
-                id: Some("1".into())
+                id: Some("1".into()),
+                channel: None
             }
         );
     }
@@ -176,6 +209,20 @@ mod tests {
     fn missing_field_is_invalid_message() {
         let e = decode_client(r#"{"type":"subscribe"}"#, 32).unwrap_err();
         assert_eq!(e.code(), ErrorCode::InvalidMessage);
+    }
+
+    #[test]
+    fn null_id_is_invalid_message_without_id() {
+        let e = decode_client(r#"{"type":"ping","id":null}"#, 32).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidMessage);
+        assert_eq!(e.request_id(), None);
+    }
+
+    #[test]
+    fn error_frame_echoes_channel_even_when_invalid() {
+        let e = decode_client(r#"{"type":"cursor:update","channel":"bad name","y":1}"#, 32)
+            .unwrap_err();
+        assert_eq!(e.to_error_frame().channel.as_deref(), Some("bad name"));
     }
 
     #[test]

@@ -82,15 +82,21 @@ impl std::fmt::Display for ErrorCode {
 #[serde(deny_unknown_fields)]
 pub struct ErrorFrame {
     /// The failed request's id, when it had one and it could be read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// Machine-readable reason.
     pub code: ErrorCode,
     /// Human-readable explanation; not stable.
     pub message: String,
-    /// The channel concerned, when there is one.
+    /// The `channel` string of the request answered, verbatim, even when it is not a valid
+    /// channel name (ERR-2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<ChannelName>,
+    pub channel: Option<String>,
     /// With `conflict`: the state's current version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<StateVersion>,
@@ -117,8 +123,8 @@ impl ErrorFrame {
     }
 
     /// Names the channel concerned.
-    pub fn with_channel(mut self, channel: ChannelName) -> Self {
-        self.channel = Some(channel);
+    pub fn with_channel(mut self, channel: &ChannelName) -> Self {
+        self.channel = Some(channel.as_str().to_owned());
         self
     }
 }

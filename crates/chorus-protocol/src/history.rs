@@ -13,7 +13,12 @@ use crate::StreamItem;
 #[serde(deny_unknown_fields)]
 pub struct History {
     /// Correlation id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,
@@ -34,7 +39,12 @@ pub struct History {
 #[serde(deny_unknown_fields)]
 pub struct HistoryPage {
     /// The `history`'s id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,

@@ -101,6 +101,9 @@ pub struct HttpError {
     pub code: ErrorCode,
     /// Human-readable explanation.
     pub message: String,
+    /// With `rate_limited` (status 429): how long to wait before retrying (HTTP-7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// Body of every non-2xx HTTP reply: `{"error": {"code", "message"}}`.

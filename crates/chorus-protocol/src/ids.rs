@@ -79,6 +79,14 @@ impl From<u64> for RequestId {
     }
 }
 
+/// Deserializes an optional request id where an explicit `null` is an error, not an absent
+/// id (TRANS-8). Use with `#[serde(default, deserialize_with = "crate::ids::non_null_id")]`.
+pub fn non_null_id<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<RequestId>, D::Error> {
+    RequestId::deserialize(deserializer).map(Some)
+}
+
 /// Opaque identifier of one numbering of a channel's stream and state. It changes whenever
 /// the server can no longer continue the previous numbering (history or state lost, e.g. a
 /// restart of a server that does not persist the channel); a client that sees a new epoch

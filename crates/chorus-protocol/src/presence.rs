@@ -44,7 +44,12 @@ pub struct Member {
 #[serde(deny_unknown_fields)]
 pub struct PresenceUpdate {
     /// Correlation id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The presence channel.
     pub channel: ChannelName,
@@ -61,7 +66,12 @@ pub struct PresenceUpdate {
 #[serde(deny_unknown_fields)]
 pub struct PresenceAck {
     /// The `presence:update`'s id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,
@@ -72,7 +82,12 @@ pub struct PresenceAck {
 #[serde(deny_unknown_fields)]
 pub struct PresenceRequest {
     /// Correlation id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The presence channel.
     pub channel: ChannelName,
@@ -83,7 +98,12 @@ pub struct PresenceRequest {
 #[serde(deny_unknown_fields)]
 pub struct PresenceList {
     /// The `presence`'s id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,

@@ -36,7 +36,12 @@ pub struct StateSnapshot {
 #[serde(deny_unknown_fields)]
 pub struct StateUpdate {
     /// Correlation id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,
@@ -54,7 +59,12 @@ pub struct StateUpdate {
 #[serde(deny_unknown_fields)]
 pub struct StateMerge {
     /// Correlation id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,
@@ -70,7 +80,12 @@ pub struct StateMerge {
 #[serde(deny_unknown_fields)]
 pub struct StateDelete {
     /// Correlation id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,
@@ -86,7 +101,12 @@ pub struct StateDelete {
 #[serde(deny_unknown_fields)]
 pub struct StateSyncRequest {
     /// Correlation id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,
@@ -97,7 +117,12 @@ pub struct StateSyncRequest {
 #[serde(deny_unknown_fields)]
 pub struct StateSync {
     /// The request's id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,
@@ -114,7 +139,12 @@ pub struct StateSync {
 #[serde(deny_unknown_fields)]
 pub struct StateAck {
     /// The write's id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null_id"
+    )]
+    #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
     /// The channel.
     pub channel: ChannelName,

@@ -283,7 +283,7 @@ pub fn server_messages() -> Vec<ServerMessage> {
             id: Some("w1".into()),
             code: ErrorCode::Conflict,
             message: "expected version 6, state is at 7".into(),
-            channel: Some(ch()),
+            channel: Some("presence-doc-1".into()),
             current: Some(StateVersion {
                 version: 7,
                 epoch: epoch(),

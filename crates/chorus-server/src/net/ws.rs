@@ -281,9 +281,9 @@ impl Reader {
     }
 }
 
-/// The `error` answering an undecodable frame (TRANS-18..22).
+/// The `error` answering an undecodable frame (TRANS-18..22), echoing id and channel (ERR-2).
 fn decode_error_frame(e: &DecodeError) -> ErrorFrame {
-    ErrorFrame::new(e.request_id().cloned(), e.code(), e.to_string())
+    e.to_error_frame()
 }
 
 /// Maps a read error onto the close code the spec gives it.
