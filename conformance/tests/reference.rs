@@ -101,7 +101,6 @@ fn json_report_validates_against_its_schema() {
 }
 
 #[test]
-#[ignore = "the reference server still fails some cases (see the report's FAIL list); un-ignore once it is conformant"]
 fn reference_server_passes_every_case() {
     let failed = listing(report(), |v| matches!(v, Verdict::Fail | Verdict::Warn));
     assert!(failed.is_empty(), "{}", failed.join("\n"));

@@ -11,9 +11,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use chorus_conformance::baseline::Baseline;
 use chorus_conformance::progress::Progress;
+use chorus_conformance::property::{self, Property};
 use chorus_conformance::report::{self, exit, terminal, RunInfo};
 use chorus_conformance::runner::{RunConfig, Runner};
-use chorus_conformance::suite::{LoadedFixture, Suite};
+use chorus_conformance::suite::{glob_match, LoadedFixture, Suite};
 use chorus_conformance::tokens::TokenSource;
 use chorus_conformance::verdict::{Report, RunSettings, Target};
 use clap::{Args, Subcommand, ValueEnum};
@@ -95,9 +96,12 @@ pub struct ConformArgs {
     /// Seed of the run: the channel prefix of each case, and the generated property cases.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Number of generated property cases (property-based checks).
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    /// Generated sequences per property (property-based checks against the model).
+    #[arg(long, default_value_t = property::DEFAULT_CASES, value_name = "N")]
     pub cases: u32,
+    /// Run only the fixtures, not the generated properties.
+    #[arg(long)]
+    pub no_properties: bool,
     /// Cases run concurrently (each isolated by its own channel prefix).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub jobs: usize,
@@ -197,13 +201,26 @@ async fn execute(args: ConformArgs) -> Result<u8, String> {
         ));
     }
     let (config, embedded) = configure(&args).await?;
-    let report = run_suite(&args, config, &suite, &selected, embedded.is_some()).await;
+    let run = run_suite(&args, config, &suite, &selected, embedded.is_some()).await;
     if let Some(server) = embedded {
         let _ = server.shutdown().await;
     }
-    let report = report?;
-    write_outputs(&args, &suite, &selected, &report)?;
+    let (report, outcomes) = run?;
+    write_outputs(&args, &selected, &outcomes, &report)?;
     Ok(report.summary.exit_code)
+}
+
+/// The properties whose id the `--run`/`--skip` globs select (none with --no-properties).
+fn selected_properties(args: &ConformArgs) -> Vec<Property> {
+    if args.no_properties {
+        return Vec::new();
+    }
+    Property::ALL
+        .iter()
+        .copied()
+        .filter(|p| args.run.is_empty() || args.run.iter().any(|g| glob_match(g, &p.id())))
+        .filter(|p| !args.skip.iter().any(|g| glob_match(g, &p.id())))
+        .collect()
 }
 
 fn print_coverage(suite: &Suite) -> u8 {
@@ -292,7 +309,7 @@ async fn run_suite(
     suite: &Suite,
     selected: &[LoadedFixture],
     embedded: bool,
-) -> Result<Report, String> {
+) -> Result<(Report, Vec<property::Outcome>), String> {
     let started_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -322,8 +339,28 @@ async fn run_suite(
         capabilities: runner.capabilities(),
         embedded,
     };
-    let progress = Progress::auto(selected.len(), args.quiet);
-    let cases = runner.run_all(selected, |c| progress.case_done(c)).await;
+    let properties = selected_properties(args);
+    let progress = Progress::auto(selected.len() + properties.len(), args.quiet);
+    let opts = property::Options {
+        seed: runner.config.seed,
+        cases: args.cases,
+        properties,
+        ..property::Options::default()
+    };
+    // Properties run alongside the fixture cases: both mostly wait on the network.
+    let fixtures = runner.run_all(selected, |c| progress.case_done(c));
+    let generated = async {
+        if opts.properties.is_empty() {
+            return Vec::new();
+        }
+        let outcomes = property::run(&runner, &opts).await;
+        for o in &outcomes {
+            progress.case_done(&o.result);
+        }
+        outcomes
+    };
+    let (mut cases, outcomes) = tokio::join!(fixtures, generated);
+    cases.extend(outcomes.iter().map(|o| o.result.clone()));
     progress.finish();
     let baseline = match &args.baseline {
         Some(path) => Some(read_baseline(path)?),
@@ -338,7 +375,7 @@ async fn run_suite(
         baseline: baseline.as_ref(),
         fail_on_should: args.fail_on == FailOn::Should,
     };
-    Ok(report::assemble(info, cases))
+    Ok((report::assemble(info, cases), outcomes))
 }
 
 fn read_baseline(path: &Path) -> Result<Baseline, String> {
@@ -352,8 +389,8 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 
 fn write_outputs(
     args: &ConformArgs,
-    suite: &Suite,
     selected: &[LoadedFixture],
+    outcomes: &[property::Outcome],
     report: &Report,
 ) -> Result<(), String> {
     let opts = terminal::TerminalOptions {
@@ -379,8 +416,14 @@ fn write_outputs(
     }
     if let Some(dir) = &args.save_failures {
         save_failures(dir, selected, report)?;
+        for o in outcomes {
+            match o.save(dir) {
+                Ok(Some(path)) => eprintln!("replay fixture: {}", path.display()),
+                Ok(None) => {}
+                Err(e) => return Err(format!("cannot write a replay into {}: {e}", dir.display())),
+            }
+        }
     }
-    let _ = suite;
     Ok(())
 }
 
