@@ -160,3 +160,131 @@ pub fn by_area(cases: &[CaseResult]) -> Vec<(String, Vec<&CaseResult>)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::CaseLevel;
+    use crate::transcript::{Event, EventKind};
+    use crate::verdict::{Failure, FailureKind, PartVerdict};
+
+    fn failing_case() -> CaseResult {
+        CaseResult {
+            id: "presence.join.x".into(),
+            title: "joins <once> & only once".into(),
+            area: "presence".into(),
+            file: "fixtures/presence/join.x.json".into(),
+            level: CaseLevel::Must,
+            requirements: vec!["PRES-3".into()],
+            capabilities: vec![],
+            verdict: Verdict::Fail,
+            message_verdict: PartVerdict::Fail,
+            close_verdict: PartVerdict::NotChecked,
+            answered_unannounced: false,
+            reason: None,
+            failures: vec![Failure {
+                step: "3".into(),
+                action: "expect".into(),
+                kind: FailureKind::Message,
+                message: "at /type: expected \"user:joined\", got \"<pong>\"".into(),
+                expected: Some("{\"type\":\"user:joined\"}".into()),
+                actual: Some("{\"type\":\"pong\"}".into()),
+            }],
+            schema_violations: vec![],
+            transcript: vec![Event {
+                at_ms: 3,
+                who: "bob".into(),
+                kind: EventKind::Recv,
+                text: "{\"type\":\"pong\",\"ts\":1}".into(),
+            }],
+            failed_step: Some(2),
+            duration_ms: 12,
+            attempts: vec![],
+            flaky: false,
+            baseline: None,
+        }
+    }
+
+    fn report(server: &str) -> Report {
+        let suite = Suite {
+            requirements: vec![chorus_protocol::requirements::Requirement {
+                id: "PRES-3".into(),
+                level: Level::Must,
+                area: "presence".into(),
+                text: "A server MUST announce a join once.".into(),
+                file: "spec/presence.md".into(),
+            }],
+            ..Suite::default()
+        };
+        let info = RunInfo {
+            target: Target {
+                server: server.into(),
+                urls: vec!["ws://127.0.0.1:1/ws".into()],
+                ..Target::default()
+            },
+            settings: RunSettings::default(),
+            started_at: 0,
+            duration_ms: 5,
+            suite: &suite,
+            baseline: None,
+            fail_on_should: false,
+        };
+        assemble(info, vec![failing_case()])
+    }
+
+    #[test]
+    fn a_failed_must_sets_exit_code_and_requirement_verdict() {
+        let r = report("s");
+        assert_eq!(r.summary.exit_code, exit::FAILED);
+        assert_eq!(r.requirements[0].verdict, RequirementVerdict::Fail);
+        assert_eq!(r.requirements[0].cases, vec!["presence.join.x".to_owned()]);
+    }
+
+    #[test]
+    fn terminal_groups_by_area_and_shows_the_transcript() {
+        let text = terminal::render(
+            &report("s"),
+            terminal::TerminalOptions {
+                transcripts: true,
+                verbose: false,
+            },
+        );
+        assert!(text.contains("presence: 0/1 passed"), "{text}");
+        assert!(text.contains("expected: {\"type\":\"user:joined\"}"));
+        assert!(
+            text.contains("bob        <- {\"type\":\"pong\",\"ts\":1}"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn junit_escapes_and_reports_the_failure() {
+        let xml = junit::render(&report("s"));
+        assert!(xml.contains("<testcase classname=\"chorus.presence\" name=\"presence.join.x\""));
+        assert!(xml.contains("<failure type=\"fail\""));
+        assert!(xml.contains("&lt;pong&gt;") && !xml.contains("<pong>"));
+    }
+
+    #[test]
+    fn html_is_self_contained_and_shows_requirement_and_transcript() {
+        let page = html::render(&[report("s")]);
+        for forbidden in ["<script", "<link", " src="] {
+            assert!(!page.contains(forbidden), "{forbidden}");
+        }
+        assert!(page.contains("A server MUST announce a join once."));
+        assert!(page.contains("&quot;pong&quot;"));
+        assert!(page.contains("joins &lt;once&gt; &amp; only once"));
+    }
+
+    #[test]
+    fn combined_html_has_one_column_per_server() {
+        let page = html::render(&[report("alpha/1"), report("beta/2")]);
+        assert!(page.contains("<th>alpha/1<div") && page.contains("<th>beta/2<div"));
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let r = report("s");
+        assert_eq!(json::parse(&json::render(&r)).unwrap(), r);
+    }
+}
