@@ -1,5 +1,6 @@
 //! `chorus schema`: regenerate (or, with `--check`, verify) the committed artifacts derived
-//! from the code and the spec: `schema/*.json` and `spec/requirements.json`.
+//! from the code and the spec: `schema/*.json` (protocol, HTTP, fixture and report schemas)
+//! and `spec/requirements.json`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -48,6 +49,7 @@ fn spec_sources(root: &Path) -> Result<Vec<(String, String)>, String> {
 fn artifacts(root: &Path) -> Result<Vec<Artifact>, String> {
     let mut out: Vec<Artifact> = chorus_protocol::schema::files()
         .into_iter()
+        .chain(chorus_conformance::schema::files())
         .map(|(name, content)| Artifact {
             path: PathBuf::from("schema").join(name),
             content,
