@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod conform;
+#[cfg(feature = "faults")]
+mod faults;
 mod schema;
 mod serve;
 
@@ -24,6 +27,8 @@ enum Command {
     Conform(conform::ConformArgs),
     /// Run the reference server (WebSocket, HTTP API and SSE on one port).
     Serve(serve::ServeCmd),
+    /// Benchmark this server against Node.js ws and bare tokio-tungstenite (docs/benchmarks.md).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,5 +37,6 @@ fn main() -> ExitCode {
         Command::Schema(args) => schema::run(args),
         Command::Conform(args) => conform::run(args),
         Command::Serve(cmd) => serve::run(cmd),
+        Command::Bench(args) => bench::run(args),
     }
 }
