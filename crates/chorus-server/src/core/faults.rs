@@ -41,7 +41,7 @@ faults! {
     ReuseVersion = "reuse_version": "state:merge does not advance the version (STATE-3)",
     AcceptStaleCas = "accept_stale_cas": "ignore expected_version (STATE-19)",
     DropReplyId = "drop_reply_id": "subscribed omits the request id (TRANS-9)",
-    SeqGap = "seq_gap": "skip every third seq (CHAN-29)",
+    SeqGap = "seq_gap": "skip every third seq (CHAN-30)",
     RecoverySkips = "recovery_skips": "recovery replays all but the first missed item (HIST-7)",
     PrivateWithoutGrant = "private_without_grant": "private channels need no grant (CHAN-5)",
     TenantLeak = "tenant_leak": "channels are shared across tenants (CHAN-7)",
@@ -56,6 +56,23 @@ faults! {
     RoomPasswordIgnored = "room_password_ignored": "protected rooms admit any password (ROOM-10)",
     DataChangeMissingRecordChannel = "data_change_missing_record_channel": "data_change only on resource:{name} (CHG-2)",
     UnsubscribeKeepsDelivering = "unsubscribe_keeps_delivering": "an unsubscribed connection still receives the channel (CHAN-17)",
+    VersionReusedAfterConflict = "version_reused_after_conflict": "a rejected conflicting write rolls the version back, so the next write reuses a version (STATE-3)",
+    EventFilterIgnored = "event_filter_ignored": "history ignores its event filter (BCAST-2)",
+    // The shell's faults (net/, server.rs).
+    SeqRepeat = "seq_repeat": "fan-out delivers every message twice, repeating its seq (CHAN-30)",
+    OversizeAccepted = "oversize_accepted": "frames over max_frame_bytes are read and processed (TRANS-16)",
+    FrameLimitOffByOne = "frame_limit_off_by_one": "a frame of exactly max_frame_bytes is refused (LIMIT-3)",
+    BinaryAccepted = "binary_accepted": "binary frames are ignored instead of closing with 1003 (TRANS-15)",
+    ForeignSubprotocolAccepted = "foreign_subprotocol_accepted": "an upgrade offering only foreign subprotocols is accepted (TRANS-2)",
+    ProtocolErrorsUnbounded = "protocol_errors_unbounded": "consecutive protocol errors never close the connection (TRANS-24)",
+    NoHeartbeatTimeout = "no_heartbeat_timeout": "a silent connection is never closed with 4300 (CONN-13)",
+    TokenExpiryIgnored = "token_expiry_ignored": "a connection outlives its token's expiry (CONN-18)",
+    ErrorWithoutChannel = "error_without_channel": "errors answering undecodable requests omit the request's channel (ERR-2)",
+    SseResumeIgnored = "sse_resume_ignored": "SSE streams ignore Last-Event-ID and last_event_id (SSE-11)",
+    HttpApiWithoutKey = "http_api_without_key": "the HTTP API accepts a missing or wrong X-Api-Key (HTTP-8)",
+    PublishTenantFromHeader = "publish_tenant_from_header": "POST /api/publish takes the tenant from X-Chorus-Tenant instead of the token (HTTP-11)",
+    DevModeByDefault = "dev_mode_by_default": "tokenless connections are accepted as anonymous without --dev (SEC-2)",
+    DuplicateCapability = "duplicate_capability": "welcome lists a capability twice (VER-4)",
 }
 
 impl Fault {

@@ -25,7 +25,10 @@ impl<E: Engine> Core<E> {
             &key,
             HistoryQuery {
                 before_seq: req.before_seq,
-                event: req.event.as_deref(),
+                event: req
+                    .event
+                    .as_deref()
+                    .filter(|_| !self.fault(Fault::EventFilterIgnored)),
                 limit,
             },
         );

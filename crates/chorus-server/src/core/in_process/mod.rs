@@ -1,12 +1,15 @@
 //! The default engine: everything in this process, persisted through the [`Store`].
 
+mod leases;
+mod state_doc;
+
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use chorus_protocol::http::ChannelStats;
 use chorus_protocol::{
-    ChannelKind, ChannelName, Epoch, Member, Millis, PresenceStatus, StateData, StateSnapshot,
-    StateVersion, StreamItem, StreamPosition,
+    ChannelKind, ChannelName, Epoch, Member, Millis, PresenceStatus, StateSnapshot, StateVersion,
+    StreamItem, StreamPosition,
 };
 
 use super::engine::{
@@ -16,6 +19,8 @@ use super::engine::{
 use super::faults::{Fault, Faults};
 use super::{frame_of, ConnId, CoreError, Frame};
 use crate::store::{ChannelRow, Store, StoredRoom};
+use leases::{GraceTimer, Presence};
+use state_doc::StateDoc;
 
 /// Channels, presence, rooms and state in memory; streams, state, persistent rooms and
 /// records also in the [`Store`].
@@ -42,41 +47,6 @@ struct Channel {
 struct Retained {
     item: StreamItem,
     frame: Frame,
-}
-
-/// The state with the length of its compact JSON kept up to date, so that STATE-9 costs
-/// the size of the write, not of the whole state.
-#[derive(Default)]
-struct StateDoc {
-    data: StateData,
-    version: u64,
-    entries_len: usize,
-}
-
-#[derive(Default)]
-struct Presence {
-    members: HashMap<String, MemberEntry>,
-    /// `(joined_at, user_id)`: the order of member arrays (PRES-10).
-    order: BTreeSet<(Millis, String)>,
-}
-
-struct MemberEntry {
-    member: Member,
-    leases: Vec<Lease>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Lease {
-    conn: ConnId,
-    grace_until: Option<Millis>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct GraceTimer {
-    deadline: Millis,
-    conn: ConnId,
-    key: ChannelKey,
-    user: String,
 }
 
 impl Channel {
@@ -155,8 +125,7 @@ impl InProcessEngine {
             }
             ch.state.version = stored.state_version;
             for (k, v) in stored.state {
-                ch.state.entries_len += entry_len(&k, &v);
-                ch.state.data.insert(k, v);
+                ch.state.load(k, v);
             }
             ch.room = room.map(|r| Room {
                 password_hash: r.password_hash,
@@ -333,14 +302,10 @@ impl Engine for InProcessEngine {
     }
 
     fn members(&self, key: &ChannelKey) -> Vec<Member> {
-        let Some(ch) = self.channels.get(key) else {
-            return Vec::new();
-        };
-        let p = &ch.presence;
-        p.order
-            .iter()
-            .filter_map(|(_, user)| p.members.get(user).map(|e| e.member.clone()))
-            .collect()
+        self.channels
+            .get(key)
+            .map(|ch| ch.presence.ordered().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn take_lease(
@@ -351,52 +316,7 @@ impl Engine for InProcessEngine {
         profile: &serde_json::Value,
         now: Millis,
     ) -> LeaseTaken {
-        let p = &mut self.channel(key).presence;
-        let live = Lease {
-            conn,
-            grace_until: None,
-        };
-        if let Some(entry) = p.members.get_mut(user) {
-            entry.member.last_seen = entry.member.last_seen.max(now);
-            // PRES-31: one subscribe takes over at most one grace lease, the oldest.
-            let oldest_grace = entry
-                .leases
-                .iter()
-                .enumerate()
-                .filter_map(|(i, l)| l.grace_until.map(|g| (g, i)))
-                .min();
-            return match oldest_grace {
-                Some((_, i)) => {
-                    entry.leases[i] = live;
-                    LeaseTaken::TookOver
-                }
-                None => {
-                    entry.leases.push(live);
-                    LeaseTaken::Added
-                }
-            };
-        }
-        let member = Member {
-            user_id: user.to_owned(),
-            profile: if profile.is_object() {
-                profile.clone()
-            } else {
-                serde_json::json!({})
-            },
-            status: PresenceStatus::Online,
-            data: serde_json::json!({}),
-            joined_at: now,
-            last_seen: now,
-        };
-        p.order.insert((now, user.to_owned()));
-        p.members.insert(
-            user.to_owned(),
-            MemberEntry {
-                member: member.clone(),
-                leases: vec![live],
-            },
-        );
-        LeaseTaken::Joined(member)
+        self.channel(key).presence.take(conn, user, profile, now)
     }
 
     fn release_lease(
@@ -409,32 +329,16 @@ impl Engine for InProcessEngine {
         let Some(ch) = self.channels.get_mut(key) else {
             return Released::NoLease;
         };
-        let p = &mut ch.presence;
-        let Some(entry) = p.members.get_mut(user) else {
-            return Released::NoLease;
-        };
-        let Some(i) = entry
-            .leases
-            .iter()
-            .position(|l| l.conn == conn && l.grace_until.is_none())
-        else {
-            return Released::NoLease;
-        };
-        if let Some(deadline) = grace_until {
-            entry.leases[i].grace_until = Some(deadline);
+        let released = ch.presence.release(conn, user, grace_until);
+        if let (Some(deadline), Released::Kept) = (grace_until, &released) {
             self.grace.insert(GraceTimer {
                 deadline,
                 conn,
                 key: key.clone(),
                 user: user.to_owned(),
             });
-            return Released::Kept;
         }
-        entry.leases.remove(i);
-        if !entry.leases.is_empty() {
-            return Released::Kept;
-        }
-        remove_member(p, user)
+        released
     }
 
     fn update_member(
@@ -445,25 +349,13 @@ impl Engine for InProcessEngine {
         data: Option<serde_json::Value>,
         now: Millis,
     ) -> Option<Member> {
-        let entry = self.channels.get_mut(key)?.presence.members.get_mut(user)?;
-        let m = &mut entry.member;
-        if let Some(s) = status {
-            m.status = s;
-        }
-        if let Some(d) = data {
-            m.data = d;
-        }
-        m.last_seen = m.last_seen.max(now);
-        Some(m.clone())
+        let ch = self.channels.get_mut(key)?;
+        ch.presence.update(user, status, data, now)
     }
 
     fn touch_member(&mut self, key: &ChannelKey, user: &str, now: Millis) {
-        if let Some(entry) = self
-            .channels
-            .get_mut(key)
-            .and_then(|ch| ch.presence.members.get_mut(user))
-        {
-            entry.member.last_seen = entry.member.last_seen.max(now);
+        if let Some(ch) = self.channels.get_mut(key) {
+            ch.presence.touch(user, now);
         }
     }
 
@@ -474,19 +366,9 @@ impl Engine for InProcessEngine {
             let Some(ch) = self.channels.get_mut(&t.key) else {
                 continue;
             };
-            let p = &mut ch.presence;
-            let Some(entry) = p.members.get_mut(&t.user) else {
-                continue;
-            };
-            let before = entry.leases.len();
-            // A taken-over lease is live now and no longer matches (PRES-28).
-            entry
-                .leases
-                .retain(|l| !(l.conn == t.conn && l.grace_until == Some(t.deadline)));
-            if entry.leases.len() == before || !entry.leases.is_empty() {
-                continue;
-            }
-            if let Released::Left { user_id, last_seen } = remove_member(p, &t.user) {
+            if let Released::Left { user_id, last_seen } =
+                ch.presence.expire(t.conn, &t.user, t.deadline)
+            {
                 gone.push(GraceExpired {
                     key: t.key,
                     user_id,
@@ -527,10 +409,12 @@ impl Engine for InProcessEngine {
             epoch: ch.epoch.clone(),
         };
         if expected.is_some_and(|v| v != current.version) {
+            if self.faults.on(Fault::VersionReusedAfterConflict) {
+                ch.state.version = ch.state.version.saturating_sub(1);
+            }
             return Err(CoreError::Conflict { current });
         }
-        let (count, entries_len) = ch.state.measure(write);
-        if doc_len(count, entries_len) > max_bytes {
+        if ch.state.len_after(write) > max_bytes {
             return Err(CoreError::LimitExceeded {
                 limit: "max_frame_bytes",
             });
@@ -555,7 +439,6 @@ impl Engine for InProcessEngine {
         ch.stored = true;
         ch.state.apply(write);
         ch.state.version = version;
-        ch.state.entries_len = entries_len;
         Ok(StateVersion {
             version,
             epoch: ch.epoch.clone(),
@@ -621,86 +504,6 @@ impl Engine for InProcessEngine {
     }
 }
 
-fn remove_member(p: &mut Presence, user: &str) -> Released {
-    match p.members.remove(user) {
-        Some(entry) => {
-            p.order.remove(&(entry.member.joined_at, user.to_owned()));
-            Released::Left {
-                user_id: entry.member.user_id,
-                last_seen: entry.member.last_seen,
-            }
-        }
-        None => Released::NoLease,
-    }
-}
-
-impl StateDoc {
-    /// Key count and summed entry lengths after `write`, without applying it.
-    fn measure(&self, write: &StateWrite) -> (usize, usize) {
-        let mut count = self.data.len();
-        let mut len = self.entries_len;
-        let mut set = |k: &str, v: Option<&serde_json::Value>| {
-            if let Some(old) = self.data.get(k) {
-                len -= entry_len(k, old);
-                count -= 1;
-            }
-            if let Some(v) = v {
-                len += entry_len(k, v);
-                count += 1;
-            }
-        };
-        match write {
-            StateWrite::Update { key, value } => set(key, Some(value)),
-            StateWrite::Merge { data } => data.iter().for_each(|(k, v)| set(k, Some(v))),
-            StateWrite::Delete { key } => set(key, None),
-        }
-        (count, len)
-    }
-
-    fn apply(&mut self, write: &StateWrite) {
-        match write {
-            StateWrite::Update { key, value } => {
-                self.data.insert(key.clone(), value.clone());
-            }
-            StateWrite::Merge { data } => {
-                for (k, v) in data {
-                    self.data.insert(k.clone(), v.clone());
-                }
-            }
-            StateWrite::Delete { key } => {
-                self.data.remove(key);
-            }
-        }
-    }
-}
-
-/// Length of `"key":value` in compact JSON.
-fn entry_len(key: &str, value: &serde_json::Value) -> usize {
-    json_len(&serde_json::Value::String(key.to_owned())) + 1 + json_len(value)
-}
-
-/// Length of `{entries}` with `count` entries whose lengths sum to `entries_len`.
-fn doc_len(count: usize, entries_len: usize) -> usize {
-    2 + entries_len + count.saturating_sub(1)
-}
-
-fn json_len(value: &serde_json::Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    // Writing a Value into a counter cannot fail.
-    let _ = serde_json::to_writer(&mut c, value);
-    c.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,29 +513,6 @@ mod tests {
         ChannelKey {
             tenant: Arc::from("t"),
             name: ChannelName::from(name),
-        }
-    }
-
-    #[test]
-    fn doc_len_matches_serialization() {
-        let mut doc = StateDoc::default();
-        let writes = [
-            StateWrite::Update {
-                key: "a\"b".into(),
-                value: json!({"x": [1, 2, "é"]}),
-            },
-            StateWrite::Merge {
-                data: json!({"c": null, "d": 1.5}).as_object().cloned().unwrap(),
-            },
-            StateWrite::Delete { key: "c".into() },
-        ];
-        for w in &writes {
-            let (n, len) = doc.measure(w);
-            doc.apply(w);
-            doc.entries_len = len;
-            assert_eq!(n, doc.data.len());
-            let text = serde_json::to_string(&doc.data).unwrap();
-            assert_eq!(doc_len(n, len), text.len(), "{text}");
         }
     }
 
@@ -756,19 +536,5 @@ mod tests {
         assert_eq!(e.replay_after(&k, 2).map(|f| f.len()), Some(2));
         assert_eq!(e.replay_after(&k, 1), None);
         assert_eq!(e.replay_after(&k, 4), Some(Vec::new()));
-    }
-
-    #[test]
-    fn grace_timer_of_a_taken_over_lease_does_nothing() {
-        let mut e = InProcessEngine::load(Store::memory().unwrap(), 2, Faults::default()).unwrap();
-        let k = key("presence-x");
-        e.take_lease(&k, 1, "ann", &json!({}), 10);
-        assert_eq!(e.release_lease(&k, 1, "ann", Some(100)), Released::Kept);
-        assert_eq!(
-            e.take_lease(&k, 2, "ann", &json!({}), 20),
-            LeaseTaken::TookOver
-        );
-        assert!(e.expire_grace(100).is_empty());
-        assert_eq!(e.member_count(&k), 1);
     }
 }
