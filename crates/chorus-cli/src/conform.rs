@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use chorus_cli::embedded::Embedded;
 use chorus_conformance::baseline::Baseline;
 use chorus_conformance::progress::Progress;
 use chorus_conformance::property::{self, Property};
@@ -17,6 +18,7 @@ use chorus_conformance::runner::{RunConfig, Runner};
 use chorus_conformance::suite::{glob_match, LoadedFixture, Suite};
 use chorus_conformance::tokens::TokenSource;
 use chorus_conformance::verdict::{Report, RunSettings, Target};
+use chorus_server::core::Faults;
 use clap::{Args, Subcommand, ValueEnum};
 
 /// Arguments of `chorus conform`.
@@ -96,9 +98,8 @@ pub struct ConformArgs {
     /// Seed of the run: the channel prefix of each case, and the generated property cases.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Generated sequences per property (property-based checks against the model).
-    #[arg(long, default_value_t = property::DEFAULT_CASES, value_name = "N")]
-    pub cases: u32,
+    #[arg(long, value_name = "N", help = cases_help())]
+    pub cases: Option<u32>,
     /// Run only the fixtures, not the generated properties.
     #[arg(long)]
     pub no_properties: bool,
@@ -126,6 +127,26 @@ pub struct ConformArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Deliberate faults of the embedded server (faults builds only).
+    #[cfg(feature = "faults")]
+    #[command(flatten)]
+    pub faults: crate::faults::FaultArgs,
+}
+
+fn cases_help() -> String {
+    let mutation = if cfg!(feature = "faults") {
+        format!(
+            ", or {} with --mutation",
+            chorus_cli::mutation::DEFAULT_CASES
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "Generated sequences per property (property-based checks against the model) \
+         [default: {}{mutation}]",
+        property::DEFAULT_CASES
+    )
 }
 
 /// `chorus conform <action>`.
@@ -193,6 +214,10 @@ async fn execute(args: ConformArgs) -> Result<u8, String> {
         }
         return Ok(exit::OK);
     }
+    #[cfg(feature = "faults")]
+    if args.faults.list_faults {
+        return Ok(crate::faults::list());
+    }
     let problems = suite.problems();
     if !problems.is_empty() {
         return Err(format!(
@@ -200,10 +225,14 @@ async fn execute(args: ConformArgs) -> Result<u8, String> {
             problems.join("\n")
         ));
     }
+    #[cfg(feature = "faults")]
+    if args.faults.mutation {
+        return crate::faults::run_mutation(&args, &selected).await;
+    }
     let (config, embedded) = configure(&args).await?;
     let run = run_suite(&args, config, &suite, &selected, embedded.is_some()).await;
     if let Some(server) = embedded {
-        let _ = server.shutdown().await;
+        server.shutdown().await;
     }
     let (report, outcomes) = run?;
     write_outputs(&args, &selected, &outcomes, &report)?;
@@ -211,7 +240,7 @@ async fn execute(args: ConformArgs) -> Result<u8, String> {
 }
 
 /// The properties whose id the `--run`/`--skip` globs select (none with --no-properties).
-fn selected_properties(args: &ConformArgs) -> Vec<Property> {
+pub fn selected_properties(args: &ConformArgs) -> Vec<Property> {
     if args.no_properties {
         return Vec::new();
     }
@@ -234,9 +263,7 @@ fn print_coverage(suite: &Suite) -> u8 {
 }
 
 /// The run configuration, starting the embedded server when no URL was given.
-async fn configure(
-    args: &ConformArgs,
-) -> Result<(RunConfig, Option<chorus_server::RunningServer>), String> {
+async fn configure(args: &ConformArgs) -> Result<(RunConfig, Option<Embedded>), String> {
     let seed = args.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -245,10 +272,8 @@ async fn configure(
     });
     let mut embedded = None;
     let mut config = if args.urls.is_empty() {
-        let (server, secret, key) = start_embedded(seed).await?;
-        let mut c = RunConfig::new(&server.ws_url(), TokenSource::Secret(secret));
-        c.http_url = server.http_url();
-        c.api_key = Some(key);
+        let server = Embedded::start(seed, injected_faults(args)?).await?;
+        let c = server.run_config();
         embedded = Some(server);
         c
     } else {
@@ -274,22 +299,12 @@ async fn configure(
     Ok((config, embedded))
 }
 
-/// The reference server with short timers, so heartbeat, expiry and grace cases fit in
-/// the suite's time budget (the server announces them in `welcome`; fixtures adapt).
-async fn start_embedded(
-    seed: u64,
-) -> Result<(chorus_server::RunningServer, String, String), String> {
-    let secret = format!("chorus-conformance-embedded-secret-{seed:016x}");
-    let key = format!("conform-key-{seed:x}");
-    let mut config = chorus_server::config::Config::for_tests(&secret, &key);
-    config.heartbeat_interval_ms = 1000;
-    config.heartbeat_timeout_ms = 2000;
-    config.presence_grace_ms = 1000;
-    config.shutdown_timeout_ms = 1000;
-    let server = chorus_server::Server::start(config)
-        .await
-        .map_err(|e| format!("cannot start the embedded reference server: {e}"))?;
-    Ok((server, secret, key))
+/// The faults of `--fault` (none without the `faults` feature).
+fn injected_faults(_args: &ConformArgs) -> Result<Faults, String> {
+    #[cfg(feature = "faults")]
+    return crate::faults::parse(&_args.faults.fault);
+    #[cfg(not(feature = "faults"))]
+    Ok(Faults::default())
 }
 
 fn parse_headers(raw: &[String]) -> Result<BTreeMap<String, String>, String> {
@@ -343,7 +358,7 @@ async fn run_suite(
     let progress = Progress::auto(selected.len() + properties.len(), args.quiet);
     let opts = property::Options {
         seed: runner.config.seed,
-        cases: args.cases,
+        cases: args.cases.unwrap_or(property::DEFAULT_CASES),
         properties,
         ..property::Options::default()
     };

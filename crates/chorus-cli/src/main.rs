@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod conform;
+#[cfg(feature = "faults")]
+mod faults;
 mod schema;
 mod serve;
 

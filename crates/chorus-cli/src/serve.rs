@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use chorus_server::core::Faults;
 use chorus_server::{logging, Config, ServeArgs, Server};
 
 /// Runs the server with flags, `CHORUS_*` variables and an optional `--config` file.
@@ -10,12 +11,24 @@ use chorus_server::{logging, Config, ServeArgs, Server};
 pub struct ServeCmd {
     #[command(flatten)]
     args: ServeArgs,
+    /// Switch deliberate protocol bugs on (comma-separated or repeated; see `chorus conform
+    /// --list-faults`). For testing conformance suites only.
+    #[cfg(feature = "faults")]
+    #[arg(long = "fault", value_name = "NAME[,NAME]")]
+    fault: Vec<String>,
 }
 
 /// Loads the configuration, serves, and shuts down gracefully on a signal.
 pub fn run(cmd: ServeCmd) -> ExitCode {
     let config = match Config::load(&cmd.args) {
         Ok(config) => config,
+        Err(e) => {
+            eprintln!("chorus serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let faults = match injected_faults(&cmd) {
+        Ok(faults) => faults,
         Err(e) => {
             eprintln!("chorus serve: {e}");
             return ExitCode::from(2);
@@ -29,7 +42,7 @@ pub fn run(cmd: ServeCmd) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, faults)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
@@ -39,8 +52,22 @@ pub fn run(cmd: ServeCmd) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), chorus_server::ServerError> {
-    let server = Server::start(config).await?;
+/// The faults of `--fault` (none without the `faults` feature).
+fn injected_faults(_cmd: &ServeCmd) -> Result<Faults, String> {
+    #[cfg(feature = "faults")]
+    return crate::faults::parse(&_cmd.fault);
+    #[cfg(not(feature = "faults"))]
+    Ok(Faults::default())
+}
+
+async fn serve(config: Config, faults: Faults) -> Result<(), chorus_server::ServerError> {
+    if !faults.is_empty() {
+        tracing::warn!(
+            ?faults,
+            "DELIBERATE PROTOCOL BUGS ARE ON: this server is not conformant"
+        );
+    }
+    let server = Server::start_with_faults(config, faults).await?;
     let handle = server.shutdown_handle();
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
-use crate::core::{Core, CoreConfig, CoreError, Faults};
+use crate::core::{Core, CoreConfig, CoreError, Fault, Faults};
 use crate::net::{self, Shared};
 use crate::store::{Store, StoreError};
 
@@ -121,6 +121,8 @@ impl Server {
         } else {
             Store::open(&config.data_dir)?
         };
+        // SEC-2 broken on purpose: development mode on although not configured.
+        let dev = config.dev || faults.on(Fault::DevModeByDefault);
         let core = Core::new(core_config(&config, faults), store)?;
         let addr = config.bind_addr();
         let listener = TcpListener::bind(addr)
@@ -129,7 +131,7 @@ impl Server {
         let addr = listener.local_addr()?;
         warn_about_dev_mode(&config);
         let path = config.path.clone();
-        let auth = Authenticator::new(config.jwt_secret.as_deref(), config.dev);
+        let auth = Authenticator::new(config.jwt_secret.as_deref(), dev);
         let shared = Arc::new(Shared::new(config, auth, core));
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(serve(listener, shared, stop_rx));
@@ -149,6 +151,10 @@ fn core_config(config: &Config, faults: Faults) -> CoreConfig {
     if config.api_key.is_none() {
         // Without a key nobody can call the API-key endpoints: do not announce them.
         capabilities.retain(|c| *c != Capability::HttpApi);
+    }
+    if faults.on(Fault::DuplicateCapability) {
+        // VER-4 broken on purpose.
+        capabilities.push(Capability::ALL[0]);
     }
     CoreConfig {
         limits: config.limits(),

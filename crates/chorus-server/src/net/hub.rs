@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::core::{ConnId, Core, Effect, Session};
+use crate::core::{ConnId, Core, Effect, Fault, Faults, Session};
 
 use super::outbound::{ConnHandle, Enqueued};
 
@@ -45,6 +45,8 @@ pub struct Shared {
     pub config: Config,
     /// Token verification.
     pub auth: Authenticator,
+    /// Deliberate bugs of the conformance self-test (inert without the `faults` feature).
+    pub faults: Faults,
     capabilities: Vec<Capability>,
     hub: Mutex<Hub>,
     next_conn: AtomicU64,
@@ -69,6 +71,7 @@ impl Shared {
     pub fn new(config: Config, auth: Authenticator, core: Core) -> Shared {
         Shared {
             capabilities: core.config().capabilities.clone(),
+            faults: core.config().faults.clone(),
             config,
             auth,
             hub: Mutex::new(Hub {
@@ -195,7 +198,7 @@ impl Shared {
     fn apply(&self, hub: &mut Hub, effects: Vec<Effect>) {
         let mut pending = effects;
         while !pending.is_empty() {
-            let overflowed = deliver(hub, pending);
+            let overflowed = deliver(hub, pending, self.faults.on(Fault::SeqRepeat));
             // LIMIT-8: a connection whose queue overflowed leaves the core now, whether its
             // task notices soon (WebSocket) or only when its writer unblocks (SSE).
             pending = Vec::new();
@@ -216,8 +219,9 @@ impl Shared {
     }
 }
 
-/// Queues each frame and close; returns the connections whose queue overflowed.
-fn deliver(hub: &Hub, effects: Vec<Effect>) -> Vec<ConnId> {
+/// Queues each frame and close; returns the connections whose queue overflowed. `repeat`:
+/// the `seq_repeat` fault (CHAN-30), every `message` is queued twice.
+fn deliver(hub: &Hub, effects: Vec<Effect>, repeat: bool) -> Vec<ConnId> {
     let mut overflowed = Vec::new();
     for effect in effects {
         match effect {
@@ -227,6 +231,11 @@ fn deliver(hub: &Hub, effects: Vec<Effect>) -> Vec<ConnId> {
                 droppable,
             } => {
                 let handle = hub.conns.get(&to);
+                if let Some(h) =
+                    handle.filter(|_| repeat && frame.starts_with(r#"{"type":"message""#))
+                {
+                    h.send(frame.clone(), droppable);
+                }
                 if handle.is_some_and(|h| h.send(frame, droppable) == Enqueued::Overflow) {
                     overflowed.push(to);
                 }

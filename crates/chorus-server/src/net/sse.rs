@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio::time::{sleep_until, Instant};
 
 use crate::auth::token_from_request;
-use crate::core::{ConnId, Session};
+use crate::core::{ConnId, Fault, Session};
 
 use super::http::{status_of, ApiError};
 use super::hub::{deadline_at, now_ms, LiveGuard, Shared};
@@ -69,7 +69,9 @@ fn open(
     }
     let session = authenticate(shared, query, headers)?;
     let channels = requested_channels(shared, query)?;
-    let resume = resume_token(query, headers).map(|t| decode_resume(&t));
+    let resume = resume_token(query, headers)
+        .filter(|_| !shared.faults.on(Fault::SseResumeIgnored))
+        .map(|t| decode_resume(&t));
     let live = shared
         .track()
         .ok_or_else(|| ApiError::new(ErrorCode::LimitExceeded, "server at capacity"))?;

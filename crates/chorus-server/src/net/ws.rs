@@ -20,7 +20,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite;
 
 use crate::auth::{token_from_request, AuthError};
-use crate::core::{ConnId, Session};
+use crate::core::{ConnId, Fault, Session};
 
 use super::hub::{deadline_at, now_ms, LiveGuard, Shared};
 use super::outbound::{self, ConnHandle, ConnQueue, Outbound};
@@ -39,7 +39,8 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let offered = offered_protocols(&headers);
-    if !offered.is_empty() && !offered.iter().any(|p| p == PROTOCOL) {
+    let foreign_ok = shared.faults.on(Fault::ForeignSubprotocolAccepted);
+    if !offered.is_empty() && !offered.iter().any(|p| p == PROTOCOL) && !foreign_ok {
         // TRANS-2
         return (
             StatusCode::BAD_REQUEST,
@@ -56,7 +57,7 @@ pub async fn upgrade(
     let verdict = token_from_request(&headers, token.as_deref())
         .and_then(|token| shared.auth.authenticate(token, now_ms()));
     let config = &shared.config;
-    let frame_limit = usize::try_from(config.max_frame_bytes).unwrap_or(usize::MAX);
+    let frame_limit = frame_limit(&shared);
     let ws = ws
         .protocols([PROTOCOL])
         .read_buffer_size(config.ws_read_buffer_bytes)
@@ -65,6 +66,18 @@ pub async fn upgrade(
         .max_frame_size(frame_limit);
     let shared = shared.clone();
     ws.on_upgrade(move |socket| run(shared, socket, verdict))
+}
+
+/// The largest frame read (TRANS-16, LIMIT-3).
+fn frame_limit(shared: &Shared) -> usize {
+    let limit = usize::try_from(shared.config.max_frame_bytes).unwrap_or(usize::MAX);
+    if shared.faults.on(Fault::OversizeAccepted) {
+        limit.saturating_mul(16)
+    } else if shared.faults.on(Fault::FrameLimitOffByOne) {
+        limit.saturating_sub(1)
+    } else {
+        limit
+    }
 }
 
 /// The subprotocols offered in `Sec-WebSocket-Protocol` (the header may repeat).
@@ -177,6 +190,8 @@ impl Reader {
         live: LiveGuard,
     ) {
         let timeout = Duration::from_millis(self.shared.config.heartbeat_timeout_ms);
+        let heartbeat_on = !self.shared.faults.on(Fault::NoHeartbeatTimeout);
+        let expiry_on = !self.shared.faults.on(Fault::TokenExpiryIgnored);
         let mut writer_done = false;
         let end = loop {
             let heartbeat = self.last_inbound + timeout;
@@ -184,9 +199,9 @@ impl Reader {
             let step = tokio::select! {
                 msg = stream.next() => self.on_message(msg),
                 // CONN-13
-                _ = sleep_until(heartbeat) => Step::Close(CloseCode::HeartbeatTimeout),
+                _ = sleep_until(heartbeat), if heartbeat_on => Step::Close(CloseCode::HeartbeatTimeout),
                 // CONN-18
-                _ = sleep_until(expiry.unwrap_or(heartbeat)), if expiry.is_some() => {
+                _ = sleep_until(expiry.unwrap_or(heartbeat)), if expiry.is_some() && expiry_on => {
                     Step::Close(CloseCode::TokenExpired)
                 }
                 // LIMIT-8: leave the core at once; the writer still tries to deliver the
@@ -228,7 +243,10 @@ impl Reader {
                 self.on_text(text.as_str())
             }
             // TRANS-15
-            Some(Ok(Message::Binary(_))) => Step::Close(CloseCode::UnsupportedData),
+            Some(Ok(Message::Binary(_))) if !self.shared.faults.on(Fault::BinaryAccepted) => {
+                Step::Close(CloseCode::UnsupportedData)
+            }
+            Some(Ok(Message::Binary(_))) => Step::Continue,
             // Control frames are not activity (transport.md notes).
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Continue,
             Some(Ok(Message::Close(frame))) => Step::Ended(End::Client(frame.map(|f| f.code))),
@@ -246,13 +264,18 @@ impl Reader {
             }
             Ok(msg) => self.shared.handle(self.conn, msg),
             Err(e) => {
-                self.reply_error(decode_error_frame(&e));
+                let mut frame = decode_error_frame(&e);
+                if self.shared.faults.on(Fault::ErrorWithoutChannel) {
+                    frame.channel = None;
+                }
+                self.reply_error(frame);
                 true
             }
         };
         // TRANS-24
         self.errors = if protocol_error { self.errors + 1 } else { 0 };
-        if self.errors >= self.shared.config.max_protocol_errors {
+        let unbounded = self.shared.faults.on(Fault::ProtocolErrorsUnbounded);
+        if self.errors >= self.shared.config.max_protocol_errors && !unbounded {
             Step::Close(CloseCode::TooManyErrors)
         } else {
             Step::Continue
