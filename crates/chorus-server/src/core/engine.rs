@@ -139,8 +139,8 @@ pub trait Engine {
 
     /// The channel's current position.
     fn position(&mut self, key: &ChannelKey) -> StreamPosition;
-    /// Numbers, stores (durably) and retains one item built from its `seq`; returns the
-    /// item's frame, serialized once for every recipient.
+    /// Numbers, stores (durably) and retains one item built from its `seq` (`build` is
+    /// called exactly once); returns the item's frame, serialized once for every recipient.
     fn append(
         &mut self,
         key: &ChannelKey,
