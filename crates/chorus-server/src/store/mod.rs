@@ -12,6 +12,12 @@
 //! commit, which is what "acknowledged only after it is durable" means. [`Durability::Normal`]
 //! is available for benchmarks and tests, where losing the last commits to a power cut is
 //! acceptable (an application crash still loses nothing).
+//!
+//! The price, measured on the development machine: an appended stream item costs about
+//! 4 ms with `FULL` (one fsync) and about 55 µs with `NORMAL`. The core handles inputs one
+//! at a time, so `FULL` bounds the whole server to a few hundred durable writes per second;
+//! group commit (one fsync for every write of a batch, acknowledgements held until it) is
+//! the way past that and needs the shell to batch inputs.
 
 mod channels;
 mod resources;
