@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use thiserror::Error;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -119,6 +119,7 @@ pub struct Connection {
     reader: JoinHandle<()>,
     transcript: Transcript,
     ended: bool,
+    paused: watch::Sender<bool>,
     /// The subprotocol the server selected.
     pub protocol: Option<String>,
 }
@@ -220,12 +221,14 @@ impl Connection {
         );
         let (sink, stream) = ws.split();
         let (tx, inbox) = mpsc::unbounded_channel();
+        let (paused, paused_rx) = watch::channel(false);
         let reader = tokio::spawn(read_loop(
             name.to_owned(),
             stream,
             tx,
             schema,
             transcript.clone(),
+            paused_rx,
         ));
         Ok(Connection {
             name: name.to_owned(),
@@ -235,8 +238,22 @@ impl Connection {
             reader,
             transcript,
             ended: false,
+            paused,
             protocol,
         })
+    }
+
+    /// Stops (or restarts) reading the socket. While paused, what the server sends piles up
+    /// in the socket buffers and then in the server's outbound queue (LIMIT-8); sending
+    /// still works.
+    pub fn set_paused(&self, paused: bool) {
+        let shown = if paused {
+            "[the harness stops reading]"
+        } else {
+            "[the harness reads again]"
+        };
+        self.transcript.push(&self.name, EventKind::Note, shown);
+        self.paused.send_replace(paused);
     }
 
     /// The client's name.
@@ -266,6 +283,34 @@ impl Connection {
     pub async fn send_text(&mut self, text: &str) -> Result<(), String> {
         self.write(Message::text(text.to_owned()), shown_text(text))
             .await
+    }
+
+    /// Sends text frames back to back, flushing once; recorded as one transcript line.
+    pub async fn send_texts(&mut self, texts: Vec<String>) -> Result<(), String> {
+        let shown = match texts.first() {
+            Some(first) => format!("[{} frames like: {}]", texts.len(), shown_text(first)),
+            None => return Ok(()),
+        };
+        self.transcript.push(&self.name, EventKind::Send, shown);
+        let Some(sink) = self.sink.as_mut() else {
+            return Err("the connection is closed".into());
+        };
+        let mut result = Ok(());
+        for text in texts {
+            result = sink.feed(Message::text(text)).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = sink.flush().await;
+        }
+        result.map_err(|e| {
+            let text = format!("send failed: {e}");
+            self.transcript
+                .push(&self.name, EventKind::Note, text.clone());
+            text
+        })
     }
 
     /// Sends a binary frame.
@@ -352,7 +397,8 @@ impl Connection {
     }
 }
 
-fn shown_text(text: &str) -> String {
+/// A frame as the transcript shows it: cut after 300 characters when longer than 2000.
+pub(crate) fn shown_text(text: &str) -> String {
     const MAX: usize = 2000;
     if text.len() > MAX {
         let cut: String = text.chars().take(300).collect();
@@ -376,8 +422,24 @@ async fn read_loop(
     tx: mpsc::UnboundedSender<Inbound>,
     schema: Arc<FrameSchema>,
     transcript: Transcript,
+    mut paused: watch::Receiver<bool>,
 ) {
-    while let Some(item) = stream.next().await {
+    loop {
+        // Paused: the socket is not polled at all (a read in progress is abandoned; the
+        // stream keeps its partial frame).
+        if paused.wait_for(|p| !*p).await.is_err() {
+            return;
+        }
+        let next = tokio::select! {
+            item = stream.next() => Some(item),
+            _ = paused.wait_for(|p| *p) => None,
+        };
+        let Some(item) = next else {
+            continue;
+        };
+        let Some(item) = item else {
+            break;
+        };
         let ev = match item {
             Ok(Message::Text(t)) => {
                 let text = t.as_str().to_owned();

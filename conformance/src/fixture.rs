@@ -231,6 +231,24 @@ pub enum Step {
     SseExpectNone(SseExpectNone),
     /// Close an SSE stream.
     SseClose(SseClose),
+    /// A case condition: the case is skipped when the server announces any of these.
+    UnlessAnnounced(UnlessAnnounced),
+    /// Connect `count` generated clients, each sending and expecting the same frames.
+    ConnectMany(ConnectMany),
+    /// Send the same frame many times in a row (one transcript line).
+    SendMany(SendMany),
+    /// Stop reading a client's socket: what the server sends piles up in buffers.
+    PauseReading(PauseReading),
+    /// Read a paused client's socket again.
+    ResumeReading(ResumeReading),
+    /// The next SSE comment line (`:`) must arrive.
+    SseExpectComment(SseExpectComment),
+    /// The SSE stream must end.
+    SseExpectEnd(SseExpectEnd),
+    /// Stop reading an SSE stream.
+    SsePauseReading(SsePauseReading),
+    /// Read a paused SSE stream again.
+    SseResumeReading(SseResumeReading),
 }
 
 /// `connect`.
@@ -519,6 +537,12 @@ pub struct SseOpen {
     /// Acceptable status(es) (default 200; other statuses leave no stream).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_status: Option<CloseCodes>,
+    /// Where the client's token goes: `token=` query (default) or `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "is_default_placement")]
+    pub auth: TokenPlacement,
+    /// Matchers for response headers (lower-case names), e.g. `content-type`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub expect_headers: BTreeMap<String, Value>,
 }
 
 /// `sse_expect`.
@@ -559,8 +583,122 @@ pub struct SseClose {
     pub sse_close: String,
 }
 
+/// `unless_announced`: a condition on the server rather than an action; it must come before
+/// every other step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnlessAnnounced {
+    /// The case runs only when the server's `welcome` announces none of these (it grades
+    /// how a server without them answers, e.g. `error unsupported`).
+    pub unless_announced: Vec<Capability>,
+}
+
+/// `connect_many`: `count` clients named `<prefix>0`, `<prefix>1`, … connect one after the
+/// other; each then sends `frames` and expects `replies`. They stay connected to the end of
+/// the case and read nothing more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectMany {
+    /// Name prefix of the generated clients (also their default user ids).
+    pub connect_many: String,
+    /// How many, e.g. `"${limits.max_presence_members}-1"`. More than the harness's cap
+    /// (200) makes the case untestable.
+    pub count: NumExpr,
+    /// Template of every generated client; `{i}` is the client's index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientSpec>,
+    /// Frames each client sends after its `welcome`, in order (`{i}` = its index); each
+    /// must be a valid client message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frames: Vec<Value>,
+    /// Matchers for the frames each client must then receive, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replies: Vec<Value>,
+    /// Frames matching any of these are skipped while waiting for a reply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<Value>,
+    /// Time allowed per client for its `welcome` and its replies (default 2000 ms, scaled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_ms: Option<NumExpr>,
+}
+
+/// `send_many`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMany {
+    /// The client.
+    pub send_many: String,
+    /// How many copies.
+    pub count: NumExpr,
+    /// The frame (a valid client message; `{i}` is the copy's index).
+    pub frame: Value,
+}
+
+/// `pause_reading`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PauseReading {
+    /// The client.
+    pub pause_reading: String,
+}
+
+/// `resume_reading`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeReading {
+    /// The client.
+    pub resume_reading: String,
+}
+
+/// `sse_expect_comment`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SseExpectComment {
+    /// The stream.
+    pub sse_expect_comment: String,
+    /// Matcher for the comment's text (after the `:` and one optional space).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<Value>,
+    /// Events whose data matches any of these may come first; any other event fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<Value>,
+    /// Time allowed (default 1000 ms, scaled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_ms: Option<NumExpr>,
+}
+
+/// `sse_expect_end`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SseExpectEnd {
+    /// The stream.
+    pub sse_expect_end: String,
+    /// Events whose data matches any of these may come first; any other event fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<Value>,
+    /// Time allowed (default 1000 ms, scaled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_ms: Option<NumExpr>,
+}
+
+/// `sse_pause_reading`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SsePauseReading {
+    /// The stream.
+    pub sse_pause_reading: String,
+}
+
+/// `sse_resume_reading`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SseResumeReading {
+    /// The stream.
+    pub sse_resume_reading: String,
+}
+
 /// The action keys, in the order they are tried; a step must have exactly one.
-pub const ACTIONS: [&str; 21] = [
+pub const ACTIONS: [&str; 30] = [
     "connect",
     "send",
     "send_raw",
@@ -582,6 +720,15 @@ pub const ACTIONS: [&str; 21] = [
     "sse_expect",
     "sse_expect_none",
     "sse_close",
+    "unless_announced",
+    "connect_many",
+    "send_many",
+    "pause_reading",
+    "resume_reading",
+    "sse_expect_comment",
+    "sse_expect_end",
+    "sse_pause_reading",
+    "sse_resume_reading",
 ];
 
 impl<'de> Deserialize<'de> for Step {
@@ -640,7 +787,16 @@ fn step_from(action: &str, v: Value) -> Result<Step, serde_json::Error> {
         "sse_open" => Step::SseOpen(f(v)?),
         "sse_expect" => Step::SseExpect(f(v)?),
         "sse_expect_none" => Step::SseExpectNone(f(v)?),
-        _ => Step::SseClose(f(v)?),
+        "sse_close" => Step::SseClose(f(v)?),
+        "unless_announced" => Step::UnlessAnnounced(f(v)?),
+        "connect_many" => Step::ConnectMany(f(v)?),
+        "send_many" => Step::SendMany(f(v)?),
+        "pause_reading" => Step::PauseReading(f(v)?),
+        "resume_reading" => Step::ResumeReading(f(v)?),
+        "sse_expect_comment" => Step::SseExpectComment(f(v)?),
+        "sse_expect_end" => Step::SseExpectEnd(f(v)?),
+        "sse_pause_reading" => Step::SsePauseReading(f(v)?),
+        _ => Step::SseResumeReading(f(v)?),
     })
 }
 
@@ -669,6 +825,15 @@ impl Step {
             Step::SseExpect(_) => "sse_expect",
             Step::SseExpectNone(_) => "sse_expect_none",
             Step::SseClose(_) => "sse_close",
+            Step::UnlessAnnounced(_) => "unless_announced",
+            Step::ConnectMany(_) => "connect_many",
+            Step::SendMany(_) => "send_many",
+            Step::PauseReading(_) => "pause_reading",
+            Step::ResumeReading(_) => "resume_reading",
+            Step::SseExpectComment(_) => "sse_expect_comment",
+            Step::SseExpectEnd(_) => "sse_expect_end",
+            Step::SsePauseReading(_) => "sse_pause_reading",
+            Step::SseResumeReading(_) => "sse_resume_reading",
         }
     }
 
@@ -689,6 +854,10 @@ impl Step {
                 out.push(&s.frame);
                 out.extend(s.id.iter().chain(&s.ignore));
             }
+            Step::SseOpen(s) => out.extend(s.expect_headers.values()),
+            Step::ConnectMany(s) => out.extend(s.replies.iter().chain(&s.ignore)),
+            Step::SseExpectComment(s) => out.extend(s.text.iter().chain(&s.ignore)),
+            Step::SseExpectEnd(s) => out.extend(&s.ignore),
             _ => {}
         }
         out
@@ -715,7 +884,18 @@ impl Step {
             Step::SseExpect(s) => &s.sse_expect,
             Step::SseExpectNone(s) => &s.sse_expect_none,
             Step::SseClose(s) => &s.sse_close,
-            Step::Sleep(_) | Step::Repeat(_) | Step::Http(_) => return None,
+            Step::SendMany(s) => &s.send_many,
+            Step::PauseReading(s) => &s.pause_reading,
+            Step::ResumeReading(s) => &s.resume_reading,
+            Step::SseExpectComment(s) => &s.sse_expect_comment,
+            Step::SseExpectEnd(s) => &s.sse_expect_end,
+            Step::SsePauseReading(s) => &s.sse_pause_reading,
+            Step::SseResumeReading(s) => &s.sse_resume_reading,
+            Step::Sleep(_)
+            | Step::Repeat(_)
+            | Step::Http(_)
+            | Step::UnlessAnnounced(_)
+            | Step::ConnectMany(_) => return None,
         })
     }
 }
@@ -778,30 +958,62 @@ pub fn check_static(f: &Fixture) -> Result<(), String> {
         return Err("steps must not be empty".into());
     }
     let mut streams = std::collections::BTreeSet::new();
-    check_steps(f, &f.steps, &mut streams)
+    check_steps(f, &f.steps, &mut streams, true)
+}
+
+/// The capabilities of the leading `unless_announced` steps: the case is skipped when the
+/// server announces any of them.
+pub fn unless_announced(f: &Fixture) -> Vec<Capability> {
+    f.steps
+        .iter()
+        .map_while(|s| match s {
+            Step::UnlessAnnounced(u) => Some(u.unless_announced.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 fn check_steps(
     f: &Fixture,
     steps: &[Step],
     streams: &mut std::collections::BTreeSet<String>,
+    top: bool,
 ) -> Result<(), String> {
+    let leading = steps
+        .iter()
+        .take_while(|s| matches!(s, Step::UnlessAnnounced(_)))
+        .count();
     for (i, step) in steps.iter().enumerate() {
         let here = |m: &str| format!("step {} ({}): {m}", i + 1, step.action());
         match step {
+            Step::UnlessAnnounced(_) => {
+                if !top || i >= leading {
+                    return Err(here("a case condition must come before every other step"));
+                }
+            }
+            Step::ConnectMany(m) => {
+                generated_names_free(f, &m.connect_many).map_err(|e| here(&e))?
+            }
             Step::SseOpen(s) => {
                 streams.insert(s.sse_open.clone());
                 if let Some(c) = &s.client {
                     known_client(f, c).map_err(|m| here(&m))?;
                 }
             }
-            Step::SseExpect(_) | Step::SseExpectNone(_) | Step::SseClose(_) => {
+            Step::SseExpect(_)
+            | Step::SseExpectNone(_)
+            | Step::SseClose(_)
+            | Step::SseExpectComment(_)
+            | Step::SseExpectEnd(_)
+            | Step::SsePauseReading(_)
+            | Step::SseResumeReading(_) => {
                 let name = step.target().unwrap_or_default();
                 if !streams.contains(name) {
                     return Err(here(&format!("stream {name:?} is not opened before")));
                 }
             }
-            Step::Repeat(r) => check_steps(f, &r.steps, streams)?,
+            Step::Repeat(r) => check_steps(f, &r.steps, streams, false)?,
             Step::Http(h) => {
                 if let Some(HttpAuth::Client { client }) = &h.http.auth {
                     known_client(f, client).map_err(|m| here(&m))?;
@@ -819,6 +1031,23 @@ fn check_steps(
         exclusive_fields(step).map_err(|m| here(&m))?;
     }
     Ok(())
+}
+
+/// Generated clients are `<prefix><n>`: no declared client may have such a name.
+fn generated_names_free(f: &Fixture, prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Err("the name prefix must not be empty".into());
+    }
+    let clash = f.clients.keys().find(|name| {
+        name.strip_prefix(prefix)
+            .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()))
+    });
+    match clash {
+        Some(name) => Err(format!(
+            "declared client {name:?} has the name of a generated client {prefix}<n>"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn known_client(f: &Fixture, name: &str) -> Result<(), String> {

@@ -66,7 +66,7 @@ pub async fn send(
             .header("content-type", "application/json")
             .body(body.clone());
     }
-    let shown_body = req.body.as_deref().unwrap_or("");
+    let shown_body = crate::client::shown_text(req.body.as_deref().unwrap_or(""));
     transcript.push(
         who,
         EventKind::Http,
@@ -92,7 +92,11 @@ pub async fn send(
         .text()
         .await
         .map_err(|e| format!("reading the body: {e}"))?;
-    transcript.push(who, EventKind::Http, format!("HTTP {status} {body}"));
+    transcript.push(
+        who,
+        EventKind::Http,
+        format!("HTTP {status} {}", crate::client::shown_text(&body)),
+    );
     Ok(HttpResponse {
         status,
         headers,

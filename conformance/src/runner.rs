@@ -168,6 +168,19 @@ impl Runner {
     pub async fn run_case(&self, lf: &LoadedFixture, case_no: usize) -> CaseResult {
         let f = &lf.fixture;
         let announced = self.capabilities();
+        let present: Vec<&str> = crate::fixture::unless_announced(f)
+            .into_iter()
+            .map(|c| c.as_str())
+            .filter(|c| announced.iter().any(|a| a == c))
+            .collect();
+        if !present.is_empty() {
+            let mut result = base_result(lf, Verdict::Skipped);
+            result.reason = Some(format!(
+                "capability announced: {} (the case grades a server without it)",
+                present.join(", ")
+            ));
+            return result;
+        }
         let missing: Vec<&str> = f
             .capabilities
             .iter()

@@ -1,12 +1,13 @@
 //! An SSE (`text/event-stream`) reader: parses events, validates each `data` as a server
-//! frame, and queues them like WebSocket frames.
+//! frame, and queues them like WebSocket frames, with the comment lines (keep-alives, SSE-10)
+//! in between. Reading can be paused, so a server's buffering becomes observable (SSE-17).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -32,8 +33,19 @@ pub struct SseEvent {
 pub enum SseItem {
     /// An event.
     Event(SseEvent),
+    /// A comment line (`:`), its text after the colon and one optional space.
+    Comment(String),
     /// The stream ended.
     End(String),
+}
+
+/// What the parser completes from a chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    /// An event: `event`, `data` and `id`.
+    Event(String, String, Option<String>),
+    /// A comment line.
+    Comment(String),
 }
 
 /// An open stream.
@@ -41,6 +53,7 @@ pub struct SseStream {
     inbox: mpsc::UnboundedReceiver<SseItem>,
     pending: VecDeque<SseItem>,
     reader: JoinHandle<()>,
+    paused: watch::Sender<bool>,
 }
 
 impl Drop for SseStream {
@@ -58,12 +71,27 @@ impl SseStream {
         transcript: Transcript,
     ) -> SseStream {
         let (tx, inbox) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_loop(name.to_owned(), resp, tx, schema, transcript));
+        let (paused, paused_rx) = watch::channel(false);
+        let reader = tokio::spawn(read_loop(
+            name.to_owned(),
+            resp,
+            tx,
+            schema,
+            transcript,
+            paused_rx,
+        ));
         SseStream {
             inbox,
             pending: VecDeque::new(),
             reader,
+            paused,
         }
+    }
+
+    /// Stops (or restarts) reading the response body: while paused, what the server writes
+    /// stays in its buffers and the sockets'.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
     }
 
     /// The next item before `deadline`.
@@ -97,8 +125,8 @@ pub struct Parser {
 }
 
 impl Parser {
-    /// Feeds text; returns the events completed by it.
-    pub fn feed(&mut self, chunk: &str) -> Vec<(String, String, Option<String>)> {
+    /// Feeds text; returns the events and comments completed by it.
+    pub fn feed(&mut self, chunk: &str) -> Vec<Parsed> {
         self.buffer.push_str(chunk);
         let mut out = Vec::new();
         while let Some(pos) = self.buffer.find('\n') {
@@ -107,13 +135,15 @@ impl Parser {
             if line.is_empty() {
                 if !self.data.is_empty() {
                     let event = self.event.take().unwrap_or_else(|| "message".into());
-                    out.push((event, self.data.join("\n"), self.id.clone()));
+                    out.push(Parsed::Event(event, self.data.join("\n"), self.id.clone()));
                 }
                 self.data.clear();
                 self.event = None;
                 continue;
             }
-            if line.starts_with(':') {
+            if let Some(comment) = line.strip_prefix(':') {
+                let text = comment.strip_prefix(' ').unwrap_or(comment);
+                out.push(Parsed::Comment(text.to_owned()));
                 continue;
             }
             let (field, value) = line.split_once(':').unwrap_or((line, ""));
@@ -135,11 +165,26 @@ async fn read_loop(
     tx: mpsc::UnboundedSender<SseItem>,
     schema: Arc<FrameSchema>,
     transcript: Transcript,
+    mut paused: watch::Receiver<bool>,
 ) {
     let mut parser = Parser::default();
     let mut stream = resp.bytes_stream();
     let mut carry: Vec<u8> = Vec::new();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        // Paused: the body is not polled, so the connection is not read either.
+        if paused.wait_for(|p| !*p).await.is_err() {
+            return;
+        }
+        let next = tokio::select! {
+            chunk = stream.next() => Some(chunk),
+            _ = paused.wait_for(|p| *p) => None,
+        };
+        let Some(chunk) = next else {
+            continue;
+        };
+        let Some(chunk) = chunk else {
+            break;
+        };
         let bytes = match chunk {
             Ok(b) => b,
             Err(e) => {
@@ -155,7 +200,17 @@ async fn read_loop(
         };
         let text = String::from_utf8_lossy(&carry[..valid]).into_owned();
         carry.drain(..valid);
-        for (event, data, id) in parser.feed(&text) {
+        for parsed in parser.feed(&text) {
+            let (event, data, id) = match parsed {
+                Parsed::Event(event, data, id) => (event, data, id),
+                Parsed::Comment(c) => {
+                    transcript.push(&name, EventKind::Sse, format!(":{c}"));
+                    if tx.send(SseItem::Comment(c)).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
             let shown = format!(
                 "event: {event} id: {} data: {data}",
                 id.as_deref().unwrap_or("-")
@@ -184,15 +239,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_events_across_chunks_and_skips_comments() {
+    fn parses_events_across_chunks_and_reports_comments() {
         let mut p = Parser::default();
-        assert!(p
-            .feed(": keepalive\n\nevent: message\nid: 4\nda")
-            .is_empty());
-        let out = p.feed("ta: {\"a\":1}\n\n");
+        assert_eq!(
+            p.feed(": keepalive\n\nevent: message\nid: 4\nda"),
+            vec![Parsed::Comment("keepalive".into())]
+        );
+        let out = p.feed("ta: {\"a\":1}\n\n:x\n");
         assert_eq!(
             out,
-            vec![("message".into(), "{\"a\":1}".into(), Some("4".into()))]
+            vec![
+                Parsed::Event("message".into(), "{\"a\":1}".into(), Some("4".into())),
+                Parsed::Comment("x".into())
+            ]
         );
     }
 
@@ -200,7 +259,9 @@ mod tests {
     fn multi_line_data_is_joined() {
         let mut p = Parser::default();
         let out = p.feed("data: a\ndata: b\n\n");
-        assert_eq!(out[0].1, "a\nb");
-        assert_eq!(out[0].0, "message");
+        assert_eq!(
+            out,
+            vec![Parsed::Event("message".into(), "a\nb".into(), None)]
+        );
     }
 }

@@ -178,20 +178,26 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
 fn check_send_frames(file: &str, steps: &[Step], schema: &FrameSchema, out: &mut Vec<String>) {
     for (i, step) in steps.iter().enumerate() {
-        match step {
-            Step::Send(s) => {
-                let frame = static_substitute(&s.frame);
-                for v in schema.check(&frame) {
-                    if !at_placeholder(&frame, &v.path) {
-                        out.push(format!(
-                            "{file}: step {} sends an invalid frame: {v}",
-                            i + 1
-                        ));
-                    }
+        let frames: Vec<&Value> = match step {
+            Step::Send(s) => vec![&s.frame],
+            Step::SendMany(s) => vec![&s.frame],
+            Step::ConnectMany(s) => s.frames.iter().collect(),
+            Step::Repeat(r) => {
+                check_send_frames(file, &r.steps, schema, out);
+                continue;
+            }
+            _ => continue,
+        };
+        for raw in frames {
+            let frame = static_substitute(raw);
+            for (v, paths) in schema.check_with_paths(&frame) {
+                if !paths.iter().all(|p| at_placeholder(&frame, p)) {
+                    out.push(format!(
+                        "{file}: step {} sends an invalid frame: {v}",
+                        i + 1
+                    ));
                 }
             }
-            Step::Repeat(r) => check_send_frames(file, &r.steps, schema, out),
-            _ => {}
         }
     }
 }
@@ -221,9 +227,11 @@ fn lint_matchers(file: &str, steps: &[Step], out: &mut Vec<String>) {
     }
 }
 
-/// `{run}` and `{i}` have known shapes; `${…}` placeholders are left for `at_placeholder`.
+/// `{run}` and `{i}` have known shapes; `${…}` placeholders are left for `at_placeholder`,
+/// and so is a `{"$pad": …}` generator (a string of a length known only at run time).
 fn static_substitute(v: &Value) -> Value {
     match v {
+        Value::Object(m) if m.contains_key("$pad") => Value::String("${$pad}".into()),
         Value::String(s) => Value::String(s.replace("{run}", "r0-0").replace("{i}", "0")),
         Value::Array(a) => Value::Array(a.iter().map(static_substitute).collect()),
         Value::Object(m) => Value::Object(
@@ -335,6 +343,33 @@ mod tests {
         let frame = json!({"type": "broadcast", "seq": "${x}"});
         assert!(at_placeholder(&frame, "/seq"));
         assert!(!at_placeholder(&frame, "/type"));
+    }
+
+    fn send_problems(frame: Value) -> Vec<String> {
+        let mut out = Vec::new();
+        let steps = vec![Step::Send(fixture::Send {
+            send: "a".into(),
+            frame,
+        })];
+        check_send_frames("f.json", &steps, &FrameSchema::client().unwrap(), &mut out);
+        out
+    }
+
+    #[test]
+    fn placeholder_inside_an_optional_object_is_exempt() {
+        let frame = json!({"type": "subscribe", "channel": "presence-{run}",
+            "room": {"max_users": "${limits.max_room_users}+1"}});
+        assert_eq!(send_problems(frame), Vec::<String>::new());
+        // A real mistake next to it is still found.
+        let frame = json!({"type": "subscribe", "channel": "presence-{run}",
+            "room": {"max_users": "${limits.max_room_users}+1", "colour": "red"}});
+        assert_eq!(send_problems(frame).len(), 1);
+    }
+
+    #[test]
+    fn pad_generators_are_placeholders() {
+        let frame = json!({"type": "subscribe", "channel": {"$pad": "${limits.max_channel_name_len}", "prefix": "c-{run}-"}});
+        assert_eq!(send_problems(frame), Vec::<String>::new());
     }
 
     #[test]

@@ -31,6 +31,45 @@ pub enum TemplateError {
     /// A count or duration evaluated to a negative or non-integer number.
     #[error("{0:?} does not evaluate to a non-negative integer")]
     NotCount(String),
+    /// A `{"$pad": …}` generator is malformed.
+    #[error("bad $pad generator: {0}")]
+    BadPad(String),
+}
+
+/// Longest string a `$pad` generator builds (a fixture bug beyond that).
+pub const MAX_PAD: u64 = 64 * 1024 * 1024;
+
+/// `{"$pad": n}` / `{"$pad": n, "prefix": "c-{run}-"}` (members already substituted): a
+/// string of exactly `n` characters, the prefix followed by `x`s. Lets a fixture build
+/// names and payloads sized from the announced limits (LIMIT-3, HTTP-4).
+fn pad(m: &Map<String, Value>) -> Result<Option<Value>, TemplateError> {
+    let Some(n) = m.get("$pad") else {
+        return Ok(None);
+    };
+    if m.keys().any(|k| k != "$pad" && k != "prefix") {
+        return Err(TemplateError::BadPad(
+            "only the members $pad and prefix are allowed".into(),
+        ));
+    }
+    let n = match n {
+        Value::String(t) => t.trim().parse::<u64>().ok(),
+        other => other.as_u64(),
+    }
+    .filter(|n| *n <= MAX_PAD)
+    .ok_or_else(|| TemplateError::BadPad(format!("length {n} is not a count up to {MAX_PAD}")))?;
+    let prefix = match m.get("prefix") {
+        None => "",
+        Some(Value::String(p)) => p.as_str(),
+        Some(other) => {
+            return Err(TemplateError::BadPad(format!(
+                "prefix must be a string, not {other}"
+            )))
+        }
+    };
+    let fill = (n as usize)
+        .checked_sub(prefix.chars().count())
+        .ok_or_else(|| TemplateError::BadPad(format!("prefix {prefix:?} is longer than {n}")))?;
+    Ok(Some(Value::String(format!("{prefix}{}", "x".repeat(fill)))))
 }
 
 /// Everything placeholders can refer to during one case execution.
@@ -89,7 +128,7 @@ impl Scope {
                 for (k, x) in m {
                     out.insert(k.clone(), self.value(x)?);
                 }
-                Value::Object(out)
+                pad(&out)?.unwrap_or(Value::Object(out))
             }
             other => other.clone(),
         })
@@ -103,14 +142,10 @@ impl Scope {
         keep: &dyn Fn(&str) -> bool,
     ) -> Result<Value, TemplateError> {
         Ok(match v {
-            Value::String(s) => match self.string(s) {
-                Err(TemplateError::Unknown(path))
-                    if keep(path.split('.').next().unwrap_or_default()) =>
-                {
-                    Value::String(self.builtin_text(s))
-                }
-                other => other?,
-            },
+            // Kept even when an earlier step made a capture of the same name: the matcher
+            // means the value it captures itself.
+            Value::String(s) if reference_roots(s).any(keep) => Value::String(self.builtin_text(s)),
+            Value::String(s) => self.string(s)?,
             Value::Array(a) => Value::Array(
                 a.iter()
                     .map(|x| self.value_keeping(x, keep))
@@ -121,7 +156,7 @@ impl Scope {
                 for (k, x) in m {
                     out.insert(k.clone(), self.value_keeping(x, keep)?);
                 }
-                Value::Object(out)
+                pad(&out)?.unwrap_or(Value::Object(out))
             }
             other => other.clone(),
         })
@@ -194,6 +229,14 @@ impl Scope {
         }
         s
     }
+}
+
+/// The first path segment of every `${path}` in `s`.
+pub fn reference_roots(s: &str) -> impl Iterator<Item = &str> {
+    s.split("${").skip(1).filter_map(|rest| {
+        let path = &rest[..rest.find('}')?];
+        path.split('.').next()
+    })
 }
 
 /// `"${path}"`, `"${path}+3"`: the path and the optional operator with its operand.
@@ -295,6 +338,34 @@ mod tests {
     fn unknown_path_is_an_error_naming_it() {
         let e = scope().string("x-${nope.a}").unwrap_err();
         assert_eq!(e, TemplateError::Unknown("nope.a".into()));
+    }
+
+    #[test]
+    fn pad_builds_a_string_of_the_asked_length() {
+        let s = scope();
+        let v = s
+            .value(&json!({"c": {"$pad": "${limits.max_frame_bytes}+1", "prefix": "c-{run}-"}}))
+            .unwrap();
+        let c = v["c"].as_str().unwrap();
+        assert_eq!(c.len(), 1025);
+        assert!(c.starts_with("c-r1-2-x"));
+        assert_eq!(s.value(&json!({"$pad": 3})).unwrap(), json!("xxx"));
+        assert!(s.value(&json!({"$pad": 2, "prefix": "abc"})).is_err());
+        assert!(s.value(&json!({"$pad": 2, "suffix": "a"})).is_err());
+    }
+
+    #[test]
+    fn kept_references_win_over_older_captures() {
+        let s = scope();
+        let v = s
+            .value_keeping(
+                &json!(["${seq}", "${seq}+1", "${page.messages.0.seq}"]),
+                &|r| r == "seq",
+            )
+            .unwrap();
+        assert_eq!(v, json!(["${seq}", "${seq}+1", 7]));
+        let roots: Vec<_> = reference_roots("a ${x.y} b ${z}+1 ${").collect();
+        assert_eq!(roots, ["x", "z"]);
     }
 
     #[test]

@@ -108,6 +108,40 @@ impl FrameSchema {
         self.branches.contains_key(t)
     }
 
+    /// Every violation of `frame`, each with the paths of the values that cause it (inside
+    /// optional fields: the inner values, not the field). The static fixture check uses the
+    /// paths to exempt violations caused only by placeholders.
+    pub fn check_with_paths(&self, frame: &Value) -> Vec<(Violation, Vec<String>)> {
+        let Some(validator) = frame
+            .get("type")
+            .and_then(Value::as_str)
+            .and_then(|t| self.branches.get(t))
+        else {
+            return self
+                .check(frame)
+                .into_iter()
+                .map(|v| {
+                    let path = v.path.clone();
+                    (v, vec![path])
+                })
+                .collect();
+        };
+        let tag = frame["type"].as_str().unwrap_or_default();
+        validator
+            .iter_errors(frame)
+            .map(|e| {
+                let mut paths = Vec::new();
+                leaf_paths(&e, &mut paths);
+                let v = Violation {
+                    message_type: Some(tag.to_owned()),
+                    path: e.instance_path().as_str().to_owned(),
+                    message: cut(explain(&e)),
+                };
+                (v, paths)
+            })
+            .collect()
+    }
+
     /// Every violation of `frame`; empty when valid.
     pub fn check(&self, frame: &Value) -> Vec<Violation> {
         let bare = |path: &str, message: String| {
@@ -134,10 +168,46 @@ impl FrameSchema {
             .map(|e| Violation {
                 message_type: Some(tag.to_owned()),
                 path: e.instance_path().as_str().to_owned(),
-                message: explain(&e),
+                message: cut(explain(&e)),
             })
             .collect()
     }
+}
+
+/// A message cut to a readable length (the validator quotes whole values, which may be
+/// megabytes of padding).
+fn cut(message: String) -> String {
+    const MAX: usize = 400;
+    if message.chars().count() <= MAX {
+        return message;
+    }
+    let head: String = message.chars().take(MAX).collect();
+    format!("{head}…")
+}
+
+/// Where an error really is: for `anyOf`/`oneOf` failures (an optional field), the paths of
+/// the inner errors of each non-null alternative, else the error's own path.
+fn leaf_paths(e: &jsonschema::ValidationError<'_>, out: &mut Vec<String>) {
+    use jsonschema::error::ValidationErrorKind as K;
+    let context = match e.kind() {
+        K::AnyOf { context } | K::OneOfNotValid { context } => context,
+        _ => {
+            out.push(e.instance_path().as_str().to_owned());
+            return;
+        }
+    };
+    let before = out.len();
+    for alt in context.iter().filter(|alt| !only_null_type(alt)) {
+        alt.iter().for_each(|x| leaf_paths(x, out));
+    }
+    if out.len() == before {
+        out.push(e.instance_path().as_str().to_owned());
+    }
+}
+
+fn only_null_type(alt: &[jsonschema::ValidationError<'_>]) -> bool {
+    alt.iter()
+        .all(|x| x.to_string().ends_with("is not of type \"null\""))
 }
 
 /// The error's message; for `anyOf`/`oneOf` failures, also why each non-null alternative
@@ -150,10 +220,7 @@ fn explain(e: &jsonschema::ValidationError<'_>) -> String {
     };
     let reasons: Vec<String> = context
         .iter()
-        .filter(|alt| {
-            !alt.iter()
-                .all(|x| x.to_string().ends_with("is not of type \"null\""))
-        })
+        .filter(|alt| !only_null_type(alt))
         .flat_map(|alt| alt.iter().map(explain))
         .collect();
     if reasons.is_empty() {

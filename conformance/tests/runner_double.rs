@@ -298,3 +298,194 @@ async fn captures_flow_into_later_steps() {
     let result = r.run_case(&lf, 1).await;
     assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
 }
+
+#[tokio::test]
+async fn ignore_any_does_not_swallow_the_awaited_frame() {
+    let (r, _) = runner(Script::Good).await;
+    let lf = case(
+        "MUST",
+        "",
+        json!([{"connect": "a"},
+            {"send": "a", "frame": {"type": "ping", "id": "p1"}},
+            {"send": "a", "frame": {"type": "ping", "id": "p2"}},
+            {"expect": "a", "frame": {"type": "pong", "id": "p2"}, "ignore": ["$any"]},
+            {"send": "a", "frame": {"type": "ping", "id": "p3"}},
+            {"expect_set": "a", "frames": [{"type": "pong", "id": "p3"}], "ignore": ["$any"]}]),
+    );
+    let result = r.run_case(&lf, 1).await;
+    assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
+}
+
+/// Captures `m` from a pong, reconnects, and matches the welcome with `limits`, where the
+/// matcher captures `m` again and compares other members with it.
+fn same_frame_capture_case(limits: Value) -> LoadedFixture {
+    case(
+        "MUST",
+        "",
+        json!([{"connect": "a"},
+            {"send": "a", "frame": {"type": "ping", "id": 5}},
+            {"expect": "a", "frame": {"type": "pong", "id": "$capture:m"}},
+            {"close": "a"},
+            {"connect": "a", "welcome": {"limits": limits}}]),
+    )
+}
+
+#[tokio::test]
+async fn a_capture_is_compared_within_its_own_frame() {
+    let (r, _) = runner(Script::Good).await;
+    // max_presence_members and max_room_users are both 1000, history_limit 100; the older
+    // capture m = 5 must not stand in for the new one.
+    let ok = same_frame_capture_case(json!({"max_presence_members": "$capture:m",
+        "max_room_users": "${m}", "history_limit": {"$lt": "${m}"}, "max_json_depth": {"$lte": "${m}-968"}}));
+    let result = r.run_case(&ok, 1).await;
+    assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
+    let wrong = same_frame_capture_case(
+        json!({"max_presence_members": "$capture:m", "history_limit": {"$gt": "${m}"}}),
+    );
+    let result = r.run_case(&wrong, 1).await;
+    assert_eq!(result.verdict, Verdict::Fail, "{result:#?}");
+    assert!(result.failures[0].message.contains("history_limit"));
+}
+
+#[test]
+fn placeholder_nested_in_an_optional_object_passes_the_static_check() {
+    let text = r#"{"id":"rooms.options.nested-placeholder","title":"t","requirements":["ROOM-11"],
+        "level":"MUST","clients":{"a":{}},"steps":[{"connect":"a"},
+        {"send":"a","frame":{"type":"subscribe","id":1,"channel":"presence-{run}",
+         "room":{"max_users":"${limits.max_room_users}+1"}}}]}"#;
+    let mut suite = chorus_conformance::suite::Suite::embedded().unwrap();
+    suite.fixtures = vec![LoadedFixture {
+        file: "fixtures/rooms/nested-placeholder.json".into(),
+        fixture: fixture::parse("f.json", text).unwrap(),
+    }];
+    assert_eq!(suite.problems(), Vec::<String>::new());
+    // The same frame with a literal of the wrong type is still a problem.
+    suite.fixtures[0].fixture = fixture::parse(
+        "f.json",
+        &text.replace("\"${limits.max_room_users}+1\"", "\"many\""),
+    )
+    .unwrap();
+    assert_eq!(suite.problems().len(), 1, "{:?}", suite.problems());
+}
+
+#[tokio::test]
+async fn unless_announced_skips_when_the_capability_is_announced() {
+    let (r, _) = runner(Script::Good).await;
+    let steps = |cap: &str| json!([{"unless_announced": [cap]}, {"connect": "a"}, {"alive": "a"}]);
+    let result = r.run_case(&case("MUST", "", steps("presence")), 1).await;
+    assert_eq!(result.verdict, Verdict::Skipped);
+    assert!(result
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("announced: presence"));
+    assert!(!result.answered_unannounced);
+    let result = r.run_case(&case("MUST", "", steps("rooms")), 1).await;
+    assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
+}
+
+#[test]
+fn unless_announced_must_lead_the_steps() {
+    let text = r#"{"id":"connection.x.y","title":"t","requirements":["CONN-12"],"level":"MUST",
+        "clients":{"a":{}},"steps":[{"connect":"a"},{"unless_announced":["rooms"]}]}"#;
+    let e = fixture::parse("f.json", text).unwrap_err().to_string();
+    assert!(e.contains("must come before every other step"), "{e}");
+}
+
+#[tokio::test]
+async fn pad_builds_a_payload_from_the_announced_limit() {
+    let (r, sizes) = runner(Script::Good).await;
+    let lf = case(
+        "MUST",
+        "",
+        json!([{"connect": "a"},
+            {"send": "a", "frame": {"type": "broadcast", "channel": "c", "event": "e",
+                "data": {"$pad": "${limits.max_frame_bytes}"}}},
+            {"send": "a", "frame": {"type": "ping", "id": {"$pad": "${limits.max_json_depth}", "prefix": "p-"}}},
+            {"expect": "a", "frame": {"type": "pong", "id": {"$pad": 32, "prefix": "p-"}}}]),
+    );
+    let result = r.run_case(&lf, 1).await;
+    assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
+    let sizes = sizes.lock().unwrap();
+    let empty = r#"{"channel":"c","data":"","event":"e","type":"broadcast"}"#;
+    assert_eq!(sizes[0], empty.len() + 4096, "{sizes:?}");
+    assert_eq!(sizes[1], r#"{"id":"","type":"ping"}"#.len() + 32);
+}
+
+#[tokio::test]
+async fn send_many_sends_every_copy() {
+    let (r, sizes) = runner(Script::Good).await;
+    let lf = case(
+        "MUST",
+        "",
+        json!([{"connect": "a"},
+            {"send_many": "a", "count": 40, "frame": {"type": "ping", "id": "m{i}"}},
+            {"expect": "a", "frame": {"type": "pong", "id": "m39"}, "ignore": [{"type": "pong"}]}]),
+    );
+    let result = r.run_case(&lf, 1).await;
+    assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
+    assert_eq!(sizes.lock().unwrap().len(), 40);
+}
+
+#[tokio::test]
+async fn paused_client_reads_nothing_until_resumed() {
+    let (r, _) = runner(Script::Good).await;
+    let lf = case(
+        "MUST",
+        "",
+        json!([{"connect": "a"}, {"pause_reading": "a"},
+            {"send": "a", "frame": {"type": "ping", "id": 1}},
+            {"expect_none": "a", "within_ms": 300},
+            {"resume_reading": "a"},
+            {"expect": "a", "frame": {"type": "pong", "id": 1}}]),
+    );
+    let result = r.run_case(&lf, 1).await;
+    assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
+    // Without the pause the same case fails at expect_none.
+    let mut unpaused = lf.clone();
+    unpaused.fixture.steps.remove(1);
+    let result = r.run_case(&unpaused, 1).await;
+    assert_eq!(result.verdict, Verdict::Fail);
+    assert_eq!(result.failures[0].action, "expect_none");
+}
+
+#[tokio::test]
+async fn connect_many_generates_clients_up_to_the_cap() {
+    let (r, _) = runner(Script::Good).await;
+    let many = |count: Value| {
+        case(
+            "MUST",
+            "",
+            json!([{"connect_many": "m", "count": count, "client": {"user": "user-{i}"},
+                "frames": [{"type": "ping", "id": "g{i}"}],
+                "replies": [{"type": "pong", "id": "g{i}"}]}]),
+        )
+    };
+    let result = r.run_case(&many(json!(3)), 1).await;
+    assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
+    assert!(
+        result.transcript.is_empty(),
+        "passing cases keep no transcript"
+    );
+    let result = r
+        .run_case(&many(json!("${limits.max_presence_members}")), 1)
+        .await;
+    assert_eq!(result.verdict, Verdict::Untestable);
+    assert!(
+        result.reason.as_deref().unwrap().contains("1000"),
+        "{:?}",
+        result.reason
+    );
+    // A wrong reply names the generated client.
+    let mut wrong = many(json!(2));
+    if let fixture::Step::ConnectMany(m) = &mut wrong.fixture.steps[0] {
+        m.replies = vec![json!({"type": "pong", "id": "g0"})];
+    }
+    let result = r.run_case(&wrong, 1).await;
+    assert_eq!(result.verdict, Verdict::Fail);
+    assert!(
+        result.failures[0].message.starts_with("client m1:"),
+        "{:?}",
+        result.failures
+    );
+}

@@ -25,12 +25,15 @@ fn describe_end(ev: &Inbound) -> String {
 }
 
 impl CaseRun<'_> {
-    /// The next JSON frame not matching `ignore`, before `deadline`.
+    /// The next JSON frame not matching `ignore`, before `deadline`. A frame matching one of
+    /// `wanted` is never ignored: `"ignore": ["$any"]` waits for the expected frame instead of
+    /// skipping it too.
     pub(super) async fn next_frame(
         &mut self,
         client: &str,
         deadline: Instant,
         ignore: &[Value],
+        wanted: &[Value],
         waited: &str,
     ) -> Result<(Value, String), Flow> {
         loop {
@@ -43,7 +46,7 @@ impl CaseRun<'_> {
                     text,
                     json: Some(v),
                 } => {
-                    if ignore.iter().any(|m| self.test(m, &v)) {
+                    if self.skippable(&v, ignore, wanted) {
                         continue;
                     }
                     return Ok((v, text));
@@ -64,11 +67,20 @@ impl CaseRun<'_> {
         }
     }
 
-    fn subst_all(&self, ms: &[Value]) -> Result<Vec<Value>, Flow> {
+    /// Whether a frame matches `ignore` and none of `wanted`.
+    pub(super) fn skippable(&self, v: &Value, ignore: &[Value], wanted: &[Value]) -> bool {
+        ignore.iter().any(|m| self.test(m, v)) && !wanted.iter().any(|m| self.test(m, v))
+    }
+
+    pub(super) fn subst_all(&self, ms: &[Value]) -> Result<Vec<Value>, Flow> {
         ms.iter().map(|m| self.expected(m)).collect()
     }
 
-    fn waited(&self, within: Option<&crate::fixture::NumExpr>, default_ms: u64) -> String {
+    pub(super) fn waited(
+        &self,
+        within: Option<&crate::fixture::NumExpr>,
+        default_ms: u64,
+    ) -> String {
         let ms = within
             .and_then(|e| self.scope.count(e).ok())
             .unwrap_or(default_ms);
@@ -86,7 +98,7 @@ impl CaseRun<'_> {
         };
         let waited = self.waited(s.within_ms.as_ref(), 1000);
         let (frame, text) = self
-            .next_frame(&s.expect, deadline, &ignore, &waited)
+            .next_frame(&s.expect, deadline, &ignore, &options, &waited)
             .await
             .map_err(|f| with_expected(f, &options))?;
         let mut first_mismatch = None;
@@ -122,7 +134,7 @@ impl CaseRun<'_> {
         while got.len() < wanted.len() {
             let expected = Value::Array(wanted.clone());
             let (frame, text) = self
-                .next_frame(&s.expect_set, deadline, &ignore, &waited)
+                .next_frame(&s.expect_set, deadline, &ignore, &wanted, &waited)
                 .await
                 .map_err(|f| with_context(f, &expected, &texts, got.len()))?;
             got.push(frame);
@@ -270,7 +282,7 @@ impl CaseRun<'_> {
             serde_json::json!({"id": "$absent"}),
             serde_json::json!({"id": {"$ne": id}}),
         ];
-        self.next_frame(&s.alive, deadline, &skip_others, &waited)
+        self.next_frame(&s.alive, deadline, &skip_others, &[], &waited)
             .await
             .map_err(|f| match f {
                 Flow::Fail {

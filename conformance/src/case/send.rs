@@ -29,14 +29,8 @@ impl CaseRun<'_> {
     }
 
     pub(super) async fn send(&mut self, s: &Send) -> StepResult {
-        let frame = self.scope.value(&s.frame)?;
-        let problems = self.runner.client_schema.check(&frame);
-        if let Some(v) = problems.first() {
-            return Err(Flow::Error(format!(
-                "the frame is not a valid client message ({v}); use send_raw for bad input"
-            )));
-        }
-        self.write_text(&s.send, &frame.to_string()).await
+        let text = self.client_frame(&s.frame)?;
+        self.write_text(&s.send, &text).await
     }
 
     pub(super) async fn send_raw(&mut self, s: &SendRaw) -> StepResult {
