@@ -45,7 +45,7 @@ impl ServerKind {
 }
 
 /// Secrets the bench gives the Chorus server; loopback only, never reused elsewhere.
-pub const JWT_SECRET: &str = "chorus-bench-secret";
+pub const JWT_SECRET: &str = "chorus-bench-loopback-only-secret-0123456789";
 /// API key for `/api/stats`.
 pub const API_KEY: &str = "chorus-bench-key";
 
