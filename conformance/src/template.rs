@@ -142,10 +142,17 @@ impl Scope {
         keep: &dyn Fn(&str) -> bool,
     ) -> Result<Value, TemplateError> {
         Ok(match v {
-            // Kept even when an earlier step made a capture of the same name: the matcher
-            // means the value it captures itself.
-            Value::String(s) if reference_roots(s).any(keep) => Value::String(self.builtin_text(s)),
-            Value::String(s) => self.string(s)?,
+            // A name an earlier step captured means that earlier value (`{"$capture": "prev",
+            // "$match": "${prev}+1"}` checks a successor); only a name not captured yet is
+            // left for the matcher's own capture.
+            Value::String(s) => match self.string(s) {
+                Err(TemplateError::Unknown(path))
+                    if keep(path.split('.').next().unwrap_or_default()) =>
+                {
+                    Value::String(self.builtin_text(s))
+                }
+                other => other?,
+            },
             Value::Array(a) => Value::Array(
                 a.iter()
                     .map(|x| self.value_keeping(x, keep))
@@ -229,14 +236,6 @@ impl Scope {
         }
         s
     }
-}
-
-/// The first path segment of every `${path}` in `s`.
-pub fn reference_roots(s: &str) -> impl Iterator<Item = &str> {
-    s.split("${").skip(1).filter_map(|rest| {
-        let path = &rest[..rest.find('}')?];
-        path.split('.').next()
-    })
 }
 
 /// `"${path}"`, `"${path}+3"`: the path and the optional operator with its operand.
@@ -355,17 +354,14 @@ mod tests {
     }
 
     #[test]
-    fn kept_references_win_over_older_captures() {
+    fn kept_references_are_left_only_for_names_not_captured_yet() {
         let s = scope();
         let v = s
-            .value_keeping(
-                &json!(["${seq}", "${seq}+1", "${page.messages.0.seq}"]),
-                &|r| r == "seq",
-            )
+            .value_keeping(&json!(["${seq}+1", "${own}", "${own}+1"]), &|r| {
+                r == "seq" || r == "own"
+            })
             .unwrap();
-        assert_eq!(v, json!(["${seq}", "${seq}+1", 7]));
-        let roots: Vec<_> = reference_roots("a ${x.y} b ${z}+1 ${").collect();
-        assert_eq!(roots, ["x", "z"]);
+        assert_eq!(v, json!([42, "${own}", "${own}+1"]));
     }
 
     #[test]

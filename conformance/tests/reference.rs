@@ -25,6 +25,8 @@ async fn run(urls_per_server: usize) -> Report {
     config.heartbeat_interval_ms = 1000;
     config.heartbeat_timeout_ms = 2000;
     config.presence_grace_ms = 1000;
+    // Small enough for connect_many to fill a presence channel (PRES-31, PRES-32).
+    config.max_presence_members = 16;
     let server = chorus_server::Server::start(config).await.unwrap();
     let mut rc = RunConfig::new(&server.ws_url(), TokenSource::Secret(SECRET.into()));
     rc.urls = vec![server.ws_url(); urls_per_server];

@@ -316,35 +316,48 @@ async fn ignore_any_does_not_swallow_the_awaited_frame() {
     assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
 }
 
-/// Captures `m` from a pong, reconnects, and matches the welcome with `limits`, where the
-/// matcher captures `m` again and compares other members with it.
-fn same_frame_capture_case(limits: Value) -> LoadedFixture {
+fn welcome_case(limits: Value) -> LoadedFixture {
     case(
         "MUST",
         "",
-        json!([{"connect": "a"},
-            {"send": "a", "frame": {"type": "ping", "id": 5}},
-            {"expect": "a", "frame": {"type": "pong", "id": "$capture:m"}},
-            {"close": "a"},
-            {"connect": "a", "welcome": {"limits": limits}}]),
+        json!([{"connect": "a", "welcome": {"limits": limits}}]),
     )
 }
 
 #[tokio::test]
 async fn a_capture_is_compared_within_its_own_frame() {
     let (r, _) = runner(Script::Good).await;
-    // max_presence_members and max_room_users are both 1000, history_limit 100; the older
-    // capture m = 5 must not stand in for the new one.
-    let ok = same_frame_capture_case(json!({"max_presence_members": "$capture:m",
-        "max_room_users": "${m}", "history_limit": {"$lt": "${m}"}, "max_json_depth": {"$lte": "${m}-968"}}));
+    // The double announces max_presence_members = max_room_users = 1000, history_limit 100,
+    // max_json_depth 32.
+    let ok = welcome_case(json!({"max_presence_members": "$capture:m",
+        "max_room_users": "${m}", "history_limit": {"$lt": "${m}"},
+        "max_json_depth": {"$lte": "${m}-968"}, "max_frame_bytes": {"$not": "${m}"}}));
     let result = r.run_case(&ok, 1).await;
     assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
-    let wrong = same_frame_capture_case(
+    let wrong = welcome_case(
         json!({"max_presence_members": "$capture:m", "history_limit": {"$gt": "${m}"}}),
     );
     let result = r.run_case(&wrong, 1).await;
     assert_eq!(result.verdict, Verdict::Fail, "{result:#?}");
     assert!(result.failures[0].message.contains("history_limit"));
+}
+
+#[tokio::test]
+async fn a_reference_to_an_earlier_capture_means_the_earlier_value() {
+    let (r, _) = runner(Script::Good).await;
+    let successor = |second: u64| {
+        case(
+            "MUST",
+            "",
+            json!([{"connect": "a"},
+                {"send": "a", "frame": {"type": "ping", "id": 1}},
+                {"expect": "a", "frame": {"type": "pong", "id": "$capture:n"}},
+                {"send": "a", "frame": {"type": "ping", "id": second}},
+                {"expect": "a", "frame": {"type": "pong", "id": {"$capture": "n", "$match": "${n}+1"}}}]),
+        )
+    };
+    assert_eq!(r.run_case(&successor(2), 1).await.verdict, Verdict::Pass);
+    assert_eq!(r.run_case(&successor(3), 1).await.verdict, Verdict::Fail);
 }
 
 #[test]
