@@ -28,6 +28,9 @@ use crate::payload::{clock_origin, now_ns, Payload};
 use crate::sampler::RssSampler;
 use crate::server::Server;
 
+/// Close code reported for a connection that ended without a close frame (RFC 6455 1006).
+pub const CLOSED_WITHOUT_CODE: u16 = 1006;
+
 /// Socket receive buffer of a stalled member, bytes.
 const STALLED_RECV_BUFFER: u32 = 4096;
 
@@ -182,7 +185,8 @@ pub struct PubSubOutcome {
     pub peak_rss_kib: u64,
     /// Server RSS once everyone had joined, KiB.
     pub joined_rss_kib: u64,
-    /// Close code each stalled member finally read (None: no close frame).
+    /// How each stalled member's connection ended: its close code, 1006 without a close
+    /// frame, None when it was still open.
     pub stalled_closes: Vec<Option<u16>>,
     /// Connections opened.
     pub connections: usize,
@@ -476,11 +480,17 @@ async fn drain_stalled(stalled: Vec<Ws>) -> Vec<Option<u16>> {
             let limit = until.min(tokio::time::Instant::now() + Duration::from_secs(2));
             match tokio::time::timeout_at(limit, ws.next()).await {
                 Ok(Some(Ok(Message::Close(frame)))) => {
-                    code = frame.map(|f| u16::from(f.code));
+                    code = Some(frame.map_or(CLOSED_WITHOUT_CODE, |f| u16::from(f.code)));
                     break;
                 }
                 Ok(Some(Ok(_))) => {}
-                _ => break,
+                // Dropped without a close frame.
+                Ok(Some(Err(_)) | None) => {
+                    code = Some(CLOSED_WITHOUT_CODE);
+                    break;
+                }
+                // Silent: still open.
+                Err(_) => break,
             }
         }
         closes.push(code);

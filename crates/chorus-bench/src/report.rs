@@ -301,7 +301,7 @@ fn slow_targets(slow: Option<&ScenarioResult>) -> Vec<TargetCheck> {
             "slow consumer: stalled client closed with 4200",
             code.map(|codes| {
                 let ok = !codes.is_empty() && codes.iter().all(|c| *c == 4200.0);
-                (format!("close codes {codes:?} (0 = none)"), ok)
+                (format!("close codes {codes:?} (0 = still open, 1006 = dropped without close frame)"), ok)
             }),
         ),
     ]
@@ -311,13 +311,13 @@ fn soak_targets(soak: Option<&ScenarioResult>) -> Vec<TargetCheck> {
     let m = |f| soak.and_then(|r| r.median(ServerKind::Chorus, f));
     vec![
         check(
-            "soak: RSS returns within 10% of idle",
+            "soak: RSS returns within 10% of (warm) idle",
             m("rss_after_over_idle")
                 .zip(m("idle_rss_kib"))
                 .zip(m("after_rss_kib"))
                 .map(|((r, i), a)| {
                     (
-                        format!("{i:.0} KiB idle -> {a:.0} KiB after ({r:.3}x)"),
+                        format!("{i:.0} KiB warm idle -> {a:.0} KiB after ({r:.3}x)"),
                         r <= 1.10,
                     )
                 }),

@@ -92,16 +92,12 @@ async fn run_scenario(
             }
         }
     }
-    let rounds = if scenario.repeats() {
-        settings.warmup + settings.reps
-    } else {
-        1
+    let (warmup, reps) = match (scenario.repeats(), scenario.reps_cap()) {
+        (false, _) => (0, 1),
+        (true, Some(cap)) => (0, settings.reps.min(cap)),
+        (true, None) => (settings.warmup, settings.reps),
     };
-    let warmup = if scenario.repeats() {
-        settings.warmup
-    } else {
-        0
-    };
+    let rounds = warmup + reps;
     for round in 0..rounds {
         for &kind in &kinds {
             let label = if round < warmup {

@@ -129,9 +129,10 @@ impl Launcher {
 }
 
 /// `chorus serve` with limits opened for benchmarking: rate limits off, in-memory store, big
-/// presence channels and history, quiet logs. Slow-consumer queue settings stay default.
+/// presence channels, 1 s presence grace, quiet logs. Queue, history and every other
+/// setting stay default.
 fn chorus_args(bin: &std::path::Path, port: &str) -> Vec<String> {
-    let flags: [(&str, &str); 13] = [
+    let flags: [(&str, &str); 12] = [
         ("--host", "127.0.0.1"),
         ("--port", port),
         ("--memory", "true"),
@@ -141,7 +142,6 @@ fn chorus_args(bin: &std::path::Path, port: &str) -> Vec<String> {
         ("--broadcast-burst", "1000000000"),
         ("--max-presence-members", "100000"),
         ("--max-room-users", "100000"),
-        ("--history-limit", "1000"),
         ("--max-connections", "1000000"),
         ("--presence-grace-ms", "1000"),
         ("--log-level", "warn"),

@@ -7,6 +7,9 @@ use crate::pubsub::{self, PubSubPlan};
 use crate::scenario::Timing;
 use crate::server::Server;
 
+/// Minimum length of the run with a stalled subscriber.
+const STALLED_RUN: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn plan(timing: Timing, channels: usize, publishers: usize, subscribers: usize) -> PubSubPlan {
     PubSubPlan {
         channels,
@@ -65,6 +68,9 @@ pub async fn slow_consumer(
     let control = pubsub::run(server, &plan(t, 1, 1, subscribers)).await?;
     let mut stalled_plan = plan(t, 1, 1, subscribers);
     stalled_plan.stalled = 1;
+    // The server's socket send buffer (Linux autotunes it up to 4 MiB) absorbs seconds of
+    // frames before its own queue fills: the stalled run lasts long enough to get there.
+    stalled_plan.duration = t.duration.max(STALLED_RUN);
     let stalled = pubsub::run(server, &stalled_plan).await?;
     let (c, s) = (control.figures(), stalled.figures());
     let rate = |f: &Figures| f.get("delivered_per_sec").copied().unwrap_or(0.0);
@@ -87,6 +93,7 @@ pub async fn slow_consumer(
         }
     }
     let code = stalled.stalled_closes.first().copied().flatten();
+    // 0: the stalled connection was still open at the end.
     f.insert("stalled_close_code".into(), code.map_or(0.0, f64::from));
     f.insert("lost".into(), (control.lost() + stalled.lost()) as f64);
     f.insert(

@@ -162,6 +162,12 @@ impl Scenario {
         !matches!(self, Scenario::Soak { .. })
     }
 
+    /// At most this many measured repetitions, and no warm-up (the slow-consumer run lasts
+    /// 35 s per server).
+    pub fn reps_cap(&self) -> Option<usize> {
+        matches!(self, Scenario::SlowConsumer { .. }).then_some(3)
+    }
+
     /// Figures shown in the comparison table (all figures go to JSON).
     pub fn key_figures(&self) -> &'static [&'static str] {
         match self {
@@ -224,9 +230,11 @@ impl Scenario {
             ],
             Scenario::Soak { .. } => &[
                 "cycles",
+                "fresh_rss_kib",
                 "idle_rss_kib",
                 "after_rss_kib",
                 "rss_after_over_idle",
+                "rss_after_over_fresh",
                 "peak_rss_kib",
                 "stats_connections",
                 "stats_subscriptions",
