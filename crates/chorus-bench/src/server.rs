@@ -217,9 +217,26 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM (Chorus drains and exits; a profiler wrapper writes its output), then
+    /// SIGKILL if it is still there after a while. Our own child, by pid: never a broad kill.
     fn drop(&mut self) {
-        // Our own child, by pid: never a broad kill.
+        if let Ok(pid) = libc::pid_t::try_from(self.pid) {
+            // SAFETY: kill(2) on our own child's pid, which we have not yet reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let until = Instant::now() + STOP_GRACE;
+        while Instant::now() < until {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
+
+/// How long a server may take to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(15);
