@@ -11,7 +11,7 @@ use crate::metrics::Figures;
 use crate::server::{Server, ServerKind};
 
 /// Time for the server to settle before a memory reading.
-const SETTLE: Duration = Duration::from_millis(1500);
+const SETTLE: Duration = Duration::from_millis(1000);
 
 /// Opens `connections` connections, `per_channel` per channel, and reads RSS growth.
 pub async fn run(

@@ -21,7 +21,7 @@ const WORKERS: usize = 32;
 const CHANNELS: usize = 8;
 const MESSAGES_PER_CYCLE: usize = 10;
 /// Longer than the presence grace the bench gives the server (1 s) plus slack.
-const SETTLE: Duration = Duration::from_secs(3);
+const SETTLE: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct Counts {
