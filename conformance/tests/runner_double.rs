@@ -502,3 +502,88 @@ async fn connect_many_generates_clients_up_to_the_cap() {
         result.failures
     );
 }
+
+/// A one-shot SSE peer: answers any request with an event stream of `welcome`, a comment,
+/// and (120 ms later) a `pong`, then ends. Returns its base URL and the request it saw.
+async fn sse_double() -> (String, Arc<Mutex<String>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(String::new()));
+    let request = seen.clone();
+    tokio::spawn(async move {
+        let Ok((mut tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = vec![0u8; 8192];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let Ok(n) = tcp.read(&mut buf).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        *request.lock().unwrap() = String::from_utf8_lossy(&got).to_lowercase();
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
+        let first = format!(
+            "{head}event: welcome\ndata: {}\n\n: keep-alive\n\n",
+            welcome()
+        );
+        let _ = tcp.write_all(first.as_bytes()).await;
+        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+        let _ = tcp
+            .write_all(b"event: pong\ndata: {\"type\":\"pong\",\"ts\":1}\n\n")
+            .await;
+        let _ = tcp.shutdown().await;
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn sse_comments_pause_and_end_are_observable() {
+    let (ws_url, _) = double(Script::Good).await;
+    let (http_url, request) = sse_double().await;
+    let mut config = RunConfig::new(&ws_url, TokenSource::Secret("s".into()));
+    config.http_url = http_url;
+    let r = Runner::new(config).await.unwrap();
+    let lf = case(
+        "MUST",
+        "",
+        json!([{"sse_open": "s", "channels": ["c"], "client": "a", "auth": "bearer",
+                "expect_headers": {"content-type": {"$prefix": "text/event-stream"},
+                                   "cache-control": "no-cache"}},
+            {"sse_expect": "s", "frame": {"type": "welcome"}},
+            {"sse_expect_comment": "s", "text": "keep-alive"},
+            {"sse_pause_reading": "s"},
+            {"sse_expect_none": "s", "within_ms": 400},
+            {"sse_resume_reading": "s"},
+            {"sse_expect": "s", "frame": {"type": "pong", "ts": 1}},
+            {"sse_expect_end": "s"}]),
+    );
+    let result = r.run_case(&lf, 1).await;
+    assert_eq!(result.verdict, Verdict::Pass, "{result:#?}");
+    let seen = request.lock().unwrap().clone();
+    assert!(seen.contains("authorization: bearer "), "{seen}");
+    assert!(!seen.contains("token="), "{seen}");
+}
+
+#[tokio::test]
+async fn sse_expect_comment_fails_on_an_event_first() {
+    let (ws_url, _) = double(Script::Good).await;
+    let (http_url, _) = sse_double().await;
+    let mut config = RunConfig::new(&ws_url, TokenSource::Secret("s".into()));
+    config.http_url = http_url;
+    let r = Runner::new(config).await.unwrap();
+    let lf = case(
+        "MUST",
+        "",
+        json!([{"sse_open": "s", "channels": ["c"], "client": "a"},
+            {"sse_expect_comment": "s"}]),
+    );
+    let result = r.run_case(&lf, 1).await;
+    assert_eq!(result.verdict, Verdict::Fail, "{result:#?}");
+    assert!(result.failures[0].message.contains("before a comment line"));
+}
