@@ -97,8 +97,13 @@ fn draw_panel<DB: DrawingBackend>(
     bars: &[(ServerKind, f64)],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-9) * 1.2;
+    let caption = if bars.is_empty() {
+        format!("{title}: not measured")
+    } else {
+        title.to_owned()
+    };
     let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 18))
+        .caption(caption, ("sans-serif", 18))
         .margin(15)
         .x_label_area_size(30)
         .y_label_area_size(60)

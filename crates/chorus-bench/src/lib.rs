@@ -354,7 +354,7 @@ fn write_outputs(report: &Report, dir: &Path) -> Result<(), BenchError> {
     };
     write("results.json", &json)?;
     write("results.md", &report::markdown(report))?;
-    let subtitle = format!("{} — {}", report.date, report.machine);
+    let subtitle = report.date.clone();
     if let Err(e) = chart::draw(&report.results, &subtitle, &dir.join("chart.png")) {
         eprintln!("chorus bench: no chart: {e}");
     }
