@@ -46,9 +46,9 @@ pub struct Failure {
     /// Their level.
     pub level: CaseLevel,
     /// The expected frame (placeholders substituted), if any.
-    pub expected: Option<Value>,
+    pub expected: Option<Box<Value>>,
     /// The frame received, if any.
-    pub actual: Option<Value>,
+    pub actual: Option<Box<Value>>,
 }
 
 impl Failure {
@@ -243,27 +243,27 @@ impl<'p> StepCheck<'p> {
                     let mut f =
                         Failure::new(FailureKind::Mismatch, c, l.what.clone(), &l.requirements);
                     f.level = l.level;
-                    f.expected = Some(want);
-                    f.actual = Some(frame.clone());
+                    f.expected = Some(Box::new(want));
+                    f.actual = Some(Box::new(frame.clone()));
                     return f;
                 }
             }
         }
         let mut reqs: Vec<&str> = exp.requirements.clone();
         let mut message = format!("expected {}, {why}", exp.what);
-        for (what, r) in self.forbidden_matches(c, frame, ctx) {
+        for (what, r) in self.forbidden_matches(c, frame, ctx, false) {
             message.push_str(&format!("; received {what}"));
             reqs.extend(r);
         }
         let mut f = Failure::new(FailureKind::Mismatch, c, message, &dedup(reqs));
         f.level = exp.level;
-        f.expected = Some(want);
-        f.actual = Some(frame.clone());
+        f.expected = Some(Box::new(want));
+        f.actual = Some(Box::new(frame.clone()));
         f
     }
 
     fn unexpected(&self, c: ClientId, frame: &Value, ctx: &mut Ctx) -> Failure {
-        let found = self.forbidden_matches(c, frame, ctx);
+        let found = self.forbidden_matches(c, frame, ctx, true);
         let (message, reqs) = if found.is_empty() {
             let t = frame.get("type").and_then(Value::as_str).unwrap_or("?");
             (
@@ -276,18 +276,23 @@ impl<'p> StepCheck<'p> {
             (format!("received {}", whats.join("; ")), reqs)
         };
         let mut f = Failure::new(FailureKind::Unexpected, c, message, &dedup(reqs));
-        f.actual = Some(frame.clone());
+        f.actual = Some(Box::new(frame.clone()));
         f
     }
 
+    /// Forbidden frames of this step that `frame` is; `catch_all` includes the blanket
+    /// rules.
     fn forbidden_matches(
         &self,
         c: ClientId,
         frame: &Value,
         ctx: &mut Ctx,
+        catch_all: bool,
     ) -> Vec<(String, Vec<&'static str>)> {
         let mut out = Vec::new();
-        for fb in self.plan.forbidden.iter().filter(|f| f.client == c) {
+        let relevant =
+            |f: &&crate::property::model::Forbidden| f.client == c && (catch_all || !f.catch_all);
+        for fb in self.plan.forbidden.iter().filter(relevant) {
             if let Ok(m) = ctx.substitute(&fb.frame) {
                 if ctx.matcher.test(&m, frame) {
                     out.push((fb.what.clone(), fb.requirements.clone()));
@@ -306,7 +311,7 @@ impl<'p> StepCheck<'p> {
     ) -> Result<(), Failure> {
         let fail = |message: &str, reqs: &[&str]| {
             let mut f = Failure::new(FailureKind::Unexpected, c, message.to_owned(), reqs);
-            f.actual = Some(frame.clone());
+            f.actual = Some(Box::new(frame.clone()));
             f
         };
         let channel = frame
@@ -389,7 +394,7 @@ impl<'p> StepCheck<'p> {
                 &exp.requirements,
             );
             f.level = exp.level;
-            f.expected = ctx.substitute(&exp.frame).ok();
+            f.expected = ctx.substitute(&exp.frame).ok().map(Box::new);
             return Err(f);
         }
         for (i, seen) in &st.dues {
@@ -401,7 +406,7 @@ impl<'p> StepCheck<'p> {
                     "the latest cursor position did not arrive".into(),
                     &["CURS-9"],
                 );
-                f.expected = Some(due.entry.clone());
+                f.expected = Some(Box::new(due.entry.clone()));
                 return Err(f);
             }
             let channel = ctx.scope.text(&due.channel).unwrap_or_default();

@@ -66,6 +66,13 @@ pub struct Session<'e> {
     barriers: u64,
 }
 
+/// A barrier `ping` in flight.
+#[derive(Debug, Clone)]
+pub struct Ping {
+    /// Its id.
+    pub id: String,
+}
+
 impl<'e> Session<'e> {
     /// A session without connections.
     pub fn new(endpoint: &'e Endpoint, schema: Arc<FrameSchema>, transcript: Transcript) -> Self {
@@ -126,13 +133,13 @@ impl<'e> Session<'e> {
     }
 
     /// Sends a `ping` whose `pong` marks that every earlier reply to `c` was sent
-    /// (TRANS-26); returns the ping's id.
-    pub async fn ping(&mut self, c: ClientId) -> Result<String, String> {
+    /// (TRANS-26).
+    pub async fn ping(&mut self, c: ClientId) -> Result<Ping, String> {
         self.barriers += 1;
         let id = format!("barrier-{}", self.barriers);
         let frame = json!({"type": "ping", "id": id});
         self.send(c, &frame).await?;
-        Ok(id)
+        Ok(Ping { id })
     }
 
     /// The next frame of `c`, waiting until `deadline`.

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::check::{Ctx, Failure, FailureKind, StepCheck};
-use super::driver::{Endpoint, Received, Session};
+use super::driver::{Endpoint, Ping, Received, Session};
 use super::model::{Action, Model, Plan};
 use super::ops::{ClientId, Step};
 use crate::transcript::{EventKind, Transcript};
@@ -194,28 +194,36 @@ async fn barrier(
     let harness = |c: ClientId| move |m: String| Failure::harness(0, Some(c), m);
     let actor = plan.actor;
     if plan.connected.contains(&actor) {
-        let id = session.ping(actor).await.map_err(harness(actor))?;
-        collect(session, &mut check, actor, &id, ctx, server).await?;
+        let ping = session.ping(actor).await.map_err(harness(actor))?;
+        collect(session, &mut check, actor, ping, ctx, server).await?;
     }
-    let mut pending = Vec::new();
     let concerned = |c: &ClientId| {
         reach == Reach::Everyone
             || plan.expect.contains_key(c)
             || plan.cursor_due.iter().any(|d| d.client == *c)
     };
-    for c in plan
+    let others: Vec<ClientId> = plan
         .connected
         .iter()
         .copied()
         .filter(|c| *c != actor)
         .filter(concerned)
-    {
+        .collect();
+    let mut pending = Vec::new();
+    for c in others {
         pending.push((c, session.ping(c).await.map_err(harness(c))?));
     }
-    for (c, id) in pending {
-        collect(session, &mut check, c, &id, ctx, server).await?;
+    for (c, ping) in pending {
+        collect(session, &mut check, c, ping, ctx, server).await?;
     }
     schema_clean(transcript, violations)
+}
+
+fn ended(c: ClientId, why: &str) -> Failure {
+    let mut f = Failure::harness(0, Some(c), format!("connection ended: {why}"));
+    f.kind = FailureKind::Closed;
+    f.requirements = vec!["TRANS-23".into()];
+    f
 }
 
 /// Reads `c`'s frames until its barrier `pong` has arrived and nothing it must receive is
@@ -224,7 +232,7 @@ async fn collect(
     session: &mut Session<'_>,
     check: &mut StepCheck<'_>,
     c: ClientId,
-    ping: &str,
+    ping: Ping,
     ctx: &mut Ctx,
     server: &Server,
 ) -> Result<(), Failure> {
@@ -242,14 +250,9 @@ async fn collect(
             Some(t) => t + ep.scaled(SETTLE_MS),
         };
         match session.next(c, until).await {
-            Received::Frame(v, at) if is_pong(&v, ping) => pong = Some(at),
+            Received::Frame(v, at) if is_pong(&v, &ping.id) => pong = Some(at),
             Received::Frame(v, at) => check.feed(c, &v, at.into_std(), ctx)?,
-            Received::Ended(why) => {
-                let mut f = Failure::harness(0, Some(c), format!("connection ended: {why}"));
-                f.kind = FailureKind::Closed;
-                f.requirements = vec!["TRANS-23".into()];
-                return Err(f);
-            }
+            Received::Ended(why) => return Err(ended(c, &why)),
             Received::Timeout if pong.is_none() => {
                 let mut f = Failure::harness(0, Some(c), "no pong to the barrier ping".to_owned());
                 f.kind = FailureKind::Missing;
@@ -283,8 +286,7 @@ fn schema_clean(transcript: &Transcript, before: usize) -> Result<(), Failure> {
     );
     f.kind = FailureKind::Schema;
     f.requirements = vec!["TRANS-6".into(), "TRANS-7".into()];
-    f.actual = serde_json::from_str(&v.frame)
-        .ok()
-        .or(Some(Value::String(v.frame.clone())));
+    let frame = serde_json::from_str(&v.frame).unwrap_or_else(|_| Value::String(v.frame.clone()));
+    f.actual = Some(Box::new(frame));
     Err(f)
 }

@@ -52,6 +52,8 @@ pub struct Options {
     pub shrink_runs: u32,
     /// Properties to run.
     pub properties: Vec<Property>,
+    /// Properties run at once (each plays its sequences one after another).
+    pub jobs: usize,
 }
 
 impl Default for Options {
@@ -63,6 +65,7 @@ impl Default for Options {
             shrink_time: Duration::from_secs(15),
             shrink_runs: 400,
             properties: Property::ALL.to_vec(),
+            jobs: 2,
         }
     }
 }
@@ -107,13 +110,14 @@ pub async fn run(runner: &Runner, opts: &Options) -> Vec<Outcome> {
     run_on(&server, opts).await
 }
 
-/// Runs the properties against `server`, one after another.
+/// Runs the properties against `server`, `jobs` at a time; outcomes in `properties` order.
 pub async fn run_on(server: &Server, opts: &Options) -> Vec<Outcome> {
-    let mut out = Vec::new();
-    for p in &opts.properties {
-        out.push(run_property(server, *p, opts).await);
-    }
-    out
+    use futures_util::StreamExt;
+    futures_util::stream::iter(opts.properties.iter().copied())
+        .map(|p| run_property(server, p, opts))
+        .buffered(opts.jobs.max(1))
+        .collect()
+        .await
 }
 
 /// Runs one property.

@@ -339,9 +339,9 @@ mod tests {
             requirements: vec!["PRES-12".into()],
             level: CaseLevel::Must,
             expected: None,
-            actual: Some(
+            actual: Some(Box::new(
                 json!({"type": "user:left", "channel": "presence-p1-doc", "user_id": "ann", "last_seen": 5}),
-            ),
+            )),
         };
         let run = Run {
             prefix: "p1".into(),

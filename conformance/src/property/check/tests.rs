@@ -96,7 +96,7 @@ fn the_expected_frames_pass_and_captures_carry_over() {
     grade(&plan, &mut c, ANN1, &[ack]).unwrap();
     let msg = json!({"type": "message", "channel": "chat-r1", "event": "chat", "data": "text 7",
         "from": "ann", "ts": 1000, "seq": 1});
-    grade(&plan, &mut c, BOB, &[msg.clone()]).unwrap();
+    grade(&plan, &mut c, BOB, std::slice::from_ref(&msg)).unwrap();
     let mut other_ts = msg;
     other_ts["ts"] = json!(999);
     let e = grade(&plan, &mut c, BOB, &[other_ts]).unwrap_err();

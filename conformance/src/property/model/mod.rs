@@ -55,6 +55,9 @@ pub struct Forbidden {
     pub requirements: Vec<&'static str>,
     /// What it would mean.
     pub what: String,
+    /// A blanket rule (anything about a channel the client is not subscribed to) rather
+    /// than one about this step: it explains unexpected frames, not mismatched ones.
+    pub catch_all: bool,
 }
 
 /// A cursor position a client must see in some `cursor:moved` of the step (CURS-9).
@@ -150,6 +153,7 @@ impl Plan {
             frame,
             requirements: requirements.to_vec(),
             what: what.into(),
+            catch_all: false,
         });
     }
 
@@ -402,6 +406,9 @@ impl Model {
                 let f = json!({"channel": n});
                 let what = format!("a frame about {n}, which it is not subscribed to");
                 plan.forbid(c, f, &["CHAN-17", "CHAN-11"], what);
+                if let Some(last) = plan.forbidden.last_mut() {
+                    last.catch_all = true;
+                }
             }
         }
     }
