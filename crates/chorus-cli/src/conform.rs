@@ -104,7 +104,7 @@ pub struct ConformArgs {
     #[arg(long)]
     pub no_properties: bool,
     /// Cases run concurrently (each isolated by its own channel prefix).
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    #[arg(long, default_value_t = 8, value_name = "N")]
     pub jobs: usize,
     /// Write the JSON report (schema/report.schema.json).
     #[arg(long, value_name = "FILE")]
@@ -360,6 +360,8 @@ async fn run_suite(
         seed: runner.config.seed,
         cases: args.cases.unwrap_or(property::DEFAULT_CASES),
         properties,
+        // Properties mostly wait on the network too; each search runs on its own thread.
+        jobs: args.jobs.clamp(1, 4),
         ..property::Options::default()
     };
     // Properties run alongside the fixture cases: both mostly wait on the network.

@@ -16,8 +16,9 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Starts the server with short timers, so heartbeat, expiry and grace cases fit in the
-    /// suite's time budget (the server announces them in `welcome`; fixtures adapt), and
+    /// Starts the server with short timers and a small presence limit, so heartbeat, expiry,
+    /// grace and full-channel cases fit in the suite's budget (the server announces them in
+    /// `welcome`; fixtures adapt), and
     /// with `faults` switched on (inert unless chorus-server is built with `faults`).
     pub async fn start(seed: u64, faults: Faults) -> Result<Embedded, String> {
         let secret = format!("chorus-conformance-embedded-secret-{seed:016x}");
@@ -27,6 +28,8 @@ impl Embedded {
         config.heartbeat_timeout_ms = 2000;
         config.presence_grace_ms = 1000;
         config.shutdown_timeout_ms = 1000;
+        // A full presence channel within the harness's 200 generated clients (PRES-31/32).
+        config.max_presence_members = 16;
         let server = Server::start_with_faults(config, faults)
             .await
             .map_err(|e| format!("cannot start the embedded reference server: {e}"))?;

@@ -23,6 +23,11 @@ pub struct FaultArgs {
     /// cases, and the mutation score. Exit 1 when a fault survives.
     #[arg(long, conflicts_with_all = ["urls", "list", "coverage"])]
     pub mutation: bool,
+    /// With --mutation: run every case against every fault (the complete list of the cases
+    /// each fault fails) instead of stopping at the first failing case of a related
+    /// requirement.
+    #[arg(long, requires = "mutation")]
+    pub whole_suite: bool,
     /// With --mutation: servers under test at once.
     #[arg(long, default_value_t = mutation::DEFAULT_SERVERS, value_name = "N")]
     pub fault_servers: usize,
@@ -67,6 +72,8 @@ pub async fn run_mutation(args: &ConformArgs, selected: &[LoadedFixture]) -> Res
         servers: args.faults.fault_servers.max(1),
         cases: args.cases.unwrap_or(mutation::DEFAULT_CASES),
         properties: selected_properties(args),
+        stop_early: !args.faults.whole_suite,
+        ..mutation::Options::default()
     };
     let total = opts.faults.len() + 1;
     let done = AtomicUsize::new(0);

@@ -4,9 +4,11 @@
 //! A fault is caught when a MUST case fails, and caught for the right reason when a
 //! failing case cites a requirement the fault breaks or one of the same area. The suite
 //! also runs against the correct server, which must pass: otherwise every fault would look
-//! caught.
+//! caught. A fault's run puts the cases of the fault's requirements and area first and
+//! stops at the first related failure, unless asked to run everything.
 
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chorus_conformance::property::{self, Property};
@@ -15,6 +17,7 @@ use chorus_conformance::suite::LoadedFixture;
 use chorus_conformance::verdict::{CaseResult, Verdict};
 use chorus_server::core::{Fault, Faults};
 use futures_util::StreamExt;
+use tokio::sync::Notify;
 
 use crate::embedded::Embedded;
 
@@ -39,6 +42,12 @@ pub struct Options {
     pub cases: u32,
     /// The properties run besides the fixtures.
     pub properties: Vec<Property>,
+    /// Stop a fault's run at the first failing case that cites a related requirement (the
+    /// usual "killed" rule of mutation testing); a fault that survives has had the whole
+    /// suite run against it. Without it every case runs against every fault.
+    pub stop_early: bool,
+    /// Longest run of the suite against one server (a case a fault makes wait forever).
+    pub trial_limit: Duration,
 }
 
 impl Default for Options {
@@ -50,6 +59,8 @@ impl Default for Options {
             servers: DEFAULT_SERVERS,
             cases: DEFAULT_CASES,
             properties: Property::ALL.to_vec(),
+            stop_early: true,
+            trial_limit: Duration::from_secs(180),
         }
     }
 }
@@ -61,6 +72,8 @@ pub struct Failing {
     pub id: String,
     /// Its requirements (for a property: those its failure broke).
     pub requirements: Vec<String>,
+    /// The first failure: step and message.
+    pub why: String,
 }
 
 /// One run of the suite, against the correct server (`fault: None`) or with one fault.
@@ -68,7 +81,7 @@ pub struct Failing {
 pub struct Trial {
     /// The fault switched on.
     pub fault: Option<Fault>,
-    /// MUST cases that failed.
+    /// MUST cases that failed (before the run stopped, with [`Options::stop_early`]).
     pub failing: Vec<Failing>,
     /// Cases that neither passed nor failed cleanly: harness errors, untestable, warnings.
     pub troubled: Vec<String>,
@@ -135,7 +148,11 @@ impl Trial {
                 "clean", "(no fault: the reference server)"
             );
         }
-        let mut bad: Vec<String> = self.failing.iter().map(|f| f.id.clone()).collect();
+        let mut bad: Vec<String> = self
+            .failing
+            .iter()
+            .map(|f| format!("{} ({})", f.id, f.why))
+            .collect();
         bad.extend(self.troubled.iter().cloned());
         if let Some(e) = &self.error {
             bad.push(e.clone());
@@ -246,9 +263,11 @@ fn related(broken: &[&str], cited: &str) -> bool {
 /// trial as it ends (the reference run included).
 pub async fn run(fixtures: &[LoadedFixture], opts: &Options, done: impl Fn(&Trial)) -> Mutation {
     let clock = Instant::now();
-    let runs = std::iter::once(None).chain(opts.faults.iter().copied().map(Some));
-    let mut trials: Vec<Trial> = futures_util::stream::iter(runs)
-        .map(|fault| trial(fixtures, opts, fault))
+    // The correct server alone first, under the conditions of a plain `chorus conform`.
+    let reference = trial(fixtures, opts, None).await;
+    done(&reference);
+    let mut trials: Vec<Trial> = futures_util::stream::iter(opts.faults.iter().copied())
+        .map(|fault| trial(fixtures, opts, Some(fault)))
         .buffer_unordered(opts.servers.max(1))
         .inspect(|t| done(t))
         .collect()
@@ -256,10 +275,8 @@ pub async fn run(fixtures: &[LoadedFixture], opts: &Options, done: impl Fn(&Tria
     let position = |t: &Trial| {
         t.fault
             .and_then(|f| opts.faults.iter().position(|g| *g == f))
-            .map_or(0, |p| p + 1)
     };
     trials.sort_by_key(position);
-    let reference = trials.remove(0);
     Mutation {
         reference,
         trials,
@@ -270,20 +287,18 @@ pub async fn run(fixtures: &[LoadedFixture], opts: &Options, done: impl Fn(&Tria
 /// The suite against one server with `fault` on (or none).
 pub async fn trial(fixtures: &[LoadedFixture], opts: &Options, fault: Option<Fault>) -> Trial {
     let clock = Instant::now();
-    let mut faults = Faults::default();
-    if let Some(f) = fault {
-        faults.insert(f);
-    }
-    let (cases, error) = match suite_against(fixtures, opts, faults).await {
-        Ok(cases) => (cases, None),
-        Err(e) => (Vec::new(), Some(e)),
-    };
+    let (cases, error) = suite_against(fixtures, opts, fault).await;
     let failing = cases
         .iter()
         .filter(|c| c.verdict == Verdict::Fail)
         .map(|c| Failing {
             id: c.id.clone(),
             requirements: c.requirements.clone(),
+            why: c
+                .failures
+                .first()
+                .map(|f| format!("step {}: {}", f.step, f.message))
+                .unwrap_or_default(),
         })
         .collect();
     let troubled = cases
@@ -305,42 +320,134 @@ pub async fn trial(fixtures: &[LoadedFixture], opts: &Options, fault: Option<Fau
     }
 }
 
-/// Fixtures and properties (side by side) against a fresh embedded server.
+/// The cases graded so far, and whether one of them caught the fault for a related reason.
+struct Seen {
+    fault: Option<Fault>,
+    cases: Mutex<Vec<CaseResult>>,
+    caught: Notify,
+}
+
+impl Seen {
+    fn record(&self, case: &CaseResult) {
+        let related_failure = self.fault.is_some_and(|f| {
+            let broken = requirements_of(f);
+            case.verdict == Verdict::Fail && case.requirements.iter().any(|r| related(&broken, r))
+        });
+        self.cases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(case.clone());
+        if related_failure {
+            self.caught.notify_one();
+        }
+    }
+
+    fn take(self) -> Vec<CaseResult> {
+        self.cases.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The suite against a fresh embedded server: the cases graded (every case, or those
+/// graded until one caught the fault), and why the run fell short, if it did.
 async fn suite_against(
     fixtures: &[LoadedFixture],
     opts: &Options,
-    faults: Faults,
-) -> Result<Vec<CaseResult>, String> {
-    let embedded = Embedded::start(opts.seed, faults).await?;
+    fault: Option<Fault>,
+) -> (Vec<CaseResult>, Option<String>) {
+    let mut faults = Faults::default();
+    if let Some(f) = fault {
+        faults.insert(f);
+    }
+    let embedded = match Embedded::start(opts.seed, faults).await {
+        Ok(e) => e,
+        Err(e) => return (Vec::new(), Some(e)),
+    };
     let mut config = embedded.run_config();
     config.jobs = opts.jobs.max(1);
     config.seed = opts.seed;
-    let runner = match Runner::new(config).await {
-        Ok(r) => r,
-        Err(e) => {
-            embedded.shutdown().await;
-            return Err(e.to_string());
-        }
+    let seen = Seen {
+        fault,
+        cases: Mutex::new(Vec::new()),
+        caught: Notify::new(),
     };
-    let popts = property::Options {
+    let error = match Runner::new(config).await {
+        Ok(runner) => {
+            let ordered = by_relevance(fixtures, fault);
+            let stop_early = opts.stop_early && fault.is_some();
+            let work = play(&runner, &ordered, opts, &seen, stop_early);
+            tokio::select! {
+                _ = work => None,
+                _ = seen.caught.notified(), if stop_early => None,
+                _ = tokio::time::sleep(opts.trial_limit) => Some(format!(
+                    "the suite did not finish within {} s",
+                    opts.trial_limit.as_secs()
+                )),
+            }
+        }
+        Err(e) => Some(e.to_string()),
+    };
+    embedded.shutdown().await;
+    (seen.take(), error)
+}
+
+/// Plays the fixtures and the properties: side by side for a full run, else the fixtures
+/// first and then the properties one at a time, so that the run can stop at the first
+/// related failure without leaving property searches behind.
+async fn play(
+    runner: &Runner,
+    fixtures: &[LoadedFixture],
+    opts: &Options,
+    seen: &Seen,
+    stop_early: bool,
+) {
+    let popts = |properties: Vec<Property>| property::Options {
         seed: opts.seed,
         cases: opts.cases,
-        properties: opts.properties.clone(),
+        properties,
         // The verdict is all a mutation run needs: shrink briefly.
         shrink_time: Duration::from_secs(1),
         shrink_runs: 16,
         ..property::Options::default()
     };
-    let generated = async {
-        if popts.properties.is_empty() {
-            return Vec::new();
+    let record = |c: &CaseResult| seen.record(c);
+    if !stop_early {
+        let generated = async {
+            if !opts.properties.is_empty() {
+                for o in property::run(runner, &popts(opts.properties.clone())).await {
+                    record(&o.result);
+                }
+            }
+        };
+        tokio::join!(runner.run_all(fixtures, record), generated);
+        return;
+    }
+    runner.run_all(fixtures, record).await;
+    for p in &opts.properties {
+        for o in property::run(runner, &popts(vec![*p])).await {
+            record(&o.result);
         }
-        property::run(&runner, &popts).await
-    };
-    let (mut cases, outcomes) = tokio::join!(runner.run_all(fixtures, |_| {}), generated);
-    cases.extend(outcomes.into_iter().map(|o| o.result));
-    embedded.shutdown().await;
-    Ok(cases)
+    }
+}
+
+/// The fixtures citing a requirement the fault breaks first, then those of its area, then
+/// the others (each group in suite order).
+fn by_relevance(fixtures: &[LoadedFixture], fault: Option<Fault>) -> Vec<LoadedFixture> {
+    let mut ordered = fixtures.to_vec();
+    if let Some(f) = fault {
+        let broken = requirements_of(f);
+        let rank = |lf: &LoadedFixture| {
+            let reqs = &lf.fixture.requirements;
+            if reqs.iter().any(|r| broken.contains(&r.as_str())) {
+                0
+            } else if reqs.iter().any(|r| related(&broken, r)) {
+                1
+            } else {
+                2
+            }
+        };
+        ordered.sort_by_key(rank);
+    }
+    ordered
 }
 
 #[cfg(test)]
@@ -371,6 +478,7 @@ mod tests {
                 .map(|(id, reqs)| Failing {
                     id: (*id).into(),
                     requirements: reqs.iter().map(|r| (*r).to_owned()).collect(),
+                    why: String::new(),
                 })
                 .collect(),
             troubled: Vec::new(),
