@@ -258,6 +258,31 @@ pub fn extract_examples(markdown: &str) -> Vec<Example> {
     out
 }
 
+/// Builds the registry from spec sources given as `(path, markdown)`; the area of each file
+/// is its stem. Files named `README.md` or `concordance.md` hold no requirements of their own
+/// but are parsed too (a requirement there would still be registered).
+pub fn registry_from_sources(
+    sources: &[(String, String)],
+) -> Result<Vec<Requirement>, RegistryError> {
+    let mut all = Vec::new();
+    for (path, text) in sources {
+        let stem = path
+            .rsplit('/')
+            .next()
+            .unwrap_or(path)
+            .trim_end_matches(".md")
+            .to_owned();
+        all.extend(parse_requirements(&stem, path, text)?);
+    }
+    build_registry(all)
+}
+
+/// The registry as the pretty JSON committed in `spec/requirements.json`.
+pub fn registry_json(registry: &[Requirement]) -> String {
+    let text = serde_json::to_string_pretty(registry).unwrap_or_default();
+    format!("{text}\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,29 +323,4 @@ mod tests {
         assert_eq!(ex[0].direction, Direction::Client);
         assert_eq!(ex[0].json.trim(), "{\"type\":\"ping\"}");
     }
-}
-
-/// Builds the registry from spec sources given as `(path, markdown)`; the area of each file
-/// is its stem. Files named `README.md` or `concordance.md` hold no requirements of their own
-/// but are parsed too (a requirement there would still be registered).
-pub fn registry_from_sources(
-    sources: &[(String, String)],
-) -> Result<Vec<Requirement>, RegistryError> {
-    let mut all = Vec::new();
-    for (path, text) in sources {
-        let stem = path
-            .rsplit('/')
-            .next()
-            .unwrap_or(path)
-            .trim_end_matches(".md")
-            .to_owned();
-        all.extend(parse_requirements(&stem, path, text)?);
-    }
-    build_registry(all)
-}
-
-/// The registry as the pretty JSON committed in `spec/requirements.json`.
-pub fn registry_json(registry: &[Requirement]) -> String {
-    let text = serde_json::to_string_pretty(registry).unwrap_or_default();
-    format!("{text}\n")
 }
