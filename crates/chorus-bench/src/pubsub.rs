@@ -26,7 +26,7 @@ use crate::error::BenchError;
 use crate::metrics::{add_percentiles, latency_histogram, Figures};
 use crate::payload::{clock_origin, now_ns, Payload};
 use crate::sampler::RssSampler;
-use crate::server::Server;
+use crate::server::{Server, ServerKind, API_KEY};
 
 /// Close code reported for a connection that ended without a close frame (RFC 6455 1006).
 pub const CLOSED_WITHOUT_CODE: u16 = 1006;
@@ -270,6 +270,11 @@ pub async fn run(server: &Server, plan: &PubSubPlan) -> Result<PubSubOutcome, Be
             None => sinks.push(sink),
         }
     }
+    let stop_stalling = Rc::new(Cell::new(false));
+    let stalled = (!stalled.is_empty()).then(|| {
+        let probe = (server.kind == ServerKind::Chorus).then_some(server.addr);
+        tokio::task::spawn_local(watch_stalled(probe, stalled, stop_stalling.clone()))
+    });
     let sampler = RssSampler::start(server.pid);
     let cpu_start = server.cpu()?;
     let start = Instant::now();
@@ -303,7 +308,11 @@ pub async fn run(server: &Server, plan: &PubSubPlan) -> Result<PubSubOutcome, Be
     let server_cpu = server.cpu()?.saturating_sub(cpu_start);
     let peak_rss_kib = sampler.stop().await;
     let end_ns = shared.last_delivery_ns.get().max(start_ns + 1);
-    let stalled_closes = drain_stalled(stalled).await;
+    stop_stalling.set(true);
+    let stalled_closes = match stalled {
+        Some(task) => join(task).await?,
+        None => Vec::new(),
+    };
     close_all(sinks, readers).await;
     let outcome = PubSubOutcome {
         sent: shared.sent(),
@@ -467,6 +476,34 @@ async fn wait_for(shared: &Shared, expected: u64, acks: Option<u64>, limit: Dura
     while !done() && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Keeps the stalled members from reading until the server drops one of its connections
+/// (Chorus: `/api/stats` shows one fewer, the slow-consumer close) or the run ends, then
+/// reads what they were sent. A client that never reads again could never see the close
+/// frame; this one stays stalled exactly until the server gave up on it.
+async fn watch_stalled(
+    stats: Option<std::net::SocketAddr>,
+    stalled: Vec<Ws>,
+    stop: Rc<Cell<bool>>,
+) -> Vec<Option<u16>> {
+    let connections = |addr| async move {
+        let stats = crate::http::get_json(addr, "/api/stats", &[("X-Api-Key", API_KEY)]).await;
+        stats.ok().and_then(|s| s["connections"].as_u64())
+    };
+    let base = match stats {
+        Some(addr) => connections(addr).await,
+        None => None,
+    };
+    while !stop.get() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let (Some(addr), Some(base)) = (stats, base) {
+            if connections(addr).await.is_some_and(|n| n < base) {
+                break;
+            }
+        }
+    }
+    drain_stalled(stalled).await
 }
 
 /// Reads what each stalled member was sent, up to its close frame (or until nothing more

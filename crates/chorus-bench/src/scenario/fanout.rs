@@ -18,7 +18,10 @@ fn plan(timing: Timing, channels: usize, publishers: usize, subscribers: usize) 
         stalled: 0,
         duration: timing.duration,
         rate: None,
-        window: timing.window,
+        // Split the window among a channel's publishers: a receiver has at most `window`
+        // messages in flight whatever the fan-in, well under Chorus's 1,024-frame queue (a
+        // fan-in receiver behind by 49 x 32 messages is a slow consumer, rightly closed).
+        window: (timing.window / publishers as u64).max(2),
         drain: timing.drain,
     }
 }
