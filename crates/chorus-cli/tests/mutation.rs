@@ -143,7 +143,7 @@ fn unknown_faults_are_refused() {
     let (code, _, err) = chorus(&["conform", "--fault", "bogus", "--run", "none"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown fault \"bogus\""), "{err}");
-    let (code, _, err) = chorus(&["serve", "--fault", "bogus", "--port", "0"]);
+    let (code, _, err) = chorus(&["serve", "--dev", "--fault", "bogus", "--port", "0"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown fault \"bogus\""), "{err}");
 }
