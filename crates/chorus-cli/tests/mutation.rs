@@ -7,10 +7,18 @@
 
 use std::io::Write;
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 
 use chorus_cli::mutation::{self, Mutation};
 use chorus_conformance::suite::Suite;
 use chorus_server::core::Fault;
+
+/// One test at a time: the suite's timing cases must not compete for the two cores with
+/// another suite run of this file.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Writes past the test harness's output capture, so that CI logs show the score.
 fn show(text: &str) {
@@ -27,6 +35,7 @@ fn mutation_run() -> Mutation {
 
 #[test]
 fn every_fault_is_caught_for_a_related_requirement() {
+    let _one = serial();
     let m = mutation_run();
     let mut report = vec![m.reference.line()];
     report.extend(m.trials.iter().map(|t| t.line()));
@@ -52,6 +61,7 @@ fn every_fault_is_caught_for_a_related_requirement() {
 }
 
 fn chorus(args: &[&str]) -> (i32, String, String) {
+    let _one = serial();
     let out = Command::new(env!("CARGO_BIN_EXE_chorus"))
         .args(args)
         .output()
