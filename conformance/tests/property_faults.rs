@@ -184,3 +184,18 @@ fault_test!(
     5
 );
 fault_test!(no_pong, "no_pong", Channels, ["CONN-12"], 2);
+fault_test!(
+    version_reused_after_conflict,
+    "version_reused_after_conflict",
+    State,
+    ["STATE-3", "STATE-14"],
+    5
+);
+fault_test!(seq_repeat, "seq_repeat", Channels, ["CHAN-30"], 4);
+fault_test!(
+    event_filter_ignored,
+    "event_filter_ignored",
+    History,
+    ["BCAST-2"],
+    5
+);

@@ -43,7 +43,8 @@ impl Scope {
 /// Sequences of 1 to `max_steps` steps for `property`.
 pub fn steps(property: Property, scope: &Scope, max_steps: usize) -> BoxedStrategy<Vec<Step>> {
     let clients = proptest::sample::select(actors(property));
-    let step = (clients, op(property, scope)).prop_map(|(client, op)| Step { client, op });
+    let step = (clients, op(property, scope), prop::bool::weighted(0.6))
+        .prop_map(|(client, op, join)| Step { client, op, join });
     let generated = vec(step, 1..=max_steps.max(1));
     match keeper(property) {
         Some(first) => generated
@@ -67,6 +68,7 @@ fn keeper(property: Property) -> Option<Step> {
     );
     keeps.then_some(Step {
         client: ClientId(3),
+        join: false,
         op: Op::Subscribe(SubscribeOp {
             chan: Slot::Chat,
             since: Since::None,

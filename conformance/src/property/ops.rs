@@ -155,6 +155,19 @@ pub struct SubscribeOp {
     pub password: Password,
 }
 
+impl SubscribeOp {
+    /// A subscribe without options.
+    pub fn plain(chan: Slot) -> Self {
+        SubscribeOp {
+            chan,
+            since: Since::None,
+            state: false,
+            room: None,
+            password: Password::None,
+        }
+    }
+}
+
 /// A presence status choice; `Offline` is invalid for clients (PRES-15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusChoice {
@@ -299,6 +312,36 @@ pub struct Step {
     pub client: ClientId,
     /// What it does.
     pub op: Op,
+    /// Subscribe to the operation's channel first if the client is not subscribed (so that
+    /// most generated operations act on a channel instead of being refused).
+    pub join: bool,
+}
+
+impl Step {
+    /// A step without joining first.
+    pub fn new(client: ClientId, op: Op) -> Self {
+        Step {
+            client,
+            op,
+            join: false,
+        }
+    }
+}
+
+impl Op {
+    /// The channel an operation acts on as a subscriber (not `subscribe`/`unsubscribe`).
+    pub fn target(&self) -> Option<Slot> {
+        match self {
+            Op::Broadcast { chan, .. }
+            | Op::History { chan, .. }
+            | Op::PresenceUpdate { chan, .. }
+            | Op::PresenceList { chan }
+            | Op::StateWrite { chan, .. }
+            | Op::StateSync { chan }
+            | Op::CursorMove { chan, .. } => Some(*chan),
+            Op::Connect | Op::Disconnect | Op::Subscribe(_) | Op::Unsubscribe { .. } => None,
+        }
+    }
 }
 
 /// Event names broadcasts use.
@@ -329,7 +372,11 @@ pub fn key(i: u8) -> String {
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.client.name(), self.op)
+        write!(f, "{}: ", self.client.name())?;
+        if let (true, Some(slot)) = (self.join, self.op.target()) {
+            write!(f, "(subscribed to {} if not yet) ", slot.short())?;
+        }
+        write!(f, "{}", self.op)
     }
 }
 
@@ -484,15 +531,15 @@ mod tests {
 
     #[test]
     fn steps_read_as_one_line() {
-        let s = Step {
-            client: ClientId(2),
-            op: Op::Broadcast {
+        let s = Step::new(
+            ClientId(2),
+            Op::Broadcast {
                 chan: Slot::Chat,
                 event: 1,
                 data: 0,
                 echo: true,
             },
-        };
+        );
         assert_eq!(s.to_string(), "bob: broadcast chat typing 0 echo");
     }
 }

@@ -13,7 +13,7 @@ use super::check::{Failure, FailureKind};
 use super::driver::client_spec;
 use super::execute::{Executed, Run};
 use super::model::{Action, Expected, Plan};
-use super::ops::{ClientId, Op, Since};
+use super::ops::ClientId;
 use crate::fixture::{Close, Connect, Expect, ExpectNone, ExpectSet, Fixture, NumExpr, Send, Step};
 
 /// The fixture replaying `run`, which ended with `failure`.
@@ -213,37 +213,42 @@ fn area_of(failure: &Failure, property: Property) -> &'static str {
     }
 }
 
+/// Capabilities the frames sent need (the fixture is skipped where one is not announced).
 fn capabilities(executed: &[Executed]) -> Vec<Capability> {
     let mut caps = BTreeSet::new();
-    for e in executed {
-        match &e.step.op {
-            Op::Subscribe(s) => {
-                if s.chan.is_presence() {
-                    caps.insert(Capability::Presence);
-                }
-                if s.room.is_some() || s.password != super::ops::Password::None {
-                    caps.insert(Capability::Rooms);
-                }
-                if s.state {
-                    caps.insert(Capability::State);
-                }
-                if s.since != Since::None {
-                    caps.insert(Capability::Recovery);
-                }
+    let frames = executed
+        .iter()
+        .flat_map(|e| &e.plan.actions)
+        .filter_map(|a| match a {
+            Action::Send(_, f) => Some(f),
+            _ => None,
+        });
+    for f in frames {
+        let t = f["type"].as_str().unwrap_or_default();
+        if f["channel"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("presence-"))
+        {
+            caps.insert(Capability::Presence);
+        }
+        let needed: &[Capability] = match t {
+            "history" => &[Capability::History],
+            "cursor:update" => &[Capability::Cursors],
+            _ if t.starts_with("state:") => &[Capability::State],
+            _ => &[],
+        };
+        caps.extend(needed);
+        if t == "subscribe" {
+            let member = |k: &str| f.get(k).is_some();
+            if member("since") {
+                caps.insert(Capability::Recovery);
             }
-            Op::PresenceUpdate { .. } | Op::PresenceList { .. } => {
-                caps.insert(Capability::Presence);
+            if member("room") || member("password") {
+                caps.insert(Capability::Rooms);
             }
-            Op::StateWrite { .. } | Op::StateSync { .. } => {
+            if member("state") {
                 caps.insert(Capability::State);
             }
-            Op::CursorMove { .. } => {
-                caps.insert(Capability::Cursors);
-            }
-            Op::History { .. } => {
-                caps.insert(Capability::History);
-            }
-            _ => {}
         }
     }
     caps.into_iter().collect()
@@ -278,7 +283,7 @@ mod tests {
     use super::*;
     use crate::fixture::CaseLevel;
     use crate::property::model::Model;
-    use crate::property::ops::{Password, Slot, Step as OpStep, SubscribeOp};
+    use crate::property::ops::{Op, Password, Since, Slot, Step as OpStep, SubscribeOp};
     use crate::suite::{LoadedFixture, Suite};
     use crate::transcript::Transcript;
 
@@ -324,10 +329,7 @@ mod tests {
         let executed = steps
             .into_iter()
             .filter_map(|(c, op)| {
-                let step = OpStep {
-                    client: ClientId(c),
-                    op,
-                };
+                let step = OpStep::new(ClientId(c), op);
                 m.apply(&step).map(|plan| Executed { step, plan })
             })
             .collect();

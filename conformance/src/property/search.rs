@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
@@ -82,7 +82,8 @@ where
     let config = Config {
         cases: budget.cases,
         max_shrink_iters: budget.shrink_runs,
-        max_shrink_time: u32::try_from(budget.shrink_time.as_millis()).unwrap_or(u32::MAX),
+        // The time budget is enforced below: proptest's own prints to stderr when it ends.
+        max_shrink_time: 0,
         failure_persistence: None,
         fork: false,
         timeout: 0,
@@ -94,7 +95,17 @@ where
     let first_failure_at = AtomicU32::new(0);
     let original_len = AtomicU32::new(0);
     let last_failing: Mutex<Option<(Vec<Step>, Run)>> = Mutex::new(None);
+    let shrinking_since: Mutex<Option<Instant>> = Mutex::new(None);
+    let out_of_time = || {
+        let since = shrinking_since.lock().ok().and_then(|g| *g);
+        since.is_some_and(|t| t.elapsed() > budget.shrink_time)
+    };
     let outcome = runner.run(strategy, |steps| {
+        // Past the shrinking budget every further candidate "passes" unplayed, so proptest
+        // keeps the smallest failure found so far.
+        if out_of_time() {
+            return Ok(());
+        }
         let n = runs.fetch_add(1, Ordering::SeqCst);
         let run = play(&steps, n);
         let Some(f) = &run.failure else {
@@ -102,6 +113,9 @@ where
         };
         let message = f.to_string();
         if first_failure_at.load(Ordering::SeqCst) == 0 {
+            if let Ok(mut g) = shrinking_since.lock() {
+                *g = Some(Instant::now());
+            }
             first_failure_at.store(n + 1, Ordering::SeqCst);
             original_len.store(
                 u32::try_from(steps.len()).unwrap_or(u32::MAX),

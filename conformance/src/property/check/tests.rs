@@ -31,7 +31,7 @@ fn sub(chan: Slot, since: Since) -> Op {
 }
 
 fn apply(m: &mut Model, client: ClientId, op: Op) -> Plan {
-    m.apply(&Step { client, op }).unwrap()
+    m.apply(&Step::new(client, op)).unwrap()
 }
 
 fn welcome(user: &str, profile: Value) -> Value {

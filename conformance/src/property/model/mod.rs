@@ -23,7 +23,7 @@ use chorus_protocol::{Capability, Limits};
 use serde_json::{json, Value};
 
 use crate::fixture::CaseLevel;
-use crate::property::ops::{ClientId, Op, Slot, Step};
+use crate::property::ops::{ClientId, Op, Slot, Step, SubscribeOp};
 
 use channels::Channel;
 
@@ -271,6 +271,11 @@ impl Model {
             op => {
                 if !connected {
                     self.connect(&mut plan, c);
+                }
+                if let (true, Some(slot)) = (step.join, op.target()) {
+                    if !self.is_subscribed(c, slot) {
+                        channels::subscribe(self, &mut plan, c, &SubscribeOp::plain(slot));
+                    }
                 }
                 self.dispatch(&mut plan, c, op);
             }

@@ -37,7 +37,7 @@ fn bcast(chan: Slot, echo: bool) -> Op {
 }
 
 fn apply(m: &mut Model, client: ClientId, op: Op) -> Plan {
-    m.apply(&Step { client, op })
+    m.apply(&Step::new(client, op))
         .expect("the step does something")
 }
 
@@ -78,12 +78,7 @@ fn first_operation_connects_the_client() {
 fn connecting_twice_is_skipped() {
     let mut m = model();
     apply(&mut m, BOB, Op::Connect);
-    assert!(m
-        .apply(&Step {
-            client: BOB,
-            op: Op::Connect
-        })
-        .is_none());
+    assert!(m.apply(&Step::new(BOB, Op::Connect)).is_none());
 }
 
 #[test]

@@ -77,3 +77,25 @@ fn a_passing_search_plays_every_case() {
     assert!(s.found.is_none());
     assert_eq!(s.cases, 200);
 }
+
+#[test]
+fn shrinking_stops_at_its_time_budget_with_the_smallest_failure_so_far() {
+    let slow = |steps: &[Step], n: u32| {
+        std::thread::sleep(Duration::from_millis(20));
+        play(steps, n)
+    };
+    let mut b = budget(1);
+    b.shrink_time = Duration::from_millis(100);
+    let started = std::time::Instant::now();
+    let found = search(Property::Channels, &strategy(), &b, slow)
+        .unwrap()
+        .found
+        .expect("a failure");
+    assert!(fails(&found.steps));
+    assert!(
+        found.shrink_runs <= 10,
+        "{} shrinking runs",
+        found.shrink_runs
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
