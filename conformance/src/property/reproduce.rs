@@ -12,7 +12,7 @@ use super::catalog::Property;
 use super::check::{Failure, FailureKind};
 use super::driver::client_spec;
 use super::execute::{Executed, Run};
-use super::model::{Action, Expected, Plan};
+use super::model::{Action, CursorDue, Expected, Plan};
 use super::ops::ClientId;
 use crate::fixture::{Close, Connect, Expect, ExpectNone, ExpectSet, Fixture, NumExpr, Send, Step};
 
@@ -26,19 +26,23 @@ pub fn fixture(
 ) -> Fixture {
     let mut steps = Vec::new();
     let last = run.executed.len();
+    let coalescing = failure.requirements.iter().any(|r| r == "CURS-7");
     for (i, ex) in run.executed.iter().enumerate() {
+        let failing = i + 1 == last;
         steps.extend(actions(&ex.plan));
-        steps.extend(expectations(&ex.plan, interval_ms));
-        if i + 1 == last {
+        steps.extend(expectations(&ex.plan, interval_ms, failing && coalescing));
+        if failing {
             steps.extend(forbidden_tail(failure, &run.prefix));
         }
     }
     if let Some(ex) = run.executed.last() {
         for c in &ex.plan.connected {
+            // A coalescing server may still hold the last position in the queue.
+            let matching = coalescing.then(|| json!({"type": {"$not": "cursor:moved"}}));
             steps.push(Step::ExpectNone(ExpectNone {
                 expect_none: c.name().to_owned(),
                 within_ms: Some(NumExpr::Literal(300)),
-                matching: None,
+                matching,
             }));
         }
     }
@@ -122,9 +126,18 @@ fn actions(plan: &Plan) -> Vec<Step> {
 }
 
 /// The actor's expectations first, then the others', as the executor grades them.
-fn expectations(plan: &Plan, interval_ms: u64) -> Vec<Step> {
+/// `coalescing`: the step broke CURS-7, so its bursts are replayed as "one frame, then no
+/// other position than the last" instead of "eventually the last position".
+fn expectations(plan: &Plan, interval_ms: u64, coalescing: bool) -> Vec<Step> {
     let mut order: Vec<ClientId> = vec![plan.actor];
-    order.extend(plan.expect.keys().copied().filter(|c| *c != plan.actor));
+    let others: BTreeSet<ClientId> = plan
+        .expect
+        .keys()
+        .copied()
+        .chain(plan.cursor_due.iter().map(|d| d.client))
+        .filter(|c| *c != plan.actor)
+        .collect();
+    order.extend(others);
     let mut out = Vec::new();
     for c in order {
         let list: Vec<&Expected> = plan
@@ -134,17 +147,48 @@ fn expectations(plan: &Plan, interval_ms: u64) -> Vec<Step> {
             .unwrap_or_default();
         out.extend(client_expectations(c, &list));
         for due in plan.cursor_due.iter().filter(|d| d.client == c) {
-            out.push(Step::Expect(Expect {
-                expect: c.name().to_owned(),
-                frame: Some(json!({"type": "cursor:moved", "channel": due.channel,
-                    "cursors": {"$contains": [due.entry]}})),
-                any_of: None,
-                ignore: vec![json!({"type": "cursor:moved", "channel": due.channel})],
-                within_ms: Some(NumExpr::Literal(interval_ms + 1000)),
-            }));
+            if coalescing && due.burst >= 3 {
+                out.extend(coalesced_burst(c, due, interval_ms));
+            } else {
+                out.push(eventually(c, due, interval_ms));
+            }
         }
     }
     out
+}
+
+/// The due position arrives, possibly after earlier positions of the burst (CURS-9).
+fn eventually(c: ClientId, due: &CursorDue, interval_ms: u64) -> Step {
+    Step::Expect(Expect {
+        expect: c.name().to_owned(),
+        frame: Some(json!({"type": "cursor:moved", "channel": due.channel,
+            "cursors": {"$contains": [due.entry]}})),
+        any_of: None,
+        ignore: vec![json!({"type": "cursor:moved", "channel": due.channel})],
+        within_ms: Some(NumExpr::Literal(interval_ms + 1000)),
+    })
+}
+
+/// A burst sent within one interval: one frame with the user's cursor, then no frame with
+/// another position than the last (CURS-7: a second frame may only carry the last one).
+fn coalesced_burst(c: ClientId, due: &CursorDue, interval_ms: u64) -> Vec<Step> {
+    let user = due.entry["user_id"].clone();
+    let last_x = due.entry["x"].clone();
+    let first = Step::Expect(Expect {
+        expect: c.name().to_owned(),
+        frame: Some(json!({"type": "cursor:moved", "channel": due.channel,
+            "cursors": {"$contains": [{"user_id": user}]}})),
+        any_of: None,
+        ignore: Vec::new(),
+        within_ms: Some(NumExpr::Literal(interval_ms + 1000)),
+    });
+    let no_other = Step::ExpectNone(ExpectNone {
+        expect_none: c.name().to_owned(),
+        within_ms: Some(NumExpr::Literal(interval_ms + 300)),
+        matching: Some(json!({"type": "cursor:moved", "channel": due.channel,
+            "cursors": {"$contains": [{"user_id": user, "x": {"$ne": last_x}}]}})),
+    });
+    vec![first, no_other]
 }
 
 fn client_expectations(c: ClientId, list: &[&Expected]) -> Vec<Step> {
