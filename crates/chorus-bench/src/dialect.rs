@@ -3,7 +3,7 @@
 //!
 //! Two dialects: [`Minimal`] (the two baselines: the channel is the URL path, the server
 //! answers `ok` once the connection is in the channel, and every text frame a member sends
-//! goes verbatim to every other member) and [`ChorusDialect`] (docs/wire-outline.md).
+//! goes verbatim to every other member) and [`ChorusDialect`] (spec/channels.md).
 
 use std::net::SocketAddr;
 
