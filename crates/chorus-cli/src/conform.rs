@@ -103,7 +103,8 @@ pub struct ConformArgs {
     /// Run only the fixtures, not the generated properties.
     #[arg(long)]
     pub no_properties: bool,
-    /// Cases run concurrently (each isolated by its own channel prefix).
+    /// Cases run concurrently (each isolated by its own channel prefix); up to 4 of the
+    /// properties run beside them.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub jobs: usize,
     /// Write the JSON report (schema/report.schema.json).
