@@ -421,10 +421,12 @@ impl<'p> StepCheck<'p> {
     }
 }
 
-/// CURS-7 with slack for network jitter: `n` back-to-back updates may produce at most two
-/// frames plus one per interval the frames actually spread over.
+/// CURS-7 with slack for scheduling jitter (arrival times are taken when the harness reads
+/// a frame, so a busy machine bunches them): `n` back-to-back updates fail the step only if
+/// every one of them got its own frame and the frames came faster than one per interval,
+/// with room for one flush in the middle of the burst.
 fn coalesced(c: ClientId, burst: u8, times: &[Instant], interval_ms: u64) -> Result<(), Failure> {
-    if burst < 3 || times.len() < 2 {
+    if burst < 3 || times.len() < usize::from(burst) {
         return Ok(());
     }
     let span = times[times.len() - 1].duration_since(times[0]).as_millis() as u64;

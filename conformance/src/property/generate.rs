@@ -315,7 +315,7 @@ fn state(w: &mut Weighted, s: &Scope, slots: &[Slot]) {
 }
 
 fn cursor_move(slots: &[Slot]) -> BoxedStrategy<Op> {
-    let burst = prop_oneof![3 => Just(1u8), 2 => Just(4u8)];
+    let burst = prop_oneof![3 => Just(1u8), 2 => Just(6u8)];
     (
         slot(slots),
         0..500u16,

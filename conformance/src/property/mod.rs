@@ -6,7 +6,18 @@
 //! Flow: [`generate`] draws sequences with proptest from a fixed seed; [`search`] plays each
 //! on a fresh `{run}` prefix through [`execute`], which acts out the model's [`model::Plan`]
 //! for every step over real WebSockets ([`driver`]) and grades what arrives ([`check`]).
-//! Results are the harness's [`CaseResult`], one per property.
+//! Results are the harness's [`CaseResult`], one per property ([`catalog`]).
+//!
+//! Only graceful operations are generated (unsubscribe, close 1000; no drops, no waits for
+//! heartbeats or grace periods), so the model needs no clock and a correct server never
+//! fails by timing. Every frame a client receives must be one the model expects; a frame it
+//! must not receive fails the step that sent it, or at the latest the barrier after the
+//! last step.
+//!
+//! Running: `chorus conform --seed S --cases N --save-failures DIR` (the CLI calls [`run`]);
+//! in this crate's tests, `cargo test -p chorus-conformance --test property_reference`
+//! (the reference server passes), `--test property_faults` (each server fault is caught)
+//! and `--test property_replay` (replay fixtures fail on the fault, pass without it).
 
 pub mod catalog;
 pub mod check;
