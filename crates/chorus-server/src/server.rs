@@ -10,6 +10,7 @@ use chorus_protocol::Capability;
 use std::future::IntoFuture;
 use thiserror::Error;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -194,6 +195,13 @@ async fn serve(
         tracing::info!("shutting down: draining connections");
         drain_shared.begin_shutdown();
     };
+    // Frames are small and latency-bound: Nagle's algorithm would hold a frame written
+    // behind an unacknowledged one for up to a delayed-ACK timeout (40 ms on Linux).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let http = axum::serve(listener, app)
         .with_graceful_shutdown(stopped)
         .into_future();

@@ -5,19 +5,19 @@
 //! every queue in the order the core produced them: two broadcasts handled by two tasks can
 //! never be delivered out of `seq` order.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chorus_protocol::{Capability, ClientMessage, CloseCode, Millis, RequestId};
+use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::core::{ConnId, Core, Effect, Fault, Faults, Session};
+use crate::core::{ConnId, Core, Effect, Fault, Faults, Frame, Session};
 
-use super::outbound::{ConnHandle, Enqueued};
+use super::outbound::{ConnHandle, Enqueued, WireFrame};
 
 /// Server time in milliseconds since the Unix epoch.
 pub fn now_ms() -> Millis {
@@ -36,7 +36,9 @@ pub fn deadline_at(at_ms: Millis) -> tokio::time::Instant {
 /// The core and the queues of the connections it knows.
 struct Hub {
     core: Core,
-    conns: HashMap<ConnId, ConnHandle>,
+    /// Keyed by the hub's own sequential ids, looked up once per delivered frame: a
+    /// DoS-resistant hash buys nothing here and costs a SipHash per recipient.
+    conns: FxHashMap<ConnId, ConnHandle>,
 }
 
 /// Everything the connection tasks, HTTP handlers and the timer share.
@@ -76,7 +78,7 @@ impl Shared {
             auth,
             hub: Mutex::new(Hub {
                 core,
-                conns: HashMap::new(),
+                conns: FxHashMap::default(),
             }),
             next_conn: AtomicU64::new(1),
             timer: Notify::new(),
@@ -223,6 +225,7 @@ impl Shared {
 /// the `seq_repeat` fault (CHAN-30), every `message` is queued twice.
 fn deliver(hub: &Hub, effects: Vec<Effect>, repeat: bool) -> Vec<ConnId> {
     let mut overflowed = Vec::new();
+    let mut wire = WireCache::default();
     for effect in effects {
         match effect {
             Effect::Send {
@@ -230,13 +233,14 @@ fn deliver(hub: &Hub, effects: Vec<Effect>, repeat: bool) -> Vec<ConnId> {
                 frame,
                 droppable,
             } => {
-                let handle = hub.conns.get(&to);
-                if let Some(h) =
-                    handle.filter(|_| repeat && frame.starts_with(r#"{"type":"message""#))
-                {
-                    h.send(frame.clone(), droppable);
+                let Some(handle) = hub.conns.get(&to) else {
+                    continue;
+                };
+                let bytes = wire.of(&frame);
+                if repeat && frame.starts_with(r#"{"type":"message""#) {
+                    handle.send(bytes.clone(), droppable);
                 }
-                if handle.is_some_and(|h| h.send(frame, droppable) == Enqueued::Overflow) {
+                if handle.send(bytes, droppable) == Enqueued::Overflow {
                     overflowed.push(to);
                 }
             }
@@ -248,6 +252,27 @@ fn deliver(hub: &Hub, effects: Vec<Effect>, repeat: bool) -> Vec<ConnId> {
         }
     }
     overflowed
+}
+
+/// The wire bytes of the frame last converted. The core emits a fan-out as consecutive
+/// sends of one shared [`Frame`]; converting it once and cloning the reference-counted bytes
+/// per recipient saves an allocation and a copy per delivery.
+#[derive(Default)]
+struct WireCache {
+    last: Option<(Frame, WireFrame)>,
+}
+
+impl WireCache {
+    fn of(&mut self, frame: &Frame) -> WireFrame {
+        match &self.last {
+            Some((f, bytes)) if Arc::ptr_eq(f, frame) => bytes.clone(),
+            _ => {
+                let bytes = WireFrame::from(&**frame);
+                self.last = Some((frame.clone(), bytes.clone()));
+                bytes
+            }
+        }
+    }
 }
 
 /// Whether a frame is an `error` with one of the protocol-error codes of TRANS-24.
@@ -265,6 +290,21 @@ fn is_protocol_error(frame: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fanned_out_frame_is_converted_once() {
+        let mut cache = WireCache::default();
+        let shared: Frame = Arc::from(r#"{"type":"message"}"#);
+        let a = cache.of(&shared);
+        let b = cache.of(&shared.clone());
+        // Same allocation: the second recipient got a reference, not a copy.
+        assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
+        // An equal text in another allocation is another frame.
+        let other: Frame = Arc::from(r#"{"type":"message"}"#);
+        let c = cache.of(&other);
+        assert_ne!(a.as_str().as_ptr(), c.as_str().as_ptr());
+        assert_eq!(c.as_str(), a.as_str());
+    }
 
     #[test]
     fn protocol_errors_are_recognised() {

@@ -9,16 +9,19 @@
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
+use axum::extract::ws::Utf8Bytes;
 use chorus_protocol::CloseCode;
 use tokio::sync::{mpsc, Notify};
 
-use crate::core::Frame;
+/// A frame as queued: reference-counted bytes, so one serialization fanned out to many
+/// connections is shared, never copied per recipient, down to the socket write.
+pub type WireFrame = Utf8Bytes;
 
 /// One item of the queue.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
     /// A frame to write.
-    Frame(Frame),
+    Frame(WireFrame),
     /// Close with this code once everything queued before it is written.
     Close(CloseCode),
 }
@@ -112,7 +115,7 @@ impl ConnHandle {
     }
 
     /// Enqueues a frame without ever waiting.
-    pub fn send(&self, frame: Frame, droppable: bool) -> Enqueued {
+    pub fn send(&self, frame: WireFrame, droppable: bool) -> Enqueued {
         if self.closer.requested().is_some() {
             return Enqueued::Closed;
         }
@@ -152,8 +155,8 @@ impl ConnHandle {
 mod tests {
     use super::*;
 
-    fn frame(s: &str) -> Frame {
-        Arc::from(s)
+    fn frame(s: &str) -> WireFrame {
+        WireFrame::from(s)
     }
 
     #[test]

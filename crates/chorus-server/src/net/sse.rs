@@ -270,7 +270,7 @@ impl StreamState {
             _ = sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
                 self.done = true;
                 let frame = ErrorFrame::new(None, ErrorCode::Unauthorized, "token expired");
-                Some(Outbound::Frame(Arc::from(ServerMessage::Error(frame).to_json())))
+                Some(Outbound::Frame(ServerMessage::Error(frame).to_json().into()))
             }
         }
     }

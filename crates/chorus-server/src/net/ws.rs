@@ -23,7 +23,7 @@ use crate::auth::{token_from_request, AuthError};
 use crate::core::{ConnId, Fault, Session};
 
 use super::hub::{deadline_at, now_ms, LiveGuard, Shared};
-use super::outbound::{self, ConnHandle, ConnQueue, Outbound};
+use super::outbound::{self, ConnHandle, ConnQueue, Outbound, WireFrame};
 use super::{origin_allowed, query_param};
 
 /// Frames the writer takes from the queue before one flush.
@@ -300,7 +300,7 @@ impl Reader {
 
     fn reply_error(&self, frame: ErrorFrame) {
         let text = ServerMessage::Error(frame).to_json();
-        self.handle.send(Arc::from(text), false);
+        self.handle.send(WireFrame::from(text), false);
     }
 }
 
@@ -379,13 +379,13 @@ async fn write_loop(
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
     rx: &mut mpsc::Receiver<Outbound>,
-    first: crate::core::Frame,
+    first: WireFrame,
 ) -> Result<Option<CloseCode>, axum::Error> {
-    sink.feed(text_message(&first)).await?;
+    sink.feed(Message::Text(first)).await?;
     let mut close = None;
     for _ in 0..WRITE_BATCH {
         match rx.try_recv() {
-            Ok(Outbound::Frame(frame)) => sink.feed(text_message(&frame)).await?,
+            Ok(Outbound::Frame(frame)) => sink.feed(Message::Text(frame)).await?,
             Ok(Outbound::Close(code)) => {
                 close = Some(code);
                 break;
@@ -395,10 +395,6 @@ async fn write_batch(
     }
     sink.flush().await?;
     Ok(close)
-}
-
-fn text_message(frame: &str) -> Message {
-    Message::Text(Utf8Bytes::from(frame))
 }
 
 async fn send_close(
