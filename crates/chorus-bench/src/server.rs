@@ -132,7 +132,7 @@ impl Launcher {
 /// presence channels, 1 s presence grace, quiet logs. Queue, history and every other
 /// setting stay default.
 fn chorus_args(bin: &std::path::Path, port: &str) -> Vec<String> {
-    let flags: [(&str, &str); 12] = [
+    let flags: [(&str, &str); 13] = [
         ("--host", "127.0.0.1"),
         ("--port", port),
         ("--memory", "true"),
@@ -144,6 +144,10 @@ fn chorus_args(bin: &std::path::Path, port: &str) -> Vec<String> {
         ("--max-room-users", "100000"),
         ("--max-connections", "1000000"),
         ("--presence-grace-ms", "1000"),
+        // Each repetition uses new channel names; the baselines drop a channel when its
+        // last member leaves. Chorus keeps an unused channel's history for this long
+        // (default 10 minutes), so the runs of one server would otherwise pile up.
+        ("--channel-idle-ms", "5000"),
         ("--log-level", "warn"),
     ];
     let mut args = vec![bin.display().to_string(), "serve".to_owned()];

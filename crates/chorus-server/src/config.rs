@@ -171,6 +171,10 @@ settings! {
     /// Messages each channel retains for history and recovery; at least history_limit
     /// [default: 1000].
     history_retention: usize = crate::core::DEFAULT_RETENTION, env = "CHORUS_HISTORY_RETENTION";
+    /// How long a channel nobody uses (no subscriber, presence member, shared state or
+    /// room, and no publish) keeps its retained stream before it is forgotten, ms; below
+    /// 300000 departs from HIST-5 [default: 600000].
+    channel_idle_ms: u64 = crate::core::DEFAULT_IDLE_TTL_MS, env = "CHORUS_CHANNEL_IDLE_MS";
     /// Deepest JSON nesting accepted in a client frame [default: 32].
     max_json_depth: u32 = 32, env = "CHORUS_MAX_JSON_DEPTH";
     /// Cursor coalescing interval, ms [default: 50].
@@ -285,6 +289,11 @@ impl Config {
             self.history_retention >= self.history_limit as usize,
             "history_retention",
             "must be at least history_limit",
+        )?;
+        check(
+            self.channel_idle_ms >= 1000,
+            "channel_idle_ms",
+            "must be at least 1000",
         )?;
         check(
             self.max_protocol_errors >= 1,

@@ -118,7 +118,7 @@ impl Server {
     ) -> Result<RunningServer, ServerError> {
         config.validate()?;
         let store = if config.memory {
-            Store::memory()?
+            Store::volatile()?
         } else {
             Store::open(&config.data_dir)?
         };
@@ -162,6 +162,7 @@ fn core_config(config: &Config, faults: Faults) -> CoreConfig {
         heartbeat: config.heartbeat(),
         capabilities,
         retention: config.history_retention,
+        channel_idle_ms: config.channel_idle_ms,
         faults,
         ..CoreConfig::default()
     }

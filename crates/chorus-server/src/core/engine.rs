@@ -211,6 +211,16 @@ pub trait Engine {
     /// The earliest pending grace deadline.
     fn next_grace_deadline(&self) -> Option<Millis>;
 
+    // --- lifetime ---
+
+    /// Forgets channels that have been unused (no subscriber, member, state or room, and no
+    /// write) for the engine's idle time, when a sweep is due at `now`; how many it forgot.
+    /// A forgotten channel starts a new epoch when used again (HIST-3), so a late `since`
+    /// gets `recovered: false` (HIST-8).
+    fn sweep_idle(&mut self, now: Millis) -> usize;
+    /// When [`Engine::sweep_idle`] is next due, while any channel exists.
+    fn next_sweep(&self) -> Option<Millis>;
+
     // --- shared state (state.md) ---
 
     /// The whole state.

@@ -71,7 +71,7 @@ mod testkit;
 pub use engine::{ChannelKey, Engine};
 pub use errors::CoreError;
 pub use faults::{Fault, Faults};
-pub use in_process::InProcessEngine;
+pub use in_process::{InProcessEngine, DEFAULT_IDLE_TTL_MS};
 
 use connection::Connection;
 use cursors::Cursors;
@@ -138,6 +138,9 @@ pub struct CoreConfig {
     /// Stream items each channel retains for `history` and recovery (HIST-5: at least
     /// `limits.history_limit`, which only bounds one page).
     pub retention: usize,
+    /// How long a channel nobody uses (no subscriber, member, state or room, no write) is
+    /// kept before it is forgotten with its retained stream.
+    pub channel_idle_ms: Millis,
     /// Deliberate bugs for the conformance suite's self-test (inert without the `faults`
     /// feature).
     pub faults: Faults,
@@ -154,6 +157,7 @@ impl Default for CoreConfig {
             capabilities: Capability::ALL.to_vec(),
             server_name: format!("chorus-server/{}", env!("CARGO_PKG_VERSION")),
             retention: DEFAULT_RETENTION,
+            channel_idle_ms: DEFAULT_IDLE_TTL_MS,
             faults: Faults::default(),
         }
     }
@@ -259,7 +263,8 @@ impl Core {
     /// persisted (HIST-4, STATE-25, ROOM-19).
     pub fn new(config: CoreConfig, store: Store) -> Result<Core, CoreError> {
         let retention = config.retention.max(config.limits.history_limit as usize);
-        let engine = InProcessEngine::load(store, retention, config.faults.clone())?;
+        let engine = InProcessEngine::load(store, retention, config.faults.clone())?
+            .with_idle_ttl(config.channel_idle_ms);
         Ok(Core::with_engine(config, engine))
     }
 }
@@ -323,15 +328,20 @@ impl<E: Engine> Core<E> {
         let mut out = Outbox::default();
         self.expire_grace(now, &mut out);
         self.flush_cursors(now, &mut out);
+        self.engine.sweep_idle(now);
         out.effects
     }
 
     /// When [`Core::tick`] is next needed, if ever.
     pub fn next_deadline(&self) -> Option<Millis> {
-        [self.engine.next_grace_deadline(), self.cursors.next_due()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.engine.next_grace_deadline(),
+            self.cursors.next_due(),
+            self.engine.next_sweep(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // --- helpers shared by the areas ---

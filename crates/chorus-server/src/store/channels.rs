@@ -80,6 +80,9 @@ impl Store {
         retain: u64,
         register: bool,
     ) -> Result<(), StoreError> {
+        if self.volatile {
+            return Ok(());
+        }
         let ChannelRow {
             tenant,
             name,
@@ -118,6 +121,9 @@ impl Store {
         version: u64,
         changes: &[(&str, Option<&serde_json::Value>)],
     ) -> Result<(), StoreError> {
+        if self.volatile {
+            return Ok(());
+        }
         let tx = self.conn.transaction()?;
         tx.prepare_cached(
             "INSERT INTO channels (tenant, name, epoch, state_version) VALUES (?1, ?2, ?3, ?4)
@@ -299,6 +305,31 @@ mod tests {
         );
         let expected: Vec<_> = (n - 2..=n).map(|q| format!("{{\"seq\":{q}}}")).collect();
         assert_eq!(ch.items, expected, "trimmed at a multiple of TRIM_EVERY");
+    }
+
+    #[test]
+    fn a_volatile_store_keeps_no_stream_or_state_but_keeps_rooms() {
+        let mut s = Store::volatile().unwrap();
+        let row = ChannelRow {
+            tenant: "t",
+            name: "c",
+            epoch: "e-1",
+        };
+        s.append_item(row, 1, "{}", 10, true).unwrap();
+        let v = serde_json::json!(1);
+        s.write_state("t", "s", "e-2", 1, &[("k", Some(&v))])
+            .unwrap();
+        assert!(s.load().unwrap().channels.is_empty());
+        let room = StoredRoom {
+            tenant: "t".into(),
+            name: "presence-r".into(),
+            password_hash: None,
+            max_users: 3,
+            metadata: serde_json::json!({}),
+            created_at: 1,
+        };
+        s.save_room(&room, "e-3").unwrap();
+        assert_eq!(s.load().unwrap().rooms.len(), 1);
     }
 
     #[test]

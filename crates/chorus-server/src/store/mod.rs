@@ -69,6 +69,8 @@ pub enum Durability {
 /// The durable store: one SQLite connection used only by the core's engine.
 pub struct Store {
     conn: Connection,
+    /// Stream items and state are not written: see [`Store::volatile`].
+    volatile: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -80,10 +82,22 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// An in-memory store (tests, `--memory`): nothing survives the process.
+    /// An in-memory SQLite store that records everything a directory store does (tests):
+    /// nothing survives the process.
     pub fn memory() -> Result<Store, StoreError> {
         let conn = Connection::open_in_memory()?;
         Store::init(conn, Durability::Normal)
+    }
+
+    /// The store of `chorus serve --memory`: nothing survives the process, so stream items
+    /// and state, which the engine also holds in memory, are not copied into SQLite at all
+    /// (a second copy of every message that nobody would ever load). Rooms and the records
+    /// of the resource API, which the engine reads back from the store, are kept in an
+    /// in-memory database.
+    pub fn volatile() -> Result<Store, StoreError> {
+        let mut store = Store::memory()?;
+        store.volatile = true;
+        Ok(store)
     }
 
     /// Opens (creating) `dir/chorus.db` with [`Durability::Full`].
@@ -109,7 +123,10 @@ impl Store {
         };
         conn.pragma_update(None, "synchronous", sync)?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            volatile: false,
+        })
     }
 }
 
