@@ -213,8 +213,23 @@ impl Runner {
     async fn attempt(&self, lf: &LoadedFixture, case_no: usize, attempt: u32) -> CaseResult {
         let started = Instant::now();
         let prefix = self.config.run_prefix(case_no, attempt);
-        let outcome = CaseRun::new(self, &lf.fixture, prefix).run().await;
-        grade(lf, outcome, started.elapsed())
+        // Every step has its own timeout; this bounds a case whose step waits on something
+        // the server never ends (a stream body it should not have sent), so that one
+        // misbehaving server cannot stall the whole run.
+        let deadline = Duration::from_secs_f64(CASE_DEADLINE_SECS * self.config.timeout_scale);
+        let run = CaseRun::new(self, &lf.fixture, prefix).run();
+        match tokio::time::timeout(deadline, run).await {
+            Ok(outcome) => grade(lf, outcome, started.elapsed()),
+            Err(_) => {
+                let mut result = base_result(lf, Verdict::Error);
+                result.reason = Some(format!(
+                    "the case did not finish within {} s",
+                    deadline.as_secs()
+                ));
+                result.duration_ms = started.elapsed().as_millis() as u64;
+                result
+            }
+        }
     }
 
     async fn skipped(&self, lf: &LoadedFixture, case_no: usize, missing: &[&str]) -> CaseResult {
@@ -262,6 +277,10 @@ async fn probe(config: &RunConfig, url: &str, schema: Arc<FrameSchema>) -> Resul
         .await;
     Ok(welcome)
 }
+
+/// The longest a case may run (times `timeout_scale`); the slowest fixtures, waiting out
+/// heartbeat timeouts and presence grace, take about 10 s.
+const CASE_DEADLINE_SECS: f64 = 60.0;
 
 fn base_result(lf: &LoadedFixture, verdict: Verdict) -> CaseResult {
     let f: &Fixture = &lf.fixture;

@@ -159,7 +159,7 @@ fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
             drain: Duration::from_secs(10),
             window: 32,
         },
-        launcher: launcher(args)?,
+        launcher: launcher(args, &select_servers(args)?)?,
     })
 }
 
@@ -213,7 +213,8 @@ fn sibling(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn launcher(args: &BenchArgs) -> Result<Launcher, BenchError> {
+/// Where each server's program is; only the chosen servers' binaries must exist.
+fn launcher(args: &BenchArgs, kinds: &[ServerKind]) -> Result<Launcher, BenchError> {
     let missing = |what: &str, hint: &str| {
         BenchError::Options(format!("cannot find the {what} binary: {hint}"))
     };
@@ -228,6 +229,8 @@ fn launcher(args: &BenchArgs) -> Result<Launcher, BenchError> {
     };
     let bare_bin = match &args.bare_bin {
         Some(p) => p.clone(),
+        // Never started: a name for messages only.
+        None if !kinds.contains(&ServerKind::Bare) => PathBuf::from("chorus-bench-bare"),
         None => sibling("chorus-bench-bare").ok_or_else(|| {
             missing(
                 "chorus-bench-bare",

@@ -84,7 +84,14 @@ impl Launcher {
     pub fn command_line(&self, kind: ServerKind, port: u16) -> Vec<String> {
         let port = port.to_string();
         let mut args: Vec<String> = match kind {
-            ServerKind::Chorus => chorus_args(&self.chorus_bin, &port),
+            ServerKind::Chorus => {
+                // `--chorus-arg=--data-dir=DIR` benchmarks durable writes instead.
+                let on_disk = self
+                    .chorus_extra
+                    .iter()
+                    .any(|a| a.starts_with("--data-dir"));
+                chorus_args(&self.chorus_bin, &port, on_disk)
+            }
             ServerKind::Bare => vec![self.bare_bin.display().to_string(), "--port".into(), port],
             ServerKind::Node => vec![
                 self.node_bin.display().to_string(),
@@ -131,11 +138,11 @@ impl Launcher {
 /// `chorus serve` with limits opened for benchmarking: rate limits off, in-memory store, big
 /// presence channels, 1 s presence grace, quiet logs. Queue, history and every other
 /// setting stay default.
-fn chorus_args(bin: &std::path::Path, port: &str) -> Vec<String> {
+fn chorus_args(bin: &std::path::Path, port: &str, on_disk: bool) -> Vec<String> {
     let flags: [(&str, &str); 13] = [
         ("--host", "127.0.0.1"),
         ("--port", port),
-        ("--memory", "true"),
+        ("--memory", if on_disk { "false" } else { "true" }),
         ("--jwt-secret", JWT_SECRET),
         ("--api-key", API_KEY),
         ("--broadcast-rate-per-sec", "1000000000"),

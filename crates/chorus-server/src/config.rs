@@ -15,6 +15,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use chorus_protocol::{Heartbeat, Limits};
+
+use crate::store::Durability;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -133,6 +135,10 @@ settings! {
     path: String = "/ws".to_owned(), env = "CHORUS_PATH";
     /// Directory of the SQLite database (created if missing) [default: ./chorus-data].
     data_dir: PathBuf = PathBuf::from("./chorus-data"), env = "CHORUS_DATA_DIR";
+    /// full: a write is acknowledged once synced to disk (survives a power cut; about 4 ms
+    /// a write, serialized). normal: once handed to the OS (survives a crash of the server,
+    /// not of the machine) [default: full].
+    durability: Durability = Durability::Full, env = "CHORUS_DURABILITY";
     /// Keep everything in memory instead of --data-dir; nothing survives a restart
     /// [default: false].
     memory: bool = false, env = "CHORUS_MEMORY",
@@ -448,6 +454,20 @@ mod tests {
             }
         ));
         assert!(Config::load(&parse(&["--jwt-secret", "short", "--dev"])).is_ok());
+    }
+
+    #[test]
+    fn durability_comes_from_a_flag_or_the_file() {
+        assert_eq!(Config::default().durability, Durability::Full);
+        assert_eq!(
+            parse(&["--durability", "normal"]).durability,
+            Some(Durability::Normal)
+        );
+        assert!(Cli::try_parse_from(["chorus", "--durability", "sometimes"]).is_err());
+        let file = file_with("durability = \"normal\"\n");
+        let path = file.path().to_str().unwrap();
+        let c = Config::load(&parse(&["--dev", "--config", path])).unwrap();
+        assert_eq!(c.durability, Durability::Normal);
     }
 
     #[test]

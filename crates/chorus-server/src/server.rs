@@ -120,7 +120,7 @@ impl Server {
         let store = if config.memory {
             Store::volatile()?
         } else {
-            Store::open(&config.data_dir)?
+            Store::open_with(&config.data_dir, config.durability)?
         };
         // SEC-2 broken on purpose: development mode on although not configured.
         let dev = config.dev || faults.on(Fault::DevModeByDefault);
@@ -188,6 +188,7 @@ async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     let timer = tokio::spawn(net::run_timer(shared.clone(), stop.clone()));
+    let syncer = tokio::spawn(shared.clone().run_syncer());
     let app = net::router(shared.clone());
     let drain_shared = shared.clone();
     let stop_copy = stop.clone();
@@ -218,6 +219,7 @@ async fn serve(
     }
     wait_for_connections(&shared).await;
     timer.abort();
+    syncer.abort();
     tracing::info!("server stopped");
     Ok(())
 }

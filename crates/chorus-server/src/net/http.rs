@@ -234,6 +234,7 @@ async fn broadcast(
     let tenant = api_access(&shared, &headers, Capability::HttpApi)?;
     let req: PublishRequest = shaped(json_body(&shared, body).await?)?;
     let reply = shared.with_core(|core, now| core.server_publish(&tenant, req, None, None, now))?;
+    shared.durable().await;
     Ok(Json(reply).into_response())
 }
 
@@ -272,6 +273,7 @@ async fn publish(
             now,
         )
     })?;
+    shared.durable().await;
     Ok(Json(reply).into_response())
 }
 
@@ -310,8 +312,10 @@ fn same_id(body: &Value, id: &str) -> ApiResult<()> {
     }
 }
 
-fn write(shared: &Shared, tenant: &str, op: ResourceOp) -> ApiResult<(bool, ResourceRecord)> {
+/// A resource write, answered once durable (group commit).
+async fn write(shared: &Shared, tenant: &str, op: ResourceOp) -> ApiResult<(bool, ResourceRecord)> {
     let written = shared.with_core(|core, now| core.resource_write(tenant, op, now))?;
+    shared.durable().await;
     Ok((written.created, written.record))
 }
 
@@ -325,7 +329,7 @@ async fn create(
     let data = record_body(&shared, body).await?;
     let id = body_id(&data)?;
     let resource = name.clone();
-    let (_, record) = write(&shared, &tenant, ResourceOp::Create { resource, id, data })?;
+    let (_, record) = write(&shared, &tenant, ResourceOp::Create { resource, id, data }).await?;
     let mut response = (StatusCode::CREATED, Json(&record)).into_response();
     // HTTP-35
     let location = format!("/api/resources/{name}/{}", record.id);
@@ -392,7 +396,7 @@ async fn replace(
     let tenant = api_access(&shared, &headers, Capability::DataChange)?;
     let data = record_body(&shared, body).await?;
     same_id(&data, &id)?;
-    let (_, record) = write(&shared, &tenant, ResourceOp::Replace { resource, id, data })?;
+    let (_, record) = write(&shared, &tenant, ResourceOp::Replace { resource, id, data }).await?;
     Ok(Json(record).into_response())
 }
 
@@ -405,7 +409,7 @@ async fn patch(
     let tenant = api_access(&shared, &headers, Capability::DataChange)?;
     let data = record_body(&shared, body).await?;
     same_id(&data, &id)?;
-    let (_, record) = write(&shared, &tenant, ResourceOp::Patch { resource, id, data })?;
+    let (_, record) = write(&shared, &tenant, ResourceOp::Patch { resource, id, data }).await?;
     Ok(Json(record).into_response())
 }
 
@@ -415,7 +419,7 @@ async fn delete(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let tenant = api_access(&shared, &headers, Capability::DataChange)?;
-    let (_, record) = write(&shared, &tenant, ResourceOp::Delete { resource, id })?;
+    let (_, record) = write(&shared, &tenant, ResourceOp::Delete { resource, id }).await?;
     Ok(Json(record).into_response())
 }
 

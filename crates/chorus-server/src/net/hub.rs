@@ -5,17 +5,20 @@
 //! every queue in the order the core produced them: two broadcasts handled by two tasks can
 //! never be delivered out of `seq` order.
 
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chorus_protocol::{Capability, ClientMessage, CloseCode, Millis, RequestId};
 use rustc_hash::FxHashMap;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::core::{ConnId, Core, Effect, Fault, Faults, Frame, Session};
+use crate::store::sync_wal;
 
 use super::outbound::{ConnHandle, Enqueued, WireFrame};
 
@@ -36,6 +39,11 @@ pub fn deadline_at(at_ms: Millis) -> tokio::time::Instant {
 /// The core and the queues of the connections it knows.
 struct Hub {
     core: Core,
+    /// Group commit: effects produced after a store write, in order, each with the store's
+    /// write count it must wait for; released once a log sync covers it.
+    held: VecDeque<(u64, Vec<Effect>)>,
+    /// The store's write count that the last completed sync covers.
+    synced: u64,
     /// Keyed by the hub's own sequential ids, looked up once per delivered frame: a
     /// DoS-resistant hash buys nothing here and costs a SipHash per recipient.
     conns: FxHashMap<ConnId, ConnHandle>,
@@ -57,6 +65,12 @@ pub struct Shared {
     timer_deadline: AtomicU64,
     live: AtomicUsize,
     shutting_down: AtomicBool,
+    /// Group commit: the write-ahead log to sync (None: nothing waits for the disk).
+    wal: Option<PathBuf>,
+    /// Wakes the syncer when held effects wait.
+    sync_wanted: Notify,
+    /// The write count the last sync covers, for HTTP handlers awaiting durability.
+    synced: watch::Sender<u64>,
 }
 
 /// Counts one live connection (WebSocket or SSE) while it exists.
@@ -71,6 +85,8 @@ impl Drop for LiveGuard {
 impl Shared {
     /// Shared state over a built core.
     pub fn new(config: Config, auth: Authenticator, core: Core) -> Shared {
+        let store = core.engine().store();
+        let (wal, written) = (store.wal_path().map(Path::to_owned), store.written());
         Shared {
             capabilities: core.config().capabilities.clone(),
             faults: core.config().faults.clone(),
@@ -78,6 +94,8 @@ impl Shared {
             auth,
             hub: Mutex::new(Hub {
                 core,
+                held: VecDeque::new(),
+                synced: written,
                 conns: FxHashMap::default(),
             }),
             next_conn: AtomicU64::new(1),
@@ -85,6 +103,9 @@ impl Shared {
             timer_deadline: AtomicU64::new(u64::MAX),
             live: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            wal,
+            sync_wanted: Notify::new(),
+            synced: watch::channel(written).0,
         }
     }
 
@@ -191,13 +212,95 @@ impl Shared {
     /// (CONN-19).
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
-        let hub = self.lock();
+        let mut hub = self.lock();
+        // Held acknowledgements go out before the close, once durable (blocking once here).
+        if !hub.held.is_empty() {
+            let written = hub.core.engine().store().written();
+            match self.wal.as_deref().map(sync_wal) {
+                Some(Err(e)) => tracing::error!(error = %e, "cannot sync the store at shutdown"),
+                _ => self.release(&mut hub, written),
+            }
+        }
         for handle in hub.conns.values() {
             handle.close_after_queued(CloseCode::GoingAway);
         }
     }
 
+    /// Waits until every store write made so far is durable (group commit); at once when
+    /// nothing waits for the disk. HTTP handlers call it before answering a write.
+    pub async fn durable(&self) {
+        if self.wal.is_none() {
+            return;
+        }
+        let written = self.lock().core.engine().store().written();
+        let mut synced = self.synced.subscribe();
+        self.sync_wanted.notify_one();
+        let _ = synced.wait_for(|s| *s >= written).await;
+    }
+
+    /// The group-commit loop: whenever effects are held, syncs the log once (off the async
+    /// threads, without the hub lock, so writes go on meanwhile) and releases every held
+    /// effect the sync covers. Runs until aborted (after the connections drained at
+    /// shutdown, which may still write).
+    pub async fn run_syncer(self: Arc<Self>) {
+        let Some(wal) = self.wal.clone() else {
+            return;
+        };
+        loop {
+            let target = {
+                let hub = self.lock();
+                let written = hub.core.engine().store().written();
+                (written > hub.synced).then_some(written)
+            };
+            let Some(target) = target else {
+                self.sync_wanted.notified().await;
+                continue;
+            };
+            let path = wal.clone();
+            match tokio::task::spawn_blocking(move || sync_wal(&path)).await {
+                Ok(Ok(())) => {
+                    let mut hub = self.lock();
+                    self.release(&mut hub, target);
+                }
+                failed => {
+                    // Nothing held is released: an acknowledgement would be a lie.
+                    tracing::error!(?failed, "cannot sync the store; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// A sync covering the store's write count `synced` completed: delivers what it covers.
+    fn release(&self, hub: &mut Hub, synced: u64) {
+        hub.synced = hub.synced.max(synced);
+        while hub.held.front().is_some_and(|(at, _)| *at <= hub.synced) {
+            if let Some((_, effects)) = hub.held.pop_front() {
+                self.deliver_all(hub, effects);
+            }
+        }
+        // After the frames are queued: a waiter may read its queue as soon as it wakes.
+        self.synced.send_replace(hub.synced);
+    }
+
     fn apply(&self, hub: &mut Hub, effects: Vec<Effect>) {
+        if self.wal.is_some() {
+            // Group commit: nothing produced after a write that no sync covers yet goes out
+            // before that sync, and nothing overtakes what is already held (order).
+            let written = hub.core.engine().store().written();
+            if written > hub.synced || !hub.held.is_empty() {
+                if !effects.is_empty() {
+                    hub.held.push_back((written, effects));
+                }
+                self.sync_wanted.notify_one();
+                self.wake_timer(hub);
+                return;
+            }
+        }
+        self.deliver_all(hub, effects);
+    }
+
+    fn deliver_all(&self, hub: &mut Hub, effects: Vec<Effect>) {
         let mut pending = effects;
         while !pending.is_empty() {
             let overflowed = deliver(hub, pending, self.faults.on(Fault::SeqRepeat));
@@ -211,6 +314,10 @@ impl Shared {
                 }
             }
         }
+        self.wake_timer(hub);
+    }
+
+    fn wake_timer(&self, hub: &Hub) {
         if hub
             .core
             .next_deadline()

@@ -41,7 +41,7 @@ pub async fn stream(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    match open(&shared, query.as_deref(), &headers) {
+    match open(&shared, query.as_deref(), &headers).await {
         Ok(stream) => {
             let interval = Duration::from_millis(shared.config.heartbeat_interval_ms);
             Sse::new(stream)
@@ -53,7 +53,7 @@ pub async fn stream(
 }
 
 /// Everything checked before streaming (SSE-2), then the subscriptions.
-fn open(
+async fn open(
     shared: &Arc<Shared>,
     query: Option<&str>,
     headers: &HeaderMap,
@@ -91,7 +91,7 @@ fn open(
     };
     for channel in channels {
         let since = since_for(resume.as_ref(), &channel);
-        state.subscribe(channel, since)?;
+        state.subscribe(channel, since).await?;
     }
     Ok(futures_util::stream::unfold(
         state,
@@ -220,7 +220,7 @@ impl Drop for StreamState {
 
 impl StreamState {
     /// Subscribes one channel; an `error` reply becomes the HTTP error of the request.
-    fn subscribe(
+    async fn subscribe(
         &mut self,
         channel: ChannelName,
         since: Option<StreamPosition>,
@@ -234,6 +234,8 @@ impl StreamState {
             state: None,
         });
         self.shared.handle(self.conn, msg);
+        // Group commit may hold the reply behind a pending sync; it is queued after this.
+        self.shared.durable().await;
         while let Ok(item) = self.queue.rx.try_recv() {
             if let Outbound::Frame(frame) = &item {
                 if let Some(error) = error_of(frame) {
