@@ -190,6 +190,9 @@ settings! {
     /// Frames queued per connection before it is closed as a slow consumer (4200)
     /// [default: 1024].
     queue_capacity: usize = 1024, env = "CHORUS_QUEUE_CAPACITY";
+    /// Bytes of frames queued per connection before it is closed as a slow consumer (4200);
+    /// at least max_frame_bytes, and LIMIT-10 asks for 4 times that [default: 8388608].
+    queue_max_bytes: usize = 8 * 1024 * 1024, env = "CHORUS_QUEUE_MAX_BYTES";
     /// Queue length above which droppable frames (cursor:moved) are dropped [default: 256].
     queue_watermark: usize = 256, env = "CHORUS_QUEUE_WATERMARK";
     /// Consecutive protocol errors that close a connection with 4005 [default: 20].
@@ -282,6 +285,11 @@ impl Config {
             "must not exceed queue_capacity",
         )?;
         check(
+            self.queue_max_bytes as u64 >= self.max_frame_bytes,
+            "queue_max_bytes",
+            "must be at least max_frame_bytes",
+        )?;
+        check(
             self.max_frame_bytes >= 64,
             "max_frame_bytes",
             "must be at least 64",
@@ -323,6 +331,15 @@ impl Config {
     /// The socket address to bind.
     pub fn bind_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
+    }
+
+    /// The bounds of each connection's outbound queue.
+    pub fn queue_limits(&self) -> crate::net::outbound::QueueLimits {
+        crate::net::outbound::QueueLimits {
+            capacity: self.queue_capacity,
+            watermark: self.queue_watermark,
+            max_bytes: self.queue_max_bytes,
+        }
     }
 
     /// The limits announced in `welcome` and enforced.

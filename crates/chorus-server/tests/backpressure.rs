@@ -105,3 +105,30 @@ async fn a_stalled_client_is_closed_4200_and_the_others_get_everything() {
         task.await.unwrap();
     }
 }
+
+/// LIMIT-7: the queue's memory is bounded in bytes too. With room for 10,000 frames but
+/// only 512 KiB, a client that stops reading 64 KiB messages is closed with 4200 long
+/// before the frame bound could be reached (200 messages), and a reader gets them all.
+#[tokio::test]
+async fn the_byte_bound_closes_a_stalled_client_whatever_the_frame_bound() {
+    let mut config = firehose_config();
+    config.queue_capacity = 10_000;
+    config.queue_watermark = 10_000;
+    config.queue_max_bytes = 512 * 1024;
+    let server = start_with(config).await;
+    let mut stalled = Client::user(&server, "stalled").await;
+    stalled.subscribe("firehose").await;
+    let mut reader = Client::user(&server, "reader").await;
+    reader.subscribe("firehose").await;
+    let count = 200u64;
+    let reading = tokio::spawn(async move {
+        for seq in 1..=count {
+            assert_eq!(reader.recv_type("message").await["seq"], seq);
+        }
+    });
+    let publisher = firehose(&server, count);
+    until_connections(&server, 1).await;
+    assert_eq!(stalled.closed().await, 4200);
+    publisher.await.unwrap();
+    reading.await.unwrap();
+}

@@ -1,12 +1,14 @@
-//! The bounded outbound queue of one connection (LIMIT-7..9, CURS-15).
+//! The bounded outbound queue of one connection (LIMIT-7..10, CURS-15).
 //!
 //! Frames wait in a bounded channel between the core (which enqueues without ever blocking,
-//! under the hub lock) and the connection's writer task. A full queue means the client
-//! stopped reading: the connection is closed with 4200 at once, instead of growing memory
-//! or slowing the senders. Droppable frames (`cursor:moved`) are dropped while the queue is
-//! above its watermark.
+//! under the hub lock) and the connection's writer task. The queue is bounded twice: in
+//! frames and in bytes (so that its memory is bounded whatever the frames' sizes, LIMIT-7;
+//! a single frame larger than the byte bound still passes an empty queue, LIMIT-10). A full
+//! queue means the client stopped reading: the connection is closed with 4200 at once,
+//! instead of growing memory or slowing the senders. Droppable frames (`cursor:moved`) are
+//! dropped while the queue is above its watermark.
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
@@ -74,33 +76,70 @@ impl Closer {
     }
 }
 
+/// The bounds of one connection's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Items (frames and closes) the queue holds at most.
+    pub capacity: usize,
+    /// Queue length from which droppable frames are dropped.
+    pub watermark: usize,
+    /// Bytes of queued frames above which the connection is closed with 4200.
+    pub max_bytes: usize,
+}
+
 /// The sending side of a connection's queue, held by the hub.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
     tx: mpsc::Sender<Outbound>,
     closer: Arc<Closer>,
     watermark: usize,
+    max_bytes: usize,
+    bytes: Arc<AtomicUsize>,
 }
 
 /// The receiving side, held by the connection's writer.
 #[derive(Debug)]
 pub struct ConnQueue {
-    /// Frames and ordered closes.
-    pub rx: mpsc::Receiver<Outbound>,
+    rx: mpsc::Receiver<Outbound>,
     /// Immediate close requests.
     pub closer: Arc<Closer>,
+    bytes: Arc<AtomicUsize>,
 }
 
-/// A queue holding at most `capacity` items, dropping droppable frames from `watermark` on.
-pub fn queue(capacity: usize, watermark: usize) -> (ConnHandle, ConnQueue) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+/// A queue within `limits`.
+pub fn queue(limits: QueueLimits) -> (ConnHandle, ConnQueue) {
+    let (tx, rx) = mpsc::channel(limits.capacity.max(1));
     let closer = Arc::new(Closer::default());
+    let bytes = Arc::new(AtomicUsize::new(0));
     let handle = ConnHandle {
         tx,
         closer: closer.clone(),
-        watermark,
+        watermark: limits.watermark,
+        max_bytes: limits.max_bytes,
+        bytes: bytes.clone(),
     };
-    (handle, ConnQueue { rx, closer })
+    (handle, ConnQueue { rx, closer, bytes })
+}
+
+impl ConnQueue {
+    /// The next item, once one is queued; `None` once every handle is gone.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.recv().await?;
+        Some(self.taken(item))
+    }
+
+    /// The next item if one is queued now.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.try_recv().ok()?;
+        Some(self.taken(item))
+    }
+
+    fn taken(&self, item: Outbound) -> Outbound {
+        if let Outbound::Frame(frame) = &item {
+            self.bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        }
+        item
+    }
 }
 
 impl ConnHandle {
@@ -122,13 +161,25 @@ impl ConnHandle {
         if droppable && self.len() >= self.watermark {
             return Enqueued::Dropped;
         }
+        let len = frame.len();
+        let queued = self.bytes.load(Ordering::Acquire);
+        if queued > 0 && queued + len > self.max_bytes {
+            self.closer.close_now(CloseCode::SlowConsumer);
+            return Enqueued::Overflow;
+        }
+        // Counted before the writer can take it, so the count never goes below zero.
+        self.bytes.fetch_add(len, Ordering::AcqRel);
         match self.tx.try_send(Outbound::Frame(frame)) {
             Ok(()) => Enqueued::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.bytes.fetch_sub(len, Ordering::AcqRel);
                 self.closer.close_now(CloseCode::SlowConsumer);
                 Enqueued::Overflow
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Enqueued::Closed,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.bytes.fetch_sub(len, Ordering::AcqRel);
+                Enqueued::Closed
+            }
         }
     }
 
@@ -159,9 +210,34 @@ mod tests {
         WireFrame::from(s)
     }
 
+    fn limits(capacity: usize, watermark: usize) -> QueueLimits {
+        QueueLimits {
+            capacity,
+            watermark,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn the_byte_bound_closes_before_the_frame_bound() {
+        let (h, mut q) = queue(QueueLimits {
+            capacity: 100,
+            watermark: 100,
+            max_bytes: 10,
+        });
+        // A frame larger than the bound passes an empty queue (LIMIT-10)...
+        assert_eq!(h.send(frame("0123456789abc"), false), Enqueued::Queued);
+        // ...and once it is written, the bytes are free again.
+        assert_eq!(q.try_recv(), Some(Outbound::Frame(frame("0123456789abc"))));
+        assert_eq!(h.send(frame("123456"), false), Enqueued::Queued);
+        assert_eq!(h.send(frame("7890"), false), Enqueued::Queued);
+        assert_eq!(h.send(frame("x"), false), Enqueued::Overflow);
+        assert_eq!(q.closer.requested(), Some(CloseCode::SlowConsumer));
+    }
+
     #[test]
     fn full_queue_requests_slow_consumer_close() {
-        let (h, q) = queue(2, 2);
+        let (h, q) = queue(limits(2, 2));
         assert_eq!(h.send(frame("a"), false), Enqueued::Queued);
         assert_eq!(h.send(frame("b"), false), Enqueued::Queued);
         assert_eq!(h.send(frame("c"), false), Enqueued::Overflow);
@@ -172,30 +248,27 @@ mod tests {
 
     #[test]
     fn droppable_frames_are_dropped_above_the_watermark() {
-        let (h, mut q) = queue(4, 1);
+        let (h, mut q) = queue(limits(4, 1));
         assert_eq!(h.send(frame("cursor"), true), Enqueued::Queued);
         assert_eq!(h.send(frame("cursor"), true), Enqueued::Dropped);
         assert_eq!(h.send(frame("message"), false), Enqueued::Queued);
-        assert_eq!(q.rx.try_recv().unwrap(), Outbound::Frame(frame("cursor")));
-        assert_eq!(q.rx.try_recv().unwrap(), Outbound::Frame(frame("message")));
+        assert_eq!(q.try_recv().unwrap(), Outbound::Frame(frame("cursor")));
+        assert_eq!(q.try_recv().unwrap(), Outbound::Frame(frame("message")));
         assert!(q.closer.requested().is_none());
     }
 
     #[test]
     fn ordered_close_follows_queued_frames() {
-        let (h, mut q) = queue(4, 4);
+        let (h, mut q) = queue(limits(4, 4));
         h.send(frame("last"), false);
         h.close_after_queued(CloseCode::GoingAway);
-        assert_eq!(q.rx.try_recv().unwrap(), Outbound::Frame(frame("last")));
-        assert_eq!(
-            q.rx.try_recv().unwrap(),
-            Outbound::Close(CloseCode::GoingAway)
-        );
+        assert_eq!(q.try_recv().unwrap(), Outbound::Frame(frame("last")));
+        assert_eq!(q.try_recv().unwrap(), Outbound::Close(CloseCode::GoingAway));
     }
 
     #[test]
     fn ordered_close_on_a_full_queue_is_immediate() {
-        let (h, q) = queue(1, 1);
+        let (h, q) = queue(limits(1, 1));
         h.send(frame("a"), false);
         h.close_after_queued(CloseCode::GoingAway);
         assert_eq!(q.closer.requested(), Some(CloseCode::GoingAway));
@@ -203,7 +276,7 @@ mod tests {
 
     #[tokio::test]
     async fn first_immediate_close_wins() {
-        let (h, q) = queue(1, 1);
+        let (h, q) = queue(limits(1, 1));
         h.close_now(CloseCode::SlowConsumer);
         h.close_now(CloseCode::GoingAway);
         assert_eq!(q.closer.wait().await, CloseCode::SlowConsumer);

@@ -76,7 +76,7 @@ async fn open(
         .track()
         .ok_or_else(|| ApiError::new(ErrorCode::LimitExceeded, "server at capacity"))?;
     let config = &shared.config;
-    let (handle, queue) = outbound::queue(config.queue_capacity, config.queue_watermark);
+    let (handle, queue) = outbound::queue(config.queue_limits());
     let expires_at = session.expires_at;
     let conn = shared.connect(handle, session);
     let mut state = StreamState {
@@ -236,7 +236,7 @@ impl StreamState {
         self.shared.handle(self.conn, msg);
         // Group commit may hold the reply behind a pending sync; it is queued after this.
         self.shared.durable().await;
-        while let Ok(item) = self.queue.rx.try_recv() {
+        while let Some(item) = self.queue.try_recv() {
             if let Outbound::Frame(frame) = &item {
                 if let Some(error) = error_of(frame) {
                     return Err(error);
@@ -263,11 +263,12 @@ impl StreamState {
 
     async fn next_item(&mut self) -> Option<Outbound> {
         let expiry = self.expires_at;
+        let closer = self.queue.closer.clone();
         tokio::select! {
             biased;
             // SSE-17: a stream that is not read fast enough ends.
-            _ = self.queue.closer.wait() => None,
-            item = self.queue.rx.recv() => item,
+            _ = closer.wait() => None,
+            item = self.queue.recv() => item,
             // SSE-16
             _ = sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
                 self.done = true;

@@ -14,7 +14,6 @@ use chorus_protocol::{
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite;
@@ -108,7 +107,7 @@ async fn run(shared: Arc<Shared>, socket: WebSocket, verdict: Result<Session, Au
         return reject(socket, CloseCode::GoingAway).await;
     }
     let config = &shared.config;
-    let (handle, queue) = outbound::queue(config.queue_capacity, config.queue_watermark);
+    let (handle, queue) = outbound::queue(config.queue_limits());
     let expires_at = session.expires_at;
     let identity = (session.user_id.clone(), session.tenant.clone());
     let conn = shared.connect(handle.clone(), session);
@@ -352,12 +351,13 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     queue: ConnQueue,
 ) -> Option<CloseCode> {
-    let ConnQueue { mut rx, closer } = queue;
+    let mut queue = queue;
+    let closer = queue.closer.clone();
     loop {
         let item = tokio::select! {
             biased;
             code = closer.wait() => Outbound::Close(code),
-            item = rx.recv() => item?,
+            item = queue.recv() => item?,
         };
         let close = match item {
             Outbound::Close(code) => Some(code),
@@ -365,7 +365,7 @@ async fn write_loop(
                 biased;
                 // The client stopped reading and the queue overflowed meanwhile.
                 code = closer.wait() => Some(code),
-                written = write_batch(&mut sink, &mut rx, frame) => written.ok()?,
+                written = write_batch(&mut sink, &mut queue, frame) => written.ok()?,
             },
         };
         if let Some(code) = close {
@@ -378,19 +378,19 @@ async fn write_loop(
 /// ordered close found in the queue.
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
-    rx: &mut mpsc::Receiver<Outbound>,
+    queue: &mut ConnQueue,
     first: WireFrame,
 ) -> Result<Option<CloseCode>, axum::Error> {
     sink.feed(Message::Text(first)).await?;
     let mut close = None;
     for _ in 0..WRITE_BATCH {
-        match rx.try_recv() {
-            Ok(Outbound::Frame(frame)) => sink.feed(Message::Text(frame)).await?,
-            Ok(Outbound::Close(code)) => {
+        match queue.try_recv() {
+            Some(Outbound::Frame(frame)) => sink.feed(Message::Text(frame)).await?,
+            Some(Outbound::Close(code)) => {
                 close = Some(code);
                 break;
             }
-            Err(_) => break,
+            None => break,
         }
     }
     sink.flush().await?;

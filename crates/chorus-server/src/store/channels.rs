@@ -307,6 +307,17 @@ mod tests {
         assert_eq!(ch.items, expected, "trimmed at a multiple of TRIM_EVERY");
     }
 
+    fn room() -> StoredRoom {
+        StoredRoom {
+            tenant: "t".into(),
+            name: "presence-r".into(),
+            password_hash: None,
+            max_users: 3,
+            metadata: serde_json::json!({}),
+            created_at: 9,
+        }
+    }
+
     #[test]
     fn a_volatile_store_keeps_no_stream_or_state_but_keeps_rooms() {
         let mut s = Store::volatile().unwrap();
@@ -320,15 +331,7 @@ mod tests {
         s.write_state("t", "s", "e-2", 1, &[("k", Some(&v))])
             .unwrap();
         assert!(s.load().unwrap().channels.is_empty());
-        let room = StoredRoom {
-            tenant: "t".into(),
-            name: "presence-r".into(),
-            password_hash: None,
-            max_users: 3,
-            metadata: serde_json::json!({}),
-            created_at: 1,
-        };
-        s.save_room(&room, "e-3").unwrap();
+        s.save_room(&room(), "e-3").unwrap();
         assert_eq!(s.load().unwrap().rooms.len(), 1);
     }
 
@@ -347,14 +350,7 @@ mod tests {
     #[test]
     fn discard_forgets_everything_of_the_channel() {
         let mut s = Store::memory().unwrap();
-        let room = StoredRoom {
-            tenant: "t".into(),
-            name: "presence-r".into(),
-            password_hash: None,
-            max_users: 3,
-            metadata: serde_json::json!({}),
-            created_at: 9,
-        };
+        let room = room();
         s.save_room(&room, "e-1").unwrap();
         let row = ChannelRow {
             tenant: "t",
