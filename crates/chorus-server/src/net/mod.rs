@@ -14,6 +14,7 @@ use crate::config::Config;
 pub mod http;
 pub mod hub;
 pub mod outbound;
+pub mod resume;
 pub mod sse;
 pub mod ws;
 

@@ -2,7 +2,7 @@
 //! The stream is a core connection like a WebSocket; each event carries the exact frame, and
 //! `id:` is a resume token holding every channel's position (SSE-7, SSE-11).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chorus_protocol::{
     Capability, ChannelKind, ChannelName, ClientMessage, Epoch, ErrorCode, ErrorFrame,
     ServerMessage, StreamPosition, Subscribe,
@@ -27,13 +25,11 @@ use crate::core::{ConnId, Fault, Session};
 use super::http::{status_of, ApiError};
 use super::hub::{deadline_at, now_ms, LiveGuard, Shared};
 use super::outbound::{self, ConnQueue, Outbound};
+use super::resume::{self, Positions, Resume};
 use super::{origin_allowed, query_param, query_params};
 
 /// Header carrying the last event id a reconnecting `EventSource` saw.
 const LAST_EVENT_ID: &str = "last-event-id";
-
-/// Position of each channel of a stream: channel -> (epoch, seq).
-type Positions = BTreeMap<String, (String, u64)>;
 
 /// `GET /sse?channel=…&token=…`.
 pub async fn stream(
@@ -71,7 +67,7 @@ async fn open(
     let channels = requested_channels(shared, query)?;
     let resume = resume_token(query, headers)
         .filter(|_| !shared.faults.on(Fault::SseResumeIgnored))
-        .map(|t| decode_resume(&t));
+        .map(|t| resume::decode(&t));
     let live = shared
         .track()
         .ok_or_else(|| ApiError::new(ErrorCode::LimitExceeded, "server at capacity"))?;
@@ -163,32 +159,16 @@ fn resume_token(query: Option<&str>, headers: &HeaderMap) -> Option<String> {
         .or_else(|| query_param(query, "last_event_id"))
 }
 
-/// Encodes positions as the resume token: base64url of `{"v":1,"p":{channel:[epoch,seq]}}`.
-pub fn encode_resume(positions: &Positions) -> String {
-    let body = serde_json::json!({"v": 1, "p": positions});
-    URL_SAFE_NO_PAD.encode(body.to_string())
-}
-
-/// Decodes a resume token; `None` when it cannot be read (SSE-14).
-pub fn decode_resume(token: &str) -> Option<Positions> {
-    let bytes = URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
-    let value: Value = serde_json::from_slice(&bytes).ok()?;
-    if value.get("v")? != 1 {
-        return None;
-    }
-    serde_json::from_value(value.get("p")?.clone()).ok()
-}
-
 /// The `since` of one channel: its position in a readable token (SSE-11), none when the token
 /// does not hold it (SSE-13), and a position that cannot match when the token is unreadable,
 /// so that the channel answers `recovered: false` (SSE-14).
-fn since_for(resume: Option<&Option<Positions>>, channel: &ChannelName) -> Option<StreamPosition> {
+fn since_for(resume: Option<&Option<Resume>>, channel: &ChannelName) -> Option<StreamPosition> {
     match resume? {
-        Some(positions) => positions
-            .get(channel.as_str())
+        Some(resume) => resume
+            .position(channel.as_str())
             .map(|(epoch, seq)| StreamPosition {
-                epoch: Epoch(epoch.clone()),
-                seq: *seq,
+                epoch: Epoch(epoch),
+                seq,
             }),
         None => Some(StreamPosition {
             epoch: Epoch("unreadable-resume-token".into()),
@@ -287,7 +267,7 @@ impl StreamState {
             .unwrap_or("message");
         let event = Event::default().event(kind).data(frame);
         if self.track(kind, &value) {
-            event.id(encode_resume(&self.positions))
+            event.id(resume::encode(&self.positions))
         } else {
             event
         }
@@ -335,30 +315,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resume_tokens_round_trip() {
-        let mut positions = Positions::new();
-        positions.insert("notifications".into(), ("e-1a2b".into(), 314));
-        positions.insert("resource:post".into(), ("e-c0de".into(), 20));
-        let token = encode_resume(&positions);
-        assert!(token.bytes().all(|b| b.is_ascii_graphic()));
-        assert_eq!(decode_resume(&token), Some(positions));
-    }
-
-    #[test]
-    fn the_spec_example_token_decodes() {
-        let token = "eyJ2IjoxLCJwIjp7Im5vdGlmaWNhdGlvbnMiOlsiZS0xYTJiIiwzMTRdfX0";
-        let positions = decode_resume(token).unwrap();
-        assert_eq!(positions["notifications"], ("e-1a2b".to_owned(), 314));
-    }
-
-    #[test]
     fn unreadable_tokens_force_a_non_matching_since() {
-        assert_eq!(decode_resume("%%%"), None);
         let channel = ChannelName::from("news");
         let since = since_for(Some(&None), &channel).unwrap();
         assert_eq!(since.seq, 0);
         assert_eq!(since_for(None, &channel), None);
-        assert_eq!(since_for(Some(&Some(Positions::new())), &channel), None);
+        let empty = Resume::Named(Positions::new());
+        assert_eq!(since_for(Some(&Some(empty)), &channel), None);
     }
 
     #[test]
