@@ -139,7 +139,7 @@ impl Launcher {
 /// presence channels, 1 s presence grace, quiet logs. Queue, history and every other
 /// setting stay default.
 fn chorus_args(bin: &std::path::Path, port: &str, on_disk: bool) -> Vec<String> {
-    let flags: [(&str, &str); 13] = [
+    let flags: [(&str, &str); 15] = [
         ("--host", "127.0.0.1"),
         ("--port", port),
         ("--memory", if on_disk { "false" } else { "true" }),
@@ -150,6 +150,9 @@ fn chorus_args(bin: &std::path::Path, port: &str, on_disk: bool) -> Vec<String> 
         ("--max-presence-members", "100000"),
         ("--max-room-users", "100000"),
         ("--max-connections", "1000000"),
+        // Every bench connection comes from 127.0.0.1 (10,000 idle ones at once).
+        ("--max-connections-per-address", "1000000"),
+        ("--max-connections-per-user", "1000000"),
         ("--presence-grace-ms", "1000"),
         // Each repetition uses new channel names; the baselines drop a channel when its
         // last member leaves. Chorus keeps an unused channel's history for this long

@@ -200,6 +200,13 @@ settings! {
     /// Open connections (WebSocket and SSE) above which new ones are closed with 4202
     /// [default: 100000].
     max_connections: usize = 100_000, env = "CHORUS_MAX_CONNECTIONS";
+    /// Open connections of one user (tenant and user id) above which new ones are closed
+    /// with 4202 (SEC-7) [default: 1000].
+    max_connections_per_user: usize = 1000, env = "CHORUS_MAX_CONNECTIONS_PER_USER";
+    /// Open connections from one remote address above which new ones are closed with 4202
+    /// (SEC-7); behind a reverse proxy every connection comes from the proxy's address
+    /// [default: 10000].
+    max_connections_per_address: usize = 10_000, env = "CHORUS_MAX_CONNECTIONS_PER_ADDRESS";
     /// Origins allowed to open WebSockets and SSE streams (comma-separated); empty allows
     /// every origin [default: empty].
     allowed_origins: Vec<String> = Vec::new(), env = "CHORUS_ALLOWED_ORIGINS",
@@ -283,6 +290,16 @@ impl Config {
             self.queue_watermark <= self.queue_capacity,
             "queue_watermark",
             "must not exceed queue_capacity",
+        )?;
+        check(
+            self.max_connections_per_user >= 1,
+            "max_connections_per_user",
+            "must be at least 1",
+        )?;
+        check(
+            self.max_connections_per_address >= 1,
+            "max_connections_per_address",
+            "must be at least 1",
         )?;
         check(
             self.queue_max_bytes as u64 >= self.max_frame_bytes,

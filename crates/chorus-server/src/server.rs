@@ -204,6 +204,8 @@ async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
+    // The peer address feeds the per-address connection cap (SEC-7).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let http = axum::serve(listener, app)
         .with_graceful_shutdown(stopped)
         .into_future();

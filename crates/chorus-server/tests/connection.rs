@@ -234,6 +234,42 @@ async fn connections_over_capacity_close_4202() {
     assert!(matches!(refused(&url).await, Refused::Closed(4202)));
 }
 
+/// SEC-7: per-user and per-address caps refuse the excess with 4202 and free on close.
+#[tokio::test]
+async fn per_user_and_per_address_caps_close_4202() {
+    let mut config = test_config();
+    config.max_connections_per_user = 2;
+    config.max_connections_per_address = 3;
+    let server = start_with(config).await;
+    let ann_url = format!("{}?token={}", server.ws_url(), user("ann"));
+    let first = Client::user(&server, "ann").await;
+    let _second = Client::user(&server, "ann").await;
+    assert!(matches!(refused(&ann_url).await, Refused::Closed(4202)));
+    // Another user from the same (loopback) address fills the address's cap.
+    let _bob = Client::user(&server, "bob").await;
+    let cy_url = format!("{}?token={}", server.ws_url(), user("cy"));
+    assert!(matches!(refused(&cy_url).await, Refused::Closed(4202)));
+    // A closed connection frees both counts.
+    first.close(1000).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match open(&ann_url, Some("chorus.v1")).await {
+            Ok(mut ws) => {
+                let welcome = next_json(&mut ws).await;
+                if welcome.as_ref().is_ok_and(|w| w["type"] == "welcome") {
+                    break;
+                }
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cap was not freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn foreign_origins_are_refused_with_403() {
     let mut config = test_config();

@@ -6,6 +6,7 @@
 //! never be delivered out of `seq` order.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::core::{ConnId, Core, Effect, Fault, Faults, Frame, Session};
 use crate::store::sync_wal;
 
+use super::admission::{Caps, Peers, Refused, UserKey};
 use super::outbound::{ConnHandle, Enqueued, WireFrame};
 
 /// Server time in milliseconds since the Unix epoch.
@@ -64,6 +66,7 @@ pub struct Shared {
     pub timer: Notify,
     timer_deadline: AtomicU64,
     live: AtomicUsize,
+    peers: Mutex<Peers>,
     shutting_down: AtomicBool,
     /// Group commit: the write-ahead log to sync (None: nothing waits for the disk).
     wal: Option<PathBuf>,
@@ -74,11 +77,16 @@ pub struct Shared {
 }
 
 /// Counts one live connection (WebSocket or SSE) while it exists.
-pub struct LiveGuard(Arc<Shared>);
+pub struct LiveGuard {
+    shared: Arc<Shared>,
+    user: UserKey,
+    addr: Option<IpAddr>,
+}
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Ordering::AcqRel);
+        self.shared.live.fetch_sub(1, Ordering::AcqRel);
+        self.shared.peers().release(&self.user, self.addr);
     }
 }
 
@@ -102,6 +110,7 @@ impl Shared {
             timer: Notify::new(),
             timer_deadline: AtomicU64::new(u64::MAX),
             live: AtomicUsize::new(0),
+            peers: Mutex::new(Peers::default()),
             shutting_down: AtomicBool::new(false),
             wal,
             sync_wanted: Notify::new(),
@@ -121,11 +130,33 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers a live connection; `None` when the server is at `max_connections`.
-    pub fn track(self: &Arc<Self>) -> Option<LiveGuard> {
-        let before = self.live.fetch_add(1, Ordering::AcqRel);
-        let guard = LiveGuard(self.clone());
-        (before < self.config.max_connections).then_some(guard)
+    /// Registers a live connection of `session`'s user from `addr`, unless the server, the
+    /// user or the address is at its cap (CONN-22, SEC-7).
+    pub fn track(
+        self: &Arc<Self>,
+        session: &Session,
+        addr: Option<IpAddr>,
+    ) -> Result<LiveGuard, Refused> {
+        let user = (session.tenant.clone(), session.user_id.clone());
+        let c = &self.config;
+        let caps = Caps {
+            total: c.max_connections,
+            per_user: c.max_connections_per_user,
+            per_address: c.max_connections_per_address,
+        };
+        self.peers().admit(caps, &user, addr)?;
+        self.live.fetch_add(1, Ordering::AcqRel);
+        Ok(LiveGuard {
+            shared: self.clone(),
+            user,
+            addr,
+        })
+    }
+
+    fn peers(&self) -> MutexGuard<'_, Peers> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Open connections (WebSocket and SSE).

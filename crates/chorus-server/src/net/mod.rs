@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 
+pub mod admission;
 pub mod http;
 pub mod hub;
 pub mod outbound;

@@ -4,10 +4,11 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -34,10 +35,11 @@ const LAST_EVENT_ID: &str = "last-event-id";
 /// `GET /sse?channel=…&token=…`.
 pub async fn stream(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    match open(&shared, query.as_deref(), &headers).await {
+    match open(&shared, query.as_deref(), &headers, peer.ip()).await {
         Ok(stream) => {
             let interval = Duration::from_millis(shared.config.heartbeat_interval_ms);
             Sse::new(stream)
@@ -53,6 +55,7 @@ async fn open(
     shared: &Arc<Shared>,
     query: Option<&str>,
     headers: &HeaderMap,
+    addr: IpAddr,
 ) -> Result<impl Stream<Item = Result<Event, Infallible>>, ApiError> {
     if !shared.has(Capability::Sse) {
         return Err(ApiError::new(
@@ -69,8 +72,8 @@ async fn open(
         .filter(|_| !shared.faults.on(Fault::SseResumeIgnored))
         .map(|t| resume::decode(&t));
     let live = shared
-        .track()
-        .ok_or_else(|| ApiError::new(ErrorCode::LimitExceeded, "server at capacity"))?;
+        .track(&session, Some(addr))
+        .map_err(|refused| ApiError::new(ErrorCode::LimitExceeded, refused.reason()))?;
     let config = &shared.config;
     let (handle, queue) = outbound::queue(config.queue_limits());
     let expires_at = session.expires_at;

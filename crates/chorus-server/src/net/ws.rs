@@ -1,11 +1,12 @@
 //! The WebSocket endpoint: upgrade checks (TRANS-1..3, SEC-9, CONN-1..5), then per
 //! connection a reader (this task) and a writer task joined by the bounded outbound queue.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chorus_protocol::{
@@ -33,6 +34,7 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 /// `GET {path}`: checks subprotocol and origin, upgrades, then authenticates.
 pub async fn upgrade(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
@@ -64,7 +66,7 @@ pub async fn upgrade(
         .max_message_size(frame_limit)
         .max_frame_size(frame_limit);
     let shared = shared.clone();
-    ws.on_upgrade(move |socket| run(shared, socket, verdict))
+    ws.on_upgrade(move |socket| run(shared, socket, verdict, peer.ip()))
 }
 
 /// The largest frame read (TRANS-16, LIMIT-3).
@@ -91,7 +93,12 @@ fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-async fn run(shared: Arc<Shared>, socket: WebSocket, verdict: Result<Session, AuthError>) {
+async fn run(
+    shared: Arc<Shared>,
+    socket: WebSocket,
+    verdict: Result<Session, AuthError>,
+    addr: IpAddr,
+) {
     let session = match verdict {
         Ok(session) => session,
         Err(e) => {
@@ -99,9 +106,13 @@ async fn run(shared: Arc<Shared>, socket: WebSocket, verdict: Result<Session, Au
             return reject(socket, e.close_code()).await;
         }
     };
-    let Some(live) = shared.track() else {
-        // CONN-22
-        return reject(socket, CloseCode::ServerOverloaded).await;
+    let live = match shared.track(&session, Some(addr)) {
+        Ok(live) => live,
+        Err(refused) => {
+            // CONN-22, SEC-7
+            tracing::debug!(reason = refused.reason(), "connection refused");
+            return reject(socket, CloseCode::ServerOverloaded).await;
+        }
     };
     if shared.shutting_down() {
         return reject(socket, CloseCode::GoingAway).await;
