@@ -318,9 +318,11 @@ pub fn grade(lf: &LoadedFixture, o: CaseOutcome, took: Duration) -> CaseResult {
     use crate::verdict::FailureKind;
     let failed_kind = |k: FailureKind| o.failures.iter().any(|f| f.kind == k);
     let schema_bad = !o.violations.is_empty();
-    let verdict = if o.error.is_some() {
+    // A failure graded before the harness could not go on (a later step needing a value the
+    // failed step should have captured) is the finding; `error` is for cases with none.
+    let verdict = if o.error.is_some() && o.failures.is_empty() && !schema_bad {
         Verdict::Error
-    } else if o.untestable.is_some() {
+    } else if o.untestable.is_some() && o.failures.is_empty() && !schema_bad {
         Verdict::Untestable
     } else if schema_bad || (!o.failures.is_empty() && lf.fixture.level == CaseLevel::Must) {
         Verdict::Fail
@@ -349,4 +351,44 @@ pub fn grade(lf: &LoadedFixture, o: CaseOutcome, took: Duration) -> CaseResult {
     }
     r.duration_ms = took.as_millis() as u64;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::{Failure, FailureKind};
+
+    fn must_case() -> LoadedFixture {
+        let text = include_str!("../../fixtures/sse/stream.messages.json");
+        LoadedFixture {
+            file: "fixtures/sse/stream.messages.json".into(),
+            fixture: serde_json::from_str(text).unwrap(),
+        }
+    }
+
+    fn failure() -> Failure {
+        Failure {
+            step: "21".into(),
+            action: "sse_expect".into(),
+            kind: FailureKind::Message,
+            message: "SSE event id too long".into(),
+            expected: None,
+            actual: None,
+        }
+    }
+
+    #[test]
+    fn a_graded_failure_outranks_a_later_harness_error() {
+        let lf = must_case();
+        let errored = |failures: Vec<Failure>| CaseOutcome {
+            failures,
+            error: Some("unknown placeholder ${lastid}".into()),
+            ..CaseOutcome::default()
+        };
+        let r = grade(&lf, errored(vec![failure()]), Duration::ZERO);
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(r.reason.as_deref(), Some("unknown placeholder ${lastid}"));
+        let r = grade(&lf, errored(Vec::new()), Duration::ZERO);
+        assert_eq!(r.verdict, Verdict::Error);
+    }
 }
