@@ -3,30 +3,18 @@
 //! cites the broken requirement, shrinks to a short sequence, and yields a fixture that
 //! parses and passes the suite's static checks.
 
+mod common;
+
 use std::time::Duration;
 
 use chorus_conformance::property::{self, Options, Outcome, Property};
-use chorus_conformance::runner::{RunConfig, Runner};
 use chorus_conformance::suite::{LoadedFixture, Suite};
-use chorus_conformance::tokens::TokenSource;
 use chorus_conformance::verdict::Verdict;
-use chorus_server::core::Faults;
-use chorus_server::{Config, Server};
-
-const SECRET: &str = "property-tests-secret-of-32-bytes!!";
+use common::start;
 
 /// Runs `p` against a server with `fault` on and returns its outcome.
 async fn run_with(fault: &str, p: Property) -> Outcome {
-    let config = Config::for_tests(SECRET, "api-key");
-    let server = Server::start_with_faults(config, Faults::parse(fault).unwrap())
-        .await
-        .unwrap();
-    let runner = Runner::new(RunConfig::new(
-        &server.ws_url(),
-        TokenSource::Secret(SECRET.into()),
-    ))
-    .await
-    .unwrap();
+    let (server, runner) = start(fault).await;
     let opts = Options {
         seed: 1,
         cases: 64,

@@ -2,29 +2,13 @@
 //! server passes every property, and each deliberate fault in the server is caught and
 //! shrunk to a short sequence whose fixture parses.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use chorus_conformance::property::{self, Options, Outcome, Property};
-use chorus_conformance::runner::{RunConfig, Runner};
-use chorus_conformance::tokens::TokenSource;
 use chorus_conformance::verdict::Verdict;
-use chorus_server::core::Faults;
-use chorus_server::{Config, RunningServer, Server};
-
-const SECRET: &str = "property-tests-secret-of-32-bytes!!";
-
-async fn start(faults: &str) -> (RunningServer, Runner) {
-    let config = Config::for_tests(SECRET, "api-key");
-    let faults = Faults::parse(faults).unwrap();
-    let server = Server::start_with_faults(config, faults).await.unwrap();
-    let runner = Runner::new(RunConfig::new(
-        &server.ws_url(),
-        TokenSource::Secret(SECRET.into()),
-    ))
-    .await
-    .unwrap();
-    (server, runner)
-}
+use common::start;
 
 fn options(properties: &[Property], cases: u32) -> Options {
     Options {

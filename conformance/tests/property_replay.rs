@@ -1,32 +1,15 @@
 //! The fixture a property writes for its minimal failure replays it through the harness's
 //! fixture runner: it fails against the faulty server and passes against a correct one.
 
+mod common;
+
 use std::time::Duration;
 
 use chorus_conformance::fixture::Fixture;
 use chorus_conformance::property::{self, Options, Property};
-use chorus_conformance::runner::{RunConfig, Runner};
 use chorus_conformance::suite::LoadedFixture;
-use chorus_conformance::tokens::TokenSource;
 use chorus_conformance::verdict::Verdict;
-use chorus_server::core::Faults;
-use chorus_server::{Config, RunningServer, Server};
-
-const SECRET: &str = "property-tests-secret-of-32-bytes!!";
-
-async fn start(fault: &str) -> (RunningServer, Runner) {
-    let config = Config::for_tests(SECRET, "api-key");
-    let server = Server::start_with_faults(config, Faults::parse(fault).unwrap())
-        .await
-        .unwrap();
-    let runner = Runner::new(RunConfig::new(
-        &server.ws_url(),
-        TokenSource::Secret(SECRET.into()),
-    ))
-    .await
-    .unwrap();
-    (server, runner)
-}
+use common::start;
 
 /// The replay fixture of `p`'s minimal failure against a server with `fault`.
 async fn replay_fixture(fault: &str, p: Property) -> Fixture {
