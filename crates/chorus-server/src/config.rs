@@ -14,7 +14,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use chorus_protocol::{Heartbeat, Limits};
+use chorus_protocol::{Capability, Heartbeat, Limits};
 
 use crate::store::Durability;
 use serde::Deserialize;
@@ -211,6 +211,10 @@ settings! {
     /// every origin [default: empty].
     allowed_origins: Vec<String> = Vec::new(), env = "CHORUS_ALLOWED_ORIGINS",
         [value_delimiter = ',', num_args = 1..];
+    /// Capabilities not to serve or announce (comma-separated names as in `welcome`, e.g.
+    /// `cursors,sse`); their requests get `unsupported` (VER-6) [default: empty].
+    disable_capabilities: Vec<String> = Vec::new(), env = "CHORUS_DISABLE_CAPABILITIES",
+        [value_delimiter = ',', num_args = 1..];
     /// WebSocket read buffer per connection, bytes [default: 4096].
     ws_read_buffer_bytes: usize = 4096, env = "CHORUS_WS_READ_BUFFER_BYTES";
     /// WebSocket write buffer per connection before a write reaches the socket, bytes
@@ -291,6 +295,13 @@ impl Config {
             "queue_watermark",
             "must not exceed queue_capacity",
         )?;
+        for name in &self.disable_capabilities {
+            check(
+                capability(name).is_some(),
+                "disable_capabilities",
+                "names a capability this server does not have",
+            )?;
+        }
         check(
             self.max_connections_per_user >= 1,
             "max_connections_per_user",
@@ -348,6 +359,14 @@ impl Config {
     /// The socket address to bind.
     pub fn bind_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
+    }
+
+    /// The capabilities switched off by `disable_capabilities` (names validated at load).
+    pub fn disabled_capabilities(&self) -> Vec<Capability> {
+        self.disable_capabilities
+            .iter()
+            .filter_map(|n| capability(n))
+            .collect()
     }
 
     /// The bounds of each connection's outbound queue.
@@ -420,6 +439,11 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
         path: path.to_owned(),
         source: Box::new(source),
     })
+}
+
+/// The capability named `name` as in `welcome` (`http_api`), if there is one.
+fn capability(name: &str) -> Option<Capability> {
+    serde_json::from_value(serde_json::Value::String(name.trim().to_owned())).ok()
 }
 
 #[cfg(test)]
@@ -502,6 +526,23 @@ mod tests {
         let path = file.path().to_str().unwrap();
         let c = Config::load(&parse(&["--dev", "--config", path])).unwrap();
         assert_eq!(c.durability, Durability::Normal);
+    }
+
+    #[test]
+    fn capabilities_can_be_switched_off_by_name() {
+        let c = Config::load(&parse(&["--dev", "--disable-capabilities", "cursors,sse"])).unwrap();
+        assert_eq!(
+            c.disabled_capabilities(),
+            vec![Capability::Cursors, Capability::Sse]
+        );
+        let err = Config::load(&parse(&["--dev", "--disable-capabilities", "telepathy"]));
+        assert!(matches!(
+            err,
+            Err(ConfigError::Invalid {
+                setting: "disable_capabilities",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -149,6 +149,7 @@ impl Server {
 /// What the core is told: limits, heartbeat and the capabilities this configuration serves.
 fn core_config(config: &Config, faults: Faults) -> CoreConfig {
     let mut capabilities = Capability::ALL.to_vec();
+    capabilities.retain(|c| !config.disabled_capabilities().contains(c));
     if config.api_key.is_none() {
         // Without a key nobody can call the API-key endpoints: do not announce them.
         capabilities.retain(|c| *c != Capability::HttpApi);
