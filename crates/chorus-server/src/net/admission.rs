@@ -51,36 +51,27 @@ pub struct Peers {
 
 impl Peers {
     /// Counts one more connection, unless a cap is reached.
-    pub fn admit(
-        &mut self,
-        caps: Caps,
-        user: &UserKey,
-        addr: Option<IpAddr>,
-    ) -> Result<(), Refused> {
+    pub fn admit(&mut self, caps: Caps, user: &UserKey, addr: IpAddr) -> Result<(), Refused> {
         if self.total >= caps.total {
             return Err(Refused::ServerFull);
         }
         if self.users.get(user).copied().unwrap_or(0) >= caps.per_user {
             return Err(Refused::UserFull);
         }
-        if let Some(a) = addr {
-            if self.addrs.get(&a).copied().unwrap_or(0) >= caps.per_address {
-                return Err(Refused::AddressFull);
-            }
-            *self.addrs.entry(a).or_default() += 1;
+        if self.addrs.get(&addr).copied().unwrap_or(0) >= caps.per_address {
+            return Err(Refused::AddressFull);
         }
+        *self.addrs.entry(addr).or_default() += 1;
         *self.users.entry(user.clone()).or_default() += 1;
         self.total += 1;
         Ok(())
     }
 
     /// A connection counted by [`Peers::admit`] ended.
-    pub fn release(&mut self, user: &UserKey, addr: Option<IpAddr>) {
+    pub fn release(&mut self, user: &UserKey, addr: IpAddr) {
         self.total = self.total.saturating_sub(1);
         decrement(&mut self.users, user);
-        if let Some(a) = addr {
-            decrement(&mut self.addrs, &a);
-        }
+        decrement(&mut self.addrs, &addr);
     }
 
     /// Open connections in all.
@@ -118,21 +109,15 @@ mod tests {
         let mut p = Peers::default();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(p.admit(CAPS, &user("ann"), Some(a)), Ok(()));
-        assert_eq!(p.admit(CAPS, &user("ann"), Some(a)), Ok(()));
-        assert_eq!(p.admit(CAPS, &user("ann"), Some(b)), Err(Refused::UserFull));
-        assert_eq!(p.admit(CAPS, &user("bob"), Some(a)), Ok(()));
-        assert_eq!(
-            p.admit(CAPS, &user("cy"), Some(a)),
-            Err(Refused::AddressFull)
-        );
-        assert_eq!(p.admit(CAPS, &user("cy"), Some(b)), Ok(()));
-        assert_eq!(
-            p.admit(CAPS, &user("dee"), Some(b)),
-            Err(Refused::ServerFull)
-        );
-        p.release(&user("ann"), Some(a));
-        assert_eq!(p.admit(CAPS, &user("ann"), Some(b)), Ok(()));
+        assert_eq!(p.admit(CAPS, &user("ann"), a), Ok(()));
+        assert_eq!(p.admit(CAPS, &user("ann"), a), Ok(()));
+        assert_eq!(p.admit(CAPS, &user("ann"), b), Err(Refused::UserFull));
+        assert_eq!(p.admit(CAPS, &user("bob"), a), Ok(()));
+        assert_eq!(p.admit(CAPS, &user("cy"), a), Err(Refused::AddressFull));
+        assert_eq!(p.admit(CAPS, &user("cy"), b), Ok(()));
+        assert_eq!(p.admit(CAPS, &user("dee"), b), Err(Refused::ServerFull));
+        p.release(&user("ann"), a);
+        assert_eq!(p.admit(CAPS, &user("ann"), b), Ok(()));
         assert_eq!(p.total(), 4);
     }
 
@@ -141,12 +126,13 @@ mod tests {
         let mut p = Peers::default();
         let t1 = ("t1".to_owned(), "ann".to_owned());
         let t2 = ("t2".to_owned(), "ann".to_owned());
-        for _ in 0..2 {
-            p.admit(CAPS, &t1, None).unwrap();
-        }
-        assert_eq!(p.admit(CAPS, &t2, None), Ok(()));
-        for key in [&t1, &t1, &t2] {
-            p.release(key, None);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        p.admit(CAPS, &t1, a).unwrap();
+        p.admit(CAPS, &t1, b).unwrap();
+        assert_eq!(p.admit(CAPS, &t2, a), Ok(()));
+        for (key, addr) in [(&t1, a), (&t1, b), (&t2, a)] {
+            p.release(key, addr);
         }
         assert!(p.users.is_empty() && p.addrs.is_empty());
         assert_eq!(p.total(), 0);

@@ -4,11 +4,15 @@
 //! [`outbound`](super::outbound)), so the critical section stays short, and frames reach
 //! every queue in the order the core produced them: two broadcasts handled by two tasks can
 //! never be delivered out of `seq` order.
+//!
+//! On a data directory with `--durability full`, effects produced after a store write are
+//! held, in the same order, until a sync of the store's log covers that write (group
+//! commit, [`Shared::run_syncer`]); nothing is acknowledged before it is durable.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -65,7 +69,7 @@ pub struct Shared {
     /// Wakes the timer task when the core's next deadline moved earlier.
     pub timer: Notify,
     timer_deadline: AtomicU64,
-    live: AtomicUsize,
+    /// Open connections, in all and per user and address.
     peers: Mutex<Peers>,
     shutting_down: AtomicBool,
     /// Group commit: the write-ahead log to sync (None: nothing waits for the disk).
@@ -80,12 +84,11 @@ pub struct Shared {
 pub struct LiveGuard {
     shared: Arc<Shared>,
     user: UserKey,
-    addr: Option<IpAddr>,
+    addr: IpAddr,
 }
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.shared.live.fetch_sub(1, Ordering::AcqRel);
         self.shared.peers().release(&self.user, self.addr);
     }
 }
@@ -109,7 +112,6 @@ impl Shared {
             next_conn: AtomicU64::new(1),
             timer: Notify::new(),
             timer_deadline: AtomicU64::new(u64::MAX),
-            live: AtomicUsize::new(0),
             peers: Mutex::new(Peers::default()),
             shutting_down: AtomicBool::new(false),
             wal,
@@ -132,11 +134,7 @@ impl Shared {
 
     /// Registers a live connection of `session`'s user from `addr`, unless the server, the
     /// user or the address is at its cap (CONN-22, SEC-7).
-    pub fn track(
-        self: &Arc<Self>,
-        session: &Session,
-        addr: Option<IpAddr>,
-    ) -> Result<LiveGuard, Refused> {
+    pub fn track(self: &Arc<Self>, session: &Session, addr: IpAddr) -> Result<LiveGuard, Refused> {
         let user = (session.tenant.clone(), session.user_id.clone());
         let c = &self.config;
         let caps = Caps {
@@ -145,7 +143,6 @@ impl Shared {
             per_address: c.max_connections_per_address,
         };
         self.peers().admit(caps, &user, addr)?;
-        self.live.fetch_add(1, Ordering::AcqRel);
         Ok(LiveGuard {
             shared: self.clone(),
             user,
@@ -161,7 +158,7 @@ impl Shared {
 
     /// Open connections (WebSocket and SSE).
     pub fn live(&self) -> usize {
-        self.live.load(Ordering::Acquire)
+        self.peers().total()
     }
 
     /// Whether a graceful shutdown has begun.

@@ -72,7 +72,7 @@ async fn open(
         .filter(|_| !shared.faults.on(Fault::SseResumeIgnored))
         .map(|t| resume::decode(&t));
     let live = shared
-        .track(&session, Some(addr))
+        .track(&session, addr)
         .map_err(|refused| ApiError::new(ErrorCode::LimitExceeded, refused.reason()))?;
     let config = &shared.config;
     let (handle, queue) = outbound::queue(config.queue_limits());

@@ -106,7 +106,7 @@ async fn run(
             return reject(socket, e.close_code()).await;
         }
     };
-    let live = match shared.track(&session, Some(addr)) {
+    let live = match shared.track(&session, addr) {
         Ok(live) => live,
         Err(refused) => {
             // CONN-22, SEC-7
