@@ -10,6 +10,7 @@
 pub mod baseline;
 pub mod case;
 pub mod client;
+pub mod client_suite;
 pub mod fixture;
 pub mod http;
 pub mod matcher;
