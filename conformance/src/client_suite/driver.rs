@@ -447,9 +447,10 @@ mod tests {
 
     #[test]
     fn events_ignore_unknown_members() {
-        let e: Event =
-            serde_json::from_str(r#"{"event":"connection","state":"waiting","delay_ms":12,"attempt":0,"extra":true}"#)
-                .unwrap();
+        let e: Event = serde_json::from_str(
+            r#"{"event":"connection","state":"waiting","delay_ms":12,"attempt":0,"extra":true}"#,
+        )
+        .unwrap();
         assert!(matches!(
             e,
             Event::Connection {
@@ -469,7 +470,10 @@ mod tests {
             if line.trim() != "```json" {
                 continue;
             }
-            let body: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
+            let body: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .collect();
             let text = body.join("\n");
             let ok = serde_json::from_str::<Command>(&text).is_ok()
                 || serde_json::from_str::<Event>(&text).is_ok();
