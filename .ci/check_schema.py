@@ -34,7 +34,8 @@ def examples(text):
 def main():
     failures = 0
     validators = {}
-    for path in sorted((ROOT / "schema").glob("*.json")):
+    # *.schema.json: schema/asyncapi.json is an AsyncAPI document, validated by its own parser.
+    for path in sorted((ROOT / "schema").glob("*.schema.json")):
         schema = json.loads(path.read_text())
         Draft202012Validator.check_schema(schema)
         validators[path.name] = Draft202012Validator(schema)

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod asyncapi;
 mod bench;
 mod conform;
 #[cfg(feature = "faults")]

@@ -1,6 +1,6 @@
 //! `chorus schema`: regenerate (or, with `--check`, verify) the committed artifacts derived
-//! from the code and the spec: `schema/*.json` (protocol, HTTP, fixture and report schemas)
-//! and `spec/requirements.json`.
+//! from the code and the spec: `schema/*.json` (protocol, HTTP, fixture and report schemas,
+//! the AsyncAPI document) and `spec/requirements.json`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +55,10 @@ fn artifacts(root: &Path) -> Result<Vec<Artifact>, String> {
             content,
         })
         .collect();
+    out.push(Artifact {
+        path: PathBuf::from("schema/asyncapi.json"),
+        content: crate::asyncapi::file()?,
+    });
     let registry = registry_from_sources(&spec_sources(root)?).map_err(|e| e.to_string())?;
     out.push(Artifact {
         path: PathBuf::from("spec/requirements.json"),
