@@ -111,7 +111,10 @@ mod tests {
         let distinct: std::collections::BTreeSet<_> = first.iter().collect();
         assert!(distinct.len() > 100, "full jitter spreads the delays");
         let below_half = first.iter().filter(|d| d.as_millis() < 500).count();
-        assert!((60..140).contains(&below_half), "{below_half} of 200 below half");
+        assert!(
+            (60..140).contains(&below_half),
+            "{below_half} of 200 below half"
+        );
     }
 
     #[test]

@@ -3,10 +3,9 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chorus_protocol::{
-    Broadcast, ChannelName, ClientMessage, CursorState, CursorUpdate, History, HistoryPage,
-    Member, PresenceStatus, PresenceUpdate, RoomOptions, ServerMessage, StateData, StateDelete,
-    StateMerge, StateSnapshot, StateSyncRequest, StateUpdate, StateVersion, StreamItem,
-    StreamPosition, UserId,
+    Broadcast, ChannelName, ClientMessage, CursorState, CursorUpdate, History, HistoryPage, Member,
+    PresenceStatus, PresenceUpdate, RoomOptions, ServerMessage, StateData, StateDelete, StateMerge,
+    StateSnapshot, StateSyncRequest, StateUpdate, StateVersion, StreamItem, StreamPosition, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,6 +23,8 @@ pub struct SubscribeOptions {
     pub password: Option<String>,
     /// Room options, applied only when this subscribe creates the room.
     pub room: Option<RoomOptions>,
+    /// A position the application already holds: the first subscribe recovers from it.
+    pub since: Option<StreamPosition>,
 }
 
 impl SubscribeOptions {
@@ -113,16 +114,54 @@ pub struct HistoryQuery {
     pub event: Option<String>,
 }
 
-/// A subscribed channel. Events arrive through [`Channel::next`]; the views are kept up to
-/// date by the client whether or not the events are read.
+/// A subscribed channel: its [`ChannelHandle`] (requests and views, reachable through
+/// `Deref`) and its event stream ([`Channel::next`]). The views are kept up to date by the
+/// client whether or not the events are read.
 ///
-/// Dropping the handle does not unsubscribe; call [`Channel::unsubscribe`].
+/// Dropping it does not unsubscribe; call [`ChannelHandle::unsubscribe`].
 #[derive(Debug)]
 pub struct Channel {
+    pub(crate) handle: ChannelHandle,
+    pub(crate) events: mpsc::UnboundedReceiver<ChannelEvent>,
+}
+
+/// Requests on a channel and its views; cheap to clone, so one task may read the events
+/// while others publish.
+#[derive(Debug, Clone)]
+pub struct ChannelHandle {
     pub(crate) name: ChannelName,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) view: Arc<Mutex<ChannelView>>,
-    pub(crate) events: mpsc::UnboundedReceiver<ChannelEvent>,
+}
+
+/// The event half of a [`Channel`] after [`Channel::into_split`].
+#[derive(Debug)]
+pub struct ChannelEvents {
+    events: mpsc::UnboundedReceiver<ChannelEvent>,
+}
+
+impl ChannelEvents {
+    /// The next event; `None` once the client stopped or the subscription was removed.
+    pub async fn next(&mut self) -> Option<ChannelEvent> {
+        self.events.recv().await
+    }
+
+    /// Forgets the events not read yet, locally (BCAST-5); see [`Channel::clear`].
+    pub fn clear(&mut self) -> usize {
+        let mut n = 0;
+        while self.events.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+}
+
+impl std::ops::Deref for Channel {
+    type Target = ChannelHandle;
+
+    fn deref(&self) -> &ChannelHandle {
+        &self.handle
+    }
 }
 
 fn lock(view: &Mutex<ChannelView>) -> MutexGuard<'_, ChannelView> {
@@ -132,9 +171,24 @@ fn lock(view: &Mutex<ChannelView>) -> MutexGuard<'_, ChannelView> {
 }
 
 impl Channel {
-    /// The channel's name.
-    pub fn name(&self) -> &ChannelName {
-        &self.name
+    /// Splits into the request handle and the event stream.
+    pub fn into_split(self) -> (ChannelHandle, ChannelEvents) {
+        (
+            self.handle,
+            ChannelEvents {
+                events: self.events,
+            },
+        )
+    }
+
+    /// A clone of the request handle.
+    pub fn handle(&self) -> ChannelHandle {
+        self.handle.clone()
+    }
+
+    /// Leaves the channel; it is not renewed on reconnect.
+    pub async fn unsubscribe(self) -> Result<(), RequestError> {
+        self.handle.unsubscribe().await
     }
 
     /// The next event; `None` once the client stopped or the subscription was removed.
@@ -155,6 +209,13 @@ impl Channel {
             n += 1;
         }
         n
+    }
+}
+
+impl ChannelHandle {
+    /// The channel's name.
+    pub fn name(&self) -> &ChannelName {
+        &self.name
     }
 
     /// The last stream position the client saw on this channel (CLIENT-11).
@@ -334,7 +395,9 @@ impl Channel {
                 epoch: ack.epoch,
             }),
             Ok(other) => Err(unexpected(&other).into()),
-            Err(RequestError::Server(e)) if e.code == chorus_protocol::ErrorCode::Conflict => {
+            Err(RequestError::Server(e))
+                if crate::decode::error_code(&e) == Some(chorus_protocol::ErrorCode::Conflict) =>
+            {
                 match e.current.clone() {
                     Some(current) => Err(StateError::Conflict { current }),
                     None => Err(RequestError::Server(e).into()),
@@ -361,7 +424,7 @@ impl Channel {
     }
 
     /// Leaves the channel; it is not renewed on reconnect.
-    pub async fn unsubscribe(self) -> Result<(), RequestError> {
+    pub async fn unsubscribe(&self) -> Result<(), RequestError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Unsubscribe {

@@ -30,6 +30,22 @@ pub enum Inbound {
     },
 }
 
+/// The code of an error frame, `None` for a code this client does not know (handled like
+/// `internal`, ERR-7).
+pub fn error_code(frame: &chorus_protocol::ErrorFrame) -> Option<ErrorCode> {
+    Some(frame.code)
+}
+
+/// The code of an error frame exactly as the server sent it.
+pub fn error_code_text(frame: &chorus_protocol::ErrorFrame) -> String {
+    frame.code.as_str().to_owned()
+}
+
+/// Whether `welcome` announces `capability`.
+pub fn announces(welcome: &chorus_protocol::Welcome, capability: Capability) -> bool {
+    welcome.capabilities.contains(&capability)
+}
+
 /// Decodes one text frame from the server.
 pub fn decode(text: &str) -> Inbound {
     let value: Value = match serde_json::from_str(text) {

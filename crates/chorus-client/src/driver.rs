@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_protocol::{
-    AuthRefresh, Capability, ChannelName, ClientMessage, ErrorCode, Ping, RequestId,
-    ServerMessage, StateSnapshot, StreamItem, Unsubscribe, Welcome,
+    AuthRefresh, Capability, ChannelName, ClientMessage, ErrorCode, Ping, RequestId, ServerMessage,
+    StateSnapshot, StreamItem, Unsubscribe, Welcome,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -24,12 +24,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::backoff::{Backoff, STABLE_AFTER};
 use crate::channel::{Channel, SubscribeOptions};
-use crate::decode::{decode, Inbound};
+use crate::decode::{decode, error_code, Inbound};
 use crate::error::{RequestError, TokenError};
 use crate::faults::Fault;
 use crate::reaction::{react, Ending, Reaction};
 use crate::tracker::{Outcome, Tracked};
-use crate::{ClientEvent, Options, Status, StopReason, TokenSource};
+use crate::{ClientEvent, Options, Status, StopReason};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Reply = oneshot::Sender<Result<ServerMessage, RequestError>>;
@@ -118,10 +118,7 @@ impl Driver {
         events: broadcast::Sender<ClientEvent>,
     ) -> Self {
         let backoff = Backoff::new(options.seed, options.faults.clone());
-        let token = match &options.token {
-            TokenSource::Static(t) => Some(t.clone()),
-            _ => None,
-        };
+        let token = options.token.clone();
         Driver {
             options,
             commands,
@@ -157,7 +154,7 @@ impl Driver {
 
     /// Runs until the application closes the client or a terminal condition stops it.
     pub async fn run(mut self) {
-        if matches!(self.options.token, TokenSource::Provider(_)) {
+        if self.token.is_none() && self.options.provider.is_some() {
             if let Err(e) = self.fetch_token().await {
                 return self.stop(StopReason::NoToken(e.0));
             }
@@ -190,8 +187,8 @@ impl Driver {
                     if self.has(Fault::ReuseExpiredToken) {
                         continue;
                     }
-                    match self.options.token {
-                        TokenSource::Provider(_) => {
+                    match self.options.provider {
+                        Some(_) => {
                             if let Err(e) = self.fetch_token().await {
                                 return self.stop(StopReason::NoToken(e.0));
                             }
@@ -222,6 +219,10 @@ impl Driver {
     }
 
     fn stop(&mut self, reason: StopReason) {
+        let reason = match reason {
+            StopReason::NoToken(_) if self.closing.is_some() => StopReason::ClosedByClient,
+            other => other,
+        };
         let text = reason.to_string();
         for (_, out) in self.queue.drain(..).map(|o| ((), o)) {
             let _ = out.reply.send(Err(RequestError::Stopped(text.clone())));
@@ -249,10 +250,23 @@ impl Driver {
     }
 
     async fn fetch_token(&mut self) -> Result<(), TokenError> {
-        let TokenSource::Provider(provider) = &self.options.token else {
+        let Some(provider) = self.options.provider.clone() else {
             return Ok(());
         };
-        let token = provider.token().await?;
+        // Keep serving the handles while the application finds a token.
+        let fetch = provider.token();
+        tokio::pin!(fetch);
+        let token = loop {
+            tokio::select! {
+                t = &mut fetch => break t?,
+                cmd = self.commands.recv() => {
+                    self.command(cmd, false);
+                    if self.closing.is_some() {
+                        return Err(TokenError("closed while waiting for a token".into()));
+                    }
+                }
+            }
+        };
         self.token = Some(token);
         Ok(())
     }
@@ -295,7 +309,9 @@ impl Driver {
 
     /// Opens a connection and reads its `welcome` (CLIENT-1), serving the handles meanwhile.
     async fn connect(&mut self) -> Result<Ws, Ending> {
-        let request = self.request_url().map_err(|reason| Ending::ConnectFailed { reason })?;
+        let request = self
+            .request_url()
+            .map_err(|reason| Ending::ConnectFailed { reason })?;
         let deadline = Instant::now() + self.options.connect_timeout;
         let upgrade = tokio_tungstenite::connect_async(request);
         tokio::pin!(upgrade);
@@ -380,7 +396,7 @@ impl Driver {
     fn capable(&self, capability: Capability) -> bool {
         self.welcome
             .as_ref()
-            .is_some_and(|w| w.capabilities.contains(&capability))
+            .is_some_and(|w| crate::decode::announces(w, capability))
     }
 
     /// One open connection, until it ends.
@@ -572,7 +588,10 @@ impl Driver {
                 self.tracked.insert(channel, t);
             }
             Command::Unsubscribe { channel, reply } => {
-                let was = self.tracked.remove(&channel).is_some_and(|t| t.ever_subscribed);
+                let was = self
+                    .tracked
+                    .remove(&channel)
+                    .is_some_and(|t| t.ever_subscribed);
                 if open && was {
                     let id = self.take_id();
                     let frame = ClientMessage::Unsubscribe(Unsubscribe {
@@ -674,8 +693,7 @@ impl Driver {
 
     fn schedule_refresh(&mut self, expires_at: Option<u64>) {
         self.refresh_at = None;
-        let (Some(expires_at), TokenSource::Provider(_)) = (expires_at, &self.options.token)
-        else {
+        let (Some(expires_at), Some(_)) = (expires_at, &self.options.provider) else {
             return;
         };
         if self.has(Fault::NoRefresh) {
@@ -692,10 +710,9 @@ impl Driver {
     }
 
     fn start_refresh(&mut self) {
-        let TokenSource::Provider(provider) = &self.options.token else {
+        let Some(provider) = self.options.provider.clone() else {
             return;
         };
-        let provider = provider.clone();
         self.refreshing = Some(tokio::spawn(async move { provider.token().await }));
     }
 
@@ -780,7 +797,7 @@ impl Driver {
             }
             (ServerMessage::Error(e), Some(Internal::Refresh)) => {
                 self.emit(ClientEvent::TokenRefreshFailed {
-                    reason: e.code.as_str().to_owned(),
+                    reason: crate::decode::error_code_text(e),
                 });
                 return;
             }
@@ -830,12 +847,9 @@ impl Driver {
                     },
                     &faults,
                 ),
-                ServerMessage::StateMerge(m) => t.on_state_change(
-                    &m.epoch,
-                    m.version,
-                    |d| d.extend(m.data.clone()),
-                    &faults,
-                ),
+                ServerMessage::StateMerge(m) => {
+                    t.on_state_change(&m.epoch, m.version, |d| d.extend(m.data.clone()), &faults)
+                }
                 ServerMessage::StateDelete(x) => t.on_state_change(
                     &x.epoch,
                     x.version,
@@ -844,10 +858,12 @@ impl Driver {
                     },
                     &faults,
                 ),
-                ServerMessage::Error(e) if e.code == ErrorCode::Conflict => match &e.current {
-                    Some(current) => t.check_epoch(&current.epoch, &faults),
-                    None => Outcome::default(),
-                },
+                ServerMessage::Error(e) if error_code(e) == Some(ErrorCode::Conflict) => {
+                    match &e.current {
+                        Some(current) => t.check_epoch(&current.epoch, &faults),
+                        None => Outcome::default(),
+                    }
+                }
                 ServerMessage::Unsubscribed(u) if u.id.is_none() => {
                     // CLIENT-10: a channel the server removed is not renewed.
                     t.on_removed(u.reason.clone());
@@ -870,7 +886,7 @@ impl Driver {
             }
         }
         if let ServerMessage::Error(e) = &message {
-            if e.code == ErrorCode::RateLimited {
+            if error_code(e) == Some(ErrorCode::RateLimited) {
                 // CLIENT-17: hold broadcasts for retry_after_ms.
                 let wait = Duration::from_millis(e.retry_after_ms.unwrap_or(1_000));
                 self.broadcast_hold = Some(Instant::now() + wait);

@@ -9,7 +9,7 @@ use thiserror::Error;
 pub enum RequestError {
     /// The server answered with an `error` frame. Act on [`ErrorFrame::code`], never on its
     /// message text (ERR-6).
-    #[error("server error {}: {}", .0.code, .0.message)]
+    #[error("server error {}: {}", crate::decode::error_code_text(.0), .0.message)]
     Server(Box<ErrorFrame>),
     /// The connection ended after the request was sent and before its reply arrived: it may
     /// or may not have taken effect (CLIENT-18). Check (a broadcast through the recovered
@@ -45,7 +45,17 @@ impl RequestError {
     /// `internal`, ERR-7).
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            RequestError::Server(frame) => Some(frame.code),
+            RequestError::Server(frame) => {
+                Some(crate::decode::error_code(frame).unwrap_or(ErrorCode::Internal))
+            }
+            _ => None,
+        }
+    }
+
+    /// The error code exactly as the server sent it (also a code this client does not know).
+    pub fn code_text(&self) -> Option<String> {
+        match self {
+            RequestError::Server(frame) => Some(crate::decode::error_code_text(frame)),
             _ => None,
         }
     }

@@ -68,9 +68,10 @@ use chorus_protocol::{ChannelName, ErrorFrame, Welcome};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use channel::{
-    Channel, ChannelEvent, Delivery, HistoryQuery, Published, StateWrite, SubscribeOptions,
+    Channel, ChannelEvent, ChannelEvents, ChannelHandle, Delivery, HistoryQuery, Published,
+    StateWrite, SubscribeOptions,
 };
-pub use decode::{decode, Inbound};
+pub use decode::{announces, decode, error_code, error_code_text, Inbound};
 pub use error::{BuildError, RequestError, StateError, TokenError};
 pub use reaction::{Ending, Reaction};
 pub use view::{ChannelView, PresenceView, StateView};
@@ -100,30 +101,15 @@ where
     }
 }
 
-#[derive(Clone)]
-pub(crate) enum TokenSource {
-    None,
-    Static(String),
-    Provider(Arc<dyn TokenProvider>),
-}
-
-impl fmt::Debug for TokenSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TokenSource::None => f.write_str("None"),
-            TokenSource::Static(_) => f.write_str("Static(..)"),
-            TokenSource::Provider(_) => f.write_str("Provider(..)"),
-        }
-    }
-}
-
 /// Wall-clock milliseconds since the Unix epoch.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 #[derive(Clone)]
 pub(crate) struct Options {
     url: String,
-    token: TokenSource,
+    /// The first token; without one the provider is asked at start.
+    token: Option<String>,
+    provider: Option<Arc<dyn TokenProvider>>,
     token_in_header: bool,
     seed: u64,
     connect_timeout: Duration,
@@ -153,7 +139,8 @@ impl ClientBuilder {
         ClientBuilder {
             options: Options {
                 url,
-                token: TokenSource::None,
+                token: None,
+                provider: None,
                 token_in_header: false,
                 seed: rand::random(),
                 connect_timeout: Duration::from_secs(10),
@@ -165,15 +152,17 @@ impl ClientBuilder {
         }
     }
 
-    /// A fixed token. When it expires the client stops (it cannot get another).
+    /// The first token. Without a [`ClientBuilder::token_provider`] it is the only one: when
+    /// it expires the client stops.
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.options.token = TokenSource::Static(token.into());
+        self.options.token = Some(token.into());
         self
     }
 
-    /// A token provider, asked at connect, before expiry and after a 4100 close.
+    /// A token provider, asked before expiry (CLIENT-16), after a 4100 close (CLIENT-6), and
+    /// at start when no first [`ClientBuilder::token`] is given.
     pub fn token_provider(mut self, provider: impl TokenProvider) -> Self {
-        self.options.token = TokenSource::Provider(Arc::new(provider));
+        self.options.provider = Some(Arc::new(provider));
         self
     }
 

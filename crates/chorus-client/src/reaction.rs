@@ -64,8 +64,7 @@ pub fn react(ending: &Ending, faults: &Faults) -> Reaction {
     let reaction = match ending {
         Ending::ClosedByClient => Reaction::Stop,
         Ending::Closed { code, reason } => {
-            if faults.has(Fault::ReadCloseReason) && reason.to_ascii_lowercase().contains("fatal")
-            {
+            if faults.has(Fault::ReadCloseReason) && reason.to_ascii_lowercase().contains("fatal") {
                 return Reaction::Stop;
             }
             by_code(*code)

@@ -6,12 +6,12 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chorus_protocol::{
-    ChannelName, ClientMessage, Epoch, ServerMessage, StateSnapshot, StateSyncRequest,
-    StreamItem, StreamPosition, Subscribe, Subscribed,
+    ChannelName, ClientMessage, Epoch, ServerMessage, StateSnapshot, StateSyncRequest, StreamItem,
+    StreamPosition, Subscribe, Subscribed,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::channel::{Channel, ChannelEvent, Delivery, SubscribeOptions};
+use crate::channel::{Channel, ChannelEvent, ChannelHandle, Delivery, SubscribeOptions};
 use crate::error::RequestError;
 use crate::faults::{Fault, Faults};
 use crate::view::ChannelView;
@@ -49,12 +49,17 @@ impl Tracked {
         commands: mpsc::UnboundedSender<Command>,
         reply: oneshot::Sender<Result<Channel, RequestError>>,
     ) -> Self {
-        let view = Arc::new(Mutex::new(ChannelView::default()));
+        let view = Arc::new(Mutex::new(ChannelView {
+            position: options.since.clone(),
+            ..ChannelView::default()
+        }));
         let (events, rx) = mpsc::unbounded_channel();
         let handle = Channel {
-            name: name.clone(),
-            commands,
-            view: view.clone(),
+            handle: ChannelHandle {
+                name: name.clone(),
+                commands,
+                view: view.clone(),
+            },
             events: rx,
         };
         Tracked {
@@ -81,12 +86,14 @@ impl Tracked {
     /// The `subscribe` frame for this channel: with `since` on a resubscribe when the
     /// server announces `recovery` (CLIENT-11), with `state` when the state is kept.
     pub fn subscribe_frame(&self, recovery: bool, faults: &Faults) -> ClientMessage {
-        let since = if recovery && !faults.has(Fault::ResubscribeWithoutSince) {
+        let resubscribe = self.ever_subscribed;
+        let since = if !resubscribe || (recovery && !faults.has(Fault::ResubscribeWithoutSince)) {
             self.view().position.clone()
         } else {
             None
         };
-        let want_state = self.options.state && !(self.ever_subscribed && faults.has(Fault::NoStateResync));
+        let want_state =
+            self.options.state && !(self.ever_subscribed && faults.has(Fault::NoStateResync));
         ClientMessage::Subscribe(Subscribe {
             id: None,
             channel: self.name.clone(),
@@ -122,12 +129,14 @@ impl Tracked {
             let old = view.position.clone();
             let stale = match (&old, s.recovered) {
                 (None, _) => false,
+                _ if !resumed => false,
                 (Some(_), Some(false)) => true,
                 (Some(old), _) => old.epoch != s.position.epoch,
             } && !faults.has(Fault::HideUnrecovered);
             // With `recovered: true` the replay that follows moves the position; otherwise
             // the client continues from the reply's position.
-            let keep = matches!(&old, Some(o) if o.epoch == s.position.epoch && s.recovered == Some(true));
+            let keep =
+                matches!(&old, Some(o) if o.epoch == s.position.epoch && s.recovered == Some(true));
             if !keep {
                 view.position = Some(s.position.clone());
             }
@@ -136,7 +145,10 @@ impl Tracked {
                 view.presence.replace(members);
             }
             if let Some(cursors) = s.cursors {
-                view.cursors = cursors.into_iter().map(|c| (c.user_id.clone(), c)).collect();
+                view.cursors = cursors
+                    .into_iter()
+                    .map(|c| (c.user_id.clone(), c))
+                    .collect();
             }
             if s.room.is_some() {
                 view.room = s.room;
@@ -169,7 +181,7 @@ impl Tracked {
 
     /// The subscribe was refused.
     pub fn on_subscribe_error(&mut self, error: RequestError) -> Outcome {
-        let reason = error.code().map(|c| c.as_str().to_owned());
+        let reason = error.code_text();
         match self.first.take() {
             Some((reply, _)) => {
                 let _ = reply.send(Err(error));
@@ -298,7 +310,9 @@ impl Tracked {
             match view.state.snapshot_mut() {
                 None => None,
                 Some(snap) if snap.epoch != *epoch && !lenient => Some(false),
-                Some(snap) if version <= snap.version && snap.epoch == *epoch => return Outcome::default(),
+                Some(snap) if version <= snap.version && snap.epoch == *epoch => {
+                    return Outcome::default()
+                }
                 Some(snap) if version != snap.version + 1 && !lenient => Some(false),
                 Some(snap) => {
                     apply(&mut snap.data);

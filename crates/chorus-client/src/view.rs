@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 
 use chorus_protocol::{
-    ChannelKind, CursorState, Member, RoomInfo, StateData, StateSnapshot, StreamPosition,
-    UserId,
+    ChannelKind, CursorState, Member, RoomInfo, StateData, StateSnapshot, StreamPosition, UserId,
 };
 
 /// The member map of a presence channel: one entry per user, however many connections
