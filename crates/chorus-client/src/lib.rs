@@ -273,6 +273,8 @@ impl fmt::Display for StopReason {
     }
 }
 
+impl std::error::Error for StopReason {}
+
 /// What happened to the connection; [`Client::events`] streams them.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
