@@ -146,6 +146,8 @@ export interface ChannelEvents {
   subscribed: Subscribed;
   /** The server ended the subscription on its own (`reason`, e.g. `"forbidden"`). */
   unsubscribed: { reason: string | null };
+  /** The server refused a subscribe (the channel is no longer wanted). */
+  refused: ChorusError;
   message: ChannelMessage;
   data_change: DataChange;
   /**
@@ -258,22 +260,23 @@ export class ChorusClient {
   }
 
   /** The presence of a presence channel (subscribes to it). */
-  presence(channel: string, opts?: SubscribeOptions): Presence {
+  presence(channel: string, opts?: HandleOptions): Presence {
     const rec = this.record(channel);
-    this.want(rec, opts);
+    if (opts?.subscribe !== false) this.want(rec, opts);
     return new Presence(this, rec);
   }
 
   /** The live cursors of a presence channel (subscribes to it). */
-  cursors(channel: string, opts?: SubscribeOptions): Cursors {
+  cursors(channel: string, opts?: HandleOptions): Cursors {
     const rec = this.record(channel);
-    this.want(rec, opts);
+    if (opts?.subscribe !== false) this.want(rec, opts);
     return new Cursors(this, rec);
   }
 
   /** The shared state of a channel (subscribes with `state: true`, or syncs if already subscribed). */
-  state(channel: string, opts?: SubscribeOptions): SharedState {
+  state(channel: string, opts?: HandleOptions): SharedState {
     const rec = this.record(channel);
+    if (opts?.subscribe === false) return new SharedState(this, rec);
     if (!rec.wantState) {
       rec.wantState = true;
       if (rec.live) this.syncState(rec);
@@ -621,7 +624,7 @@ export class ChorusClient {
             return;
           }
           rec.wanted = false;
-          rec.events.emit("unsubscribed", { reason: err.code });
+          rec.events.emit("refused", err);
         }
       },
     );
@@ -899,18 +902,32 @@ export interface SubscribeOptions {
   presence?: { status?: Exclude<PresenceStatus, "offline">; data?: JsonObject };
 }
 
+/**
+ * Options of `presence()`, `cursors()` and `state()`: `subscribe: false` gives a handle on a
+ * channel without subscribing to it (its requests then get `not_subscribed` from the server).
+ */
+export interface HandleOptions extends SubscribeOptions {
+  subscribe?: boolean;
+}
+
 /** Waits for the channel's next `subscribed`, or resolves at once when subscribed. */
 function whenSubscribed(rec: ChannelRecord): Promise<void> {
   if (rec.live) return Promise.resolve();
   return new Promise((resolve, reject) => {
-    const offA = rec.events.once("subscribed", () => {
-      offB();
-      resolve();
-    });
-    const offB = rec.events.once("unsubscribed", ({ reason }) => {
-      offA();
-      reject(new Error(`subscription to ${rec.name} refused or ended: ${reason ?? "unsubscribed"}`));
-    });
+    const offs = [
+      rec.events.once("subscribed", () => {
+        offs.forEach((off) => off());
+        resolve();
+      }),
+      rec.events.once("refused", (err) => {
+        offs.forEach((off) => off());
+        reject(err);
+      }),
+      rec.events.once("unsubscribed", ({ reason }) => {
+        offs.forEach((off) => off());
+        reject(new Error(`subscription to ${rec.name} ended: ${reason ?? "unsubscribed"}`));
+      }),
+    ];
   });
 }
 
@@ -962,6 +979,11 @@ export class Channel {
     return this.rec.events.on("message", fn);
   }
 
+  /** Every `data_change` of the channel (a `resource:` or record channel), each exactly once. */
+  onDataChange(fn: (c: DataChange) => void): () => void {
+    return this.rec.events.on("data_change", fn);
+  }
+
   /** Messages of one `event` name. */
   on(event: string, fn: (data: unknown, m: ChannelMessage) => void): () => void {
     return this.rec.events.on("message", (m) => {
@@ -979,9 +1001,14 @@ export class Channel {
     return this.rec.events.on("subscribed", fn);
   }
 
-  /** The server removed the subscription, or refused it. */
+  /** The server removed the subscription on its own (CONN-17). */
   onUnsubscribed(fn: (r: { reason: string | null }) => void): () => void {
     return this.rec.events.on("unsubscribed", fn);
+  }
+
+  /** The server refused the subscribe (`forbidden`, `bad_password`, `room_full`, ...). */
+  onRefused(fn: (e: ChorusError) => void): () => void {
+    return this.rec.events.on("refused", fn);
   }
 }
 

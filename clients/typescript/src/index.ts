@@ -13,6 +13,7 @@ export type {
   Clock,
   ConnectionStatus,
   SubscribeOptions,
+  HandleOptions,
   TokenProvider,
   TokenReason,
   WebSocketConstructor,

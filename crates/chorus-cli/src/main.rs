@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod asyncapi;
 mod bench;
 mod conform;
+mod demo;
 #[cfg(feature = "faults")]
 mod faults;
 mod schema;

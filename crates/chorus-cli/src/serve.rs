@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use chorus_server::core::Faults;
+use chorus_server::net::Page;
 use chorus_server::{logging, Config, ServeArgs, Server};
 
 /// Runs the server with flags, `CHORUS_*` variables and an optional `--config` file.
@@ -11,6 +12,11 @@ use chorus_server::{logging, Config, ServeArgs, Server};
 pub struct ServeCmd {
     #[command(flatten)]
     args: ServeArgs,
+    /// Serve the collaborative demo page at / (clients/typescript/demo). IMPLIES --dev WITH
+    /// UNVERIFIED TOKENS (unless --jwt-secret is given): anyone who can reach the port may
+    /// connect under any name. Binds 127.0.0.1 unless --host is given. Never in production.
+    #[arg(long)]
+    demo: bool,
     /// Switch deliberate protocol bugs on (comma-separated or repeated; see `chorus conform
     /// --list-faults`). For testing conformance suites only.
     #[cfg(feature = "faults")]
@@ -19,7 +25,13 @@ pub struct ServeCmd {
 }
 
 /// Loads the configuration, serves, and shuts down gracefully on a signal.
-pub fn run(cmd: ServeCmd) -> ExitCode {
+pub fn run(mut cmd: ServeCmd) -> ExitCode {
+    if cmd.demo {
+        cmd.args.dev = Some(true);
+        if cmd.args.host.is_none() {
+            cmd.args.host = Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        }
+    }
     let config = match Config::load(&cmd.args) {
         Ok(config) => config,
         Err(e) => {
@@ -42,7 +54,12 @@ pub fn run(cmd: ServeCmd) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, faults)) {
+    let pages = if cmd.demo {
+        crate::demo::pages()
+    } else {
+        Vec::new()
+    };
+    match runtime.block_on(serve(config, faults, pages)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
@@ -60,14 +77,27 @@ fn injected_faults(_cmd: &ServeCmd) -> Result<Faults, String> {
     Ok(Faults::default())
 }
 
-async fn serve(config: Config, faults: Faults) -> Result<(), chorus_server::ServerError> {
+async fn serve(
+    config: Config,
+    faults: Faults,
+    pages: Vec<Page>,
+) -> Result<(), chorus_server::ServerError> {
     if !faults.is_empty() {
         tracing::warn!(
             ?faults,
             "DELIBERATE PROTOCOL BUGS ARE ON: this server is not conformant"
         );
     }
-    let server = Server::start_with_faults(config, faults).await?;
+    let demo = !pages.is_empty();
+    let server = Server::start_with_pages(config, faults, pages).await?;
+    if demo {
+        let url = server.http_url().replace("127.0.0.1", "localhost");
+        tracing::warn!(
+            "DEMO: open {url}/ in two browser windows. Anyone reaching this port may connect \
+             under any name: never expose it."
+        );
+        println!("Chorus demo: open {url}/ in two browser windows (Ctrl-C stops the server)");
+    }
     let handle = server.shutdown_handle();
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
 use crate::core::{Core, CoreConfig, CoreError, Fault, Faults};
-use crate::net::{self, Shared};
+use crate::net::{self, Page, Shared};
 use crate::store::{Store, StoreError};
 
 /// Why the server could not start or stopped with an error.
@@ -116,6 +116,15 @@ impl Server {
         config: Config,
         faults: Faults,
     ) -> Result<RunningServer, ServerError> {
+        Server::start_with_pages(config, faults, Vec::new()).await
+    }
+
+    /// [`Server::start_with_faults`] that also serves static `pages` (`chorus serve --demo`).
+    pub async fn start_with_pages(
+        config: Config,
+        faults: Faults,
+        pages: Vec<Page>,
+    ) -> Result<RunningServer, ServerError> {
         config.validate()?;
         let store = if config.memory {
             Store::volatile()?
@@ -135,7 +144,7 @@ impl Server {
         let auth = Authenticator::new(config.jwt_secret.as_deref(), dev);
         let shared = Arc::new(Shared::new(config, auth, core));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, shared, stop_rx));
+        let task = tokio::spawn(serve(listener, shared, stop_rx, pages));
         tracing::info!(%addr, %path, "chorus server listening");
         Ok(RunningServer {
             addr,
@@ -187,10 +196,11 @@ async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    pages: Vec<Page>,
 ) -> Result<(), ServerError> {
     let timer = tokio::spawn(net::run_timer(shared.clone(), stop.clone()));
     let syncer = tokio::spawn(shared.clone().run_syncer());
-    let app = net::router(shared.clone());
+    let app = net::router(shared.clone(), &pages);
     let drain_shared = shared.clone();
     let stop_copy = stop.clone();
     let stopped = async move {

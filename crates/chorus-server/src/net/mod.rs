@@ -15,18 +15,21 @@ pub mod admission;
 pub mod http;
 pub mod hub;
 pub mod outbound;
+pub mod pages;
 pub mod resume;
 pub mod sse;
 pub mod ws;
 
 pub use hub::{now_ms, Shared};
+pub use pages::Page;
 
-/// The router of every endpoint.
-pub fn router(shared: Arc<Shared>) -> Router {
+/// The router of every endpoint, plus the static `pages` (none unless `--demo`).
+pub fn router(shared: Arc<Shared>, pages: &[pages::Page]) -> Router {
     Router::new()
         .route(&shared.config.path, get(ws::upgrade))
         .route("/sse", get(sse::stream))
         .merge(http::routes())
+        .merge(pages::routes(pages))
         .fallback(http::not_found)
         .layer(axum::middleware::map_response(http::method_not_allowed))
         .with_state(shared)
