@@ -26,10 +26,22 @@ enum Script {
     WrongPongId,
     StrayFrameAfterPong,
     StringTs,
+    /// A `pong` with a member v1 does not define (allowed for a later revision only).
+    ExtraMember,
+    /// A `welcome` announcing a capability token v1 does not define.
+    UnknownCapability,
     CloseOnBinary(u16),
 }
 
-fn welcome() -> Value {
+fn welcome(script: Script) -> Value {
+    let mut welcome = v1_welcome();
+    if script == Script::UnknownCapability {
+        welcome["capabilities"] = json!(["presence", "teleport"]);
+    }
+    welcome
+}
+
+fn v1_welcome() -> Value {
     json!({"type":"welcome","protocol":"chorus.v1","connection_id":"c-1",
         "user":{"id":"u","profile":{}},"tenant":"","heartbeat":{"interval_ms":30000,"timeout_ms":60000},
         "limits":{"max_frame_bytes":4096,"max_subscriptions":100,"max_channel_name_len":200,
@@ -56,7 +68,7 @@ async fn double(script: Script) -> (String, Arc<Mutex<Vec<usize>>>) {
                 let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else {
                     return;
                 };
-                let _ = ws.send(Message::text(welcome().to_string())).await;
+                let _ = ws.send(Message::text(welcome(script).to_string())).await;
                 while let Some(Ok(msg)) = ws.next().await {
                     match msg {
                         Message::Text(t) => {
@@ -74,6 +86,7 @@ async fn double(script: Script) -> (String, Arc<Mutex<Vec<usize>>>) {
                             match script {
                                 Script::WrongPongId => pong["id"] = json!("other"),
                                 Script::StringTs => pong["ts"] = json!("now"),
+                                Script::ExtraMember => pong["debug"] = json!(true),
                                 _ => {}
                             }
                             let _ = ws.send(Message::text(pong.to_string())).await;
@@ -181,6 +194,28 @@ async fn schema_violation_names_type_and_field() {
     let v = &result.schema_violations[0].violation;
     assert_eq!(v.message_type.as_deref(), Some("pong"));
     assert_eq!(v.path, "/ts");
+}
+
+/// Leniency is for clients (VER-9): the suite grades a v1 server with the strict schema, so a
+/// member or a capability token v1 does not define is still a failure.
+#[tokio::test]
+async fn a_member_v1_does_not_define_fails_the_case() {
+    let (r, _) = runner(Script::ExtraMember).await;
+    let result = r.run_case(&ping_case(), 1).await;
+    assert_eq!(result.verdict, Verdict::Fail, "{result:#?}");
+    let v = &result.schema_violations[0].violation;
+    assert_eq!(v.message_type.as_deref(), Some("pong"));
+    assert!(v.message.contains("debug"), "{}", v.message);
+}
+
+#[tokio::test]
+async fn a_capability_v1_does_not_define_fails_the_case() {
+    let (r, _) = runner(Script::UnknownCapability).await;
+    let result = r.run_case(&ping_case(), 1).await;
+    assert_eq!(result.verdict, Verdict::Fail, "{result:#?}");
+    let v = &result.schema_violations[0].violation;
+    assert_eq!(v.message_type.as_deref(), Some("welcome"));
+    assert!(v.path.starts_with("/capabilities"), "{}", v.path);
 }
 
 #[tokio::test]
@@ -530,7 +565,7 @@ async fn sse_double() -> (String, Arc<Mutex<String>>) {
         let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
         let first = format!(
             "{head}event: welcome\ndata: {}\n\n: keep-alive\n\n",
-            welcome()
+            v1_welcome()
         );
         let _ = tcp.write_all(first.as_bytes()).await;
         tokio::time::sleep(std::time::Duration::from_millis(120)).await;

@@ -21,7 +21,6 @@ pub enum Operation {
 /// `data_change` (server): a committed change of a record, delivered on `resource:{name}` and
 /// on `{name}:{record_id}`; it takes a `seq` in each channel like a `message`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct DataChange {
     /// The channel this copy was delivered on.
     pub channel: ChannelName,

@@ -26,7 +26,11 @@ pub struct Subscribe {
     /// The channel.
     pub channel: ChannelName,
     /// Last position the client saw; the server replays what follows (HIST requirements).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::strict_position"
+    )]
     pub since: Option<StreamPosition>,
     /// Room password, for presence channels created with one (ROOM requirements).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,7 +46,6 @@ pub struct Subscribe {
 /// `subscribed` (server): the connection is in the channel's fan-out; nothing after this
 /// frame will be missed. Carries every snapshot the client needs before any diff.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Subscribed {
     /// The `subscribe`'s id.
     #[serde(
@@ -95,7 +98,6 @@ pub struct Unsubscribe {
 /// `unsubscribed` (server): the connection left the channel, on request or (with a
 /// `reason`, without `id`) because the server removed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Unsubscribed {
     /// The `unsubscribe`'s id.
     #[serde(
@@ -138,7 +140,6 @@ pub struct Broadcast {
 
 /// `broadcast:ack` (server): the message was accepted and numbered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct BroadcastAck {
     /// The `broadcast`'s id.
     #[serde(
@@ -158,7 +159,6 @@ pub struct BroadcastAck {
 
 /// `message` (server): one event of a channel's stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Message {
     /// The channel.
     pub channel: ChannelName,

@@ -4,6 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::extensible::Extensible;
 use crate::ids::{Millis, RequestId, UserId};
 
 /// The protocol token: the WebSocket subprotocol and `welcome.protocol`.
@@ -33,7 +34,6 @@ pub struct Claims {
 
 /// The identity a server took from the token, as announced in `welcome`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct UserInfo {
     /// The user id (`sub`).
     pub id: UserId,
@@ -43,7 +43,6 @@ pub struct UserInfo {
 
 /// Heartbeat timing announced in `welcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// How often a client should send `ping` (default 30000).
     pub interval_ms: u64,
@@ -53,7 +52,6 @@ pub struct Heartbeat {
 
 /// The server's limits, announced so a client can stay under them (spec: limits.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest accepted frame in bytes; larger frames close the connection with 1009.
     pub max_frame_bytes: u64,
@@ -95,6 +93,51 @@ impl Default for Limits {
             cursor_interval_ms: 50,
             presence_grace_ms: 5000,
         }
+    }
+}
+
+/// `welcome.limits` as a client reads it: the limits of this revision, and the keys a later
+/// revision added, kept by name (VER-9). A v1 server sends exactly the keys of [`Limits`].
+/// Dereferences to [`Limits`], so `welcome.limits.max_frame_bytes` reads as before.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AnnouncedLimits {
+    /// The limits of this revision.
+    #[serde(flatten)]
+    pub known: Limits,
+    /// Keys this crate does not know, with their values.
+    #[serde(flatten)]
+    pub unknown: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl From<Limits> for AnnouncedLimits {
+    fn from(known: Limits) -> Self {
+        AnnouncedLimits {
+            known,
+            unknown: Default::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for AnnouncedLimits {
+    type Target = Limits;
+    fn deref(&self) -> &Limits {
+        &self.known
+    }
+}
+
+impl JsonSchema for AnnouncedLimits {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AnnouncedLimits".into()
+    }
+
+    // The wire object is `Limits`: open to further keys in the consumer schema, closed in
+    // the strict one (crate::schema).
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<Limits>()
     }
 }
 
@@ -161,7 +204,6 @@ impl Capability {
 
 /// `welcome`: the first frame on every accepted connection (CONN requirements).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Welcome {
     /// Always `chorus.v1`.
     pub protocol: String,
@@ -173,10 +215,11 @@ pub struct Welcome {
     pub tenant: String,
     /// Heartbeat interval and timeout.
     pub heartbeat: Heartbeat,
-    /// The limits this server enforces.
-    pub limits: Limits,
-    /// Optional capabilities this server implements.
-    pub capabilities: Vec<Capability>,
+    /// The limits this server enforces, with any key a later revision added (VER-9).
+    pub limits: AnnouncedLimits,
+    /// Optional capabilities this server implements. A v1 server sends only the tokens of
+    /// this revision (VER-4); a client keeps or ignores one it does not know (VER-9).
+    pub capabilities: Vec<Extensible<Capability>>,
     /// Server software and version, e.g. `chorus-server/0.1.0`.
     pub server: String,
     /// When the token expires (ms); absent for tokens without `exp`.
@@ -200,7 +243,6 @@ pub struct Ping {
 
 /// `pong` (server): the reply to `ping`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Pong {
     /// The `ping`'s id.
     #[serde(
@@ -232,7 +274,6 @@ pub struct AuthRefresh {
 
 /// `auth:refreshed` (server): the new token is in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct AuthRefreshed {
     /// The `auth:refresh`'s id.
     #[serde(

@@ -23,7 +23,6 @@ pub struct CursorUpdate {
 
 /// The latest cursor of one user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CursorState {
     /// Whose cursor.
     pub user_id: UserId,
@@ -40,7 +39,6 @@ pub struct CursorState {
 
 /// `cursor:moved` (server): the latest positions since the previous flush, one per user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CursorMoved {
     /// The channel.
     pub channel: ChannelName,

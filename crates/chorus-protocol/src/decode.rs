@@ -1,11 +1,12 @@
-//! Decoding client frames into [`ClientMessage`], sorted into the spec's error codes
-//! (transport.md: invalid_json, unknown_type, invalid_message).
+//! Decoding frames: client frames into [`ClientMessage`] strictly, sorted into the spec's
+//! error codes (transport.md: invalid_json, unknown_type, invalid_message); server frames
+//! into [`ServerMessage`] leniently, as a client must read them (versioning.md, VER-9).
 
 use thiserror::Error;
 
 use crate::errors::ErrorCode;
 use crate::ids::RequestId;
-use crate::{ClientMessage, CLIENT_TYPES};
+use crate::{ClientMessage, ServerMessage, CLIENT_TYPES, SERVER_TYPES};
 
 /// Why a text frame is not a valid client message.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -149,6 +150,68 @@ pub fn decode_client(text: &str, max_depth: usize) -> Result<ClientMessage, Deco
         // A malformed id did not parse above, so it is not echoed (TRANS-8).
         id,
         channel,
+    })
+}
+
+/// Why a text frame from a server could not be read as a [`ServerMessage`].
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ServerDecodeError {
+    /// Not JSON, or not a JSON object.
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    /// `type` names no server message this crate knows. A client ignores such a frame
+    /// (TRANS-27): a later revision may add message types for a new capability.
+    #[error("unknown server message type {kind:?}")]
+    UnknownType {
+        /// The unknown `type`.
+        kind: String,
+    },
+    /// A known type whose members this revision defines are missing or mistyped. Members
+    /// it does not define are ignored, never a cause of this error.
+    #[error("invalid {kind} message: {reason}")]
+    InvalidMessage {
+        /// The frame's `type`, or `?` when it has none.
+        kind: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Decodes one text frame a server sent, as a client must read it (VER-9): members this
+/// revision does not define are ignored; capability tokens and error codes it does not know
+/// are kept as [`crate::Extensible::Unknown`]; `welcome.limits` keys it does not know are
+/// kept in [`crate::AnnouncedLimits::unknown`].
+///
+/// This is the entry point for clients. It does not grade a server: the conformance suite
+/// validates every server frame against the strict schema ([`crate::schema::server_schema`]).
+pub fn decode_server(text: &str) -> Result<ServerMessage, ServerDecodeError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ServerDecodeError::InvalidJson(e.to_string()))?;
+    decode_server_value(value)
+}
+
+/// [`decode_server`] for a frame already parsed as JSON.
+pub fn decode_server_value(value: serde_json::Value) -> Result<ServerMessage, ServerDecodeError> {
+    let serde_json::Value::Object(map) = &value else {
+        return Err(ServerDecodeError::InvalidJson(
+            "a frame must be a JSON object".into(),
+        ));
+    };
+    let kind = match map.get("type") {
+        Some(serde_json::Value::String(t)) => t.clone(),
+        _ => {
+            return Err(ServerDecodeError::InvalidMessage {
+                kind: "?".into(),
+                reason: "missing or non-string `type`".into(),
+            })
+        }
+    };
+    if !SERVER_TYPES.contains(&kind.as_str()) {
+        return Err(ServerDecodeError::UnknownType { kind });
+    }
+    serde_json::from_value(value).map_err(|e| ServerDecodeError::InvalidMessage {
+        kind,
+        reason: e.to_string(),
     })
 }
 

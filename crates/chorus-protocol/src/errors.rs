@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::ChannelName;
+use crate::extensible::Extensible;
 use crate::ids::RequestId;
 use crate::state::StateVersion;
 
@@ -48,6 +49,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every error code of this revision.
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidMessage,
+        ErrorCode::InvalidChannel,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::BadPassword,
+        ErrorCode::RoomFull,
+        ErrorCode::NotSubscribed,
+        ErrorCode::AlreadySubscribed,
+        ErrorCode::Conflict,
+        ErrorCode::RateLimited,
+        ErrorCode::LimitExceeded,
+        ErrorCode::Unsupported,
+        ErrorCode::NotFound,
+        ErrorCode::Internal,
+    ];
+
     /// The wire name, e.g. `invalid_json`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -79,7 +100,6 @@ impl std::fmt::Display for ErrorCode {
 
 /// `error` (server): a request failed, or a frame could not be understood.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ErrorFrame {
     /// The failed request's id, when it had one and it could be read.
     #[serde(
@@ -89,8 +109,9 @@ pub struct ErrorFrame {
     )]
     #[schemars(with = "RequestId")]
     pub id: Option<RequestId>,
-    /// Machine-readable reason.
-    pub code: ErrorCode,
+    /// Machine-readable reason. A client handles a code it does not know like `internal`
+    /// (client.md).
+    pub code: Extensible<ErrorCode>,
     /// Human-readable explanation; not stable.
     pub message: String,
     /// The `channel` string of the request answered, verbatim, even when it is not a valid
@@ -113,7 +134,7 @@ impl ErrorFrame {
     pub fn new(id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
         ErrorFrame {
             id,
-            code,
+            code: Extensible::Known(code),
             message: message.into(),
             channel: None,
             current: None,
@@ -270,6 +291,16 @@ mod tests {
             assert_eq!(CloseCode::from_code(c.code()), Some(c));
         }
         assert_eq!(CloseCode::from_code(4999), None);
+    }
+
+    #[test]
+    fn every_error_code_is_listed_once_under_its_wire_name() {
+        let names: std::collections::BTreeSet<_> =
+            ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        for c in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
     }
 
     #[test]

@@ -36,7 +36,6 @@ pub struct History {
 
 /// `history:page` (server): the newest matching messages, oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct HistoryPage {
     /// The `history`'s id.
     #[serde(

@@ -134,12 +134,27 @@ impl From<&str> for Epoch {
 /// A point in a channel's stream: the epoch and the `seq` of the last message covered. A
 /// channel whose stream is empty is at `seq` 0 (HIST requirements).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct StreamPosition {
     /// The numbering this position belongs to.
     pub epoch: Epoch,
     /// Sequence number of the last message at this position; 0 for an empty stream.
     pub seq: u64,
+}
+
+/// Deserializes `subscribe.since` strictly: a client frame with a member a position does not
+/// have is `invalid_message` (TRANS-14), although [`StreamPosition`] itself, read by clients
+/// in server frames, ignores unknown members (VER-9). Use with
+/// `#[serde(default, deserialize_with = "crate::ids::strict_position")]`.
+pub fn strict_position<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<StreamPosition>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Strict {
+        epoch: Epoch,
+        seq: u64,
+    }
+    Ok(Option::<Strict>::deserialize(deserializer)?.map(|Strict { epoch, seq }| StreamPosition { epoch, seq }))
 }
 
 /// Server time in milliseconds since the Unix epoch. Always set by the server, never taken

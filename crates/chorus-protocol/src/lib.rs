@@ -4,8 +4,29 @@
 //! close codes, capabilities and identifiers, plus JSON Schema generation and the
 //! requirement registry parsed from `spec/`. A crate of nouns: no I/O, no runtime.
 //!
-//! Frames are JSON objects tagged on `type` ([`ClientMessage`], [`ServerMessage`]). Decode
-//! client frames with [`decode_client`], which sorts failures into the spec's error codes.
+//! Frames are JSON objects tagged on `type` ([`ClientMessage`], [`ServerMessage`]).
+//!
+//! ## Two directions, two rules (versioning.md)
+//!
+//! - **Servers decode client frames strictly** with [`decode_client`], which sorts failures
+//!   into the spec's error codes: an unknown member (a forged `from`, `seq`, `ts`, state
+//!   `version`) is `invalid_message` (TRANS-14).
+//! - **Clients decode server frames leniently** with [`decode_server`] (typed error
+//!   [`ServerDecodeError`]), because a later `chorus.v1` revision may add members,
+//!   capability tokens, `limits` keys, error codes and close codes (VER-9):
+//!   - members this revision does not define are ignored;
+//!   - unknown capability tokens and error codes are kept as [`Extensible::Unknown`]
+//!     (`welcome.capabilities`, [`ErrorFrame::code`]); compare known ones directly
+//!     (`frame.code == ErrorCode::Conflict`);
+//!   - unknown `welcome.limits` keys are kept in [`AnnouncedLimits::unknown`];
+//!   - an unknown close number sorts with [`CloseCode::classify`] into
+//!     `Extensible<CloseCode, u16>`, whose [`Extensible::action`] follows the registry's
+//!     ranges.
+//!
+//! The same leniency is in the consumer schema, `schema/server.consumer.schema.json`
+//! ([`schema::server_consumer_schema`]), the one to generate client types from. The strict
+//! `schema/server.schema.json` ([`schema::server_schema`]) admits only what a v1 server may
+//! send; the conformance suite grades servers with it.
 
 #![deny(missing_docs)]
 
@@ -16,6 +37,7 @@ pub mod connection;
 pub mod cursors;
 mod decode;
 pub mod errors;
+pub mod extensible;
 pub mod history;
 pub mod http;
 pub mod ids;
@@ -34,12 +56,15 @@ pub use channels::{
     Broadcast, BroadcastAck, Message, Subscribe, Subscribed, Unsubscribe, Unsubscribed,
 };
 pub use connection::{
-    AuthRefresh, AuthRefreshed, Capability, Claims, Heartbeat, Limits, Ping, Pong, UserInfo,
+    AnnouncedLimits, AuthRefresh, AuthRefreshed, Capability, Claims, Heartbeat, Limits, Ping, Pong, UserInfo,
     Welcome, PROTOCOL,
 };
 pub use cursors::{CursorMoved, CursorState, CursorUpdate};
-pub use decode::{decode_client, json_depth, DecodeError};
+pub use decode::{
+    decode_client, decode_server, decode_server_value, json_depth, DecodeError, ServerDecodeError,
+};
 pub use errors::{CloseAction, CloseCode, ErrorCode, ErrorFrame};
+pub use extensible::{Extensible, WireToken};
 pub use history::{History, HistoryPage};
 pub use ids::{Epoch, Millis, RequestId, StreamPosition, UserId};
 pub use presence::{

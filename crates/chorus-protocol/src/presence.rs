@@ -23,7 +23,6 @@ pub enum PresenceStatus {
 
 /// One user in a presence channel: keyed by user id, however many connections it holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Member {
     /// The user id.
     pub user_id: UserId,
@@ -63,7 +62,6 @@ pub struct PresenceUpdate {
 
 /// `presence:ack` (server): the update is applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct PresenceAck {
     /// The `presence:update`'s id.
     #[serde(
@@ -95,7 +93,6 @@ pub struct PresenceRequest {
 
 /// `presence:list` (server): every member of the channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct PresenceList {
     /// The `presence`'s id.
     #[serde(
@@ -113,7 +110,6 @@ pub struct PresenceList {
 
 /// `user:joined` (server): a user took its first lease in the channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct UserJoined {
     /// The channel.
     pub channel: ChannelName,
@@ -123,7 +119,6 @@ pub struct UserJoined {
 
 /// `user:left` (server): a user's last lease ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct UserLeft {
     /// The channel.
     pub channel: ChannelName,
@@ -135,7 +130,6 @@ pub struct UserLeft {
 
 /// `presence:updated` (server): a member's status or data changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct PresenceUpdated {
     /// The channel.
     pub channel: ChannelName,

@@ -25,7 +25,6 @@ pub struct RoomOptions {
 
 /// A room's settings, as reported in `subscribed`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RoomInfo {
     /// Application metadata (an empty object when none was given).
     pub metadata: serde_json::Value,

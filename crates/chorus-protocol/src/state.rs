@@ -11,7 +11,6 @@ pub type StateData = serde_json::Map<String, serde_json::Value>;
 
 /// A state version: strictly increasing within an epoch, 0 for the empty initial state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct StateVersion {
     /// The version number.
     pub version: u64,
@@ -21,7 +20,6 @@ pub struct StateVersion {
 
 /// A full copy of a channel's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct StateSnapshot {
     /// Every key and value.
     pub data: StateData,
@@ -114,7 +112,6 @@ pub struct StateSyncRequest {
 
 /// `state:sync` (server): a snapshot; the next change carries `version + 1`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct StateSync {
     /// The request's id.
     #[serde(
@@ -136,7 +133,6 @@ pub struct StateSync {
 
 /// `state:ack` (server): the write was accepted at this version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct StateAck {
     /// The write's id.
     #[serde(
@@ -156,7 +152,6 @@ pub struct StateAck {
 
 /// `state:update` (server): a key was set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct StateUpdated {
     /// The channel.
     pub channel: ChannelName,
@@ -177,7 +172,6 @@ pub struct StateUpdated {
 
 /// `state:merge` (server): several keys were set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct StateMerged {
     /// The channel.
     pub channel: ChannelName,
@@ -196,7 +190,6 @@ pub struct StateMerged {
 
 /// `state:delete` (server): a key was removed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct StateDeleted {
     /// The channel.
     pub channel: ChannelName,

@@ -1,7 +1,9 @@
-//! Unknown types and unknown fields are rejected, by the types and by the schema alike
-//! (TRANS: server-set fields are never accepted from clients).
+//! Unknown types and unknown fields of client frames are rejected, by the types and by the
+//! schema alike (TRANS: server-set fields are never accepted from clients). Server frames
+//! with unknown fields are rejected by the strict (grading) schema only; clients read them
+//! leniently (tests/additions.rs).
 
-use chorus_protocol::{decode_client, schema, ErrorCode, ServerMessage};
+use chorus_protocol::{decode_client, decode_server, schema, ErrorCode};
 use serde_json::json;
 
 fn client_validator() -> jsonschema::Validator {
@@ -47,9 +49,9 @@ fn forged_state_version_is_rejected() {
 }
 
 #[test]
-fn unknown_field_in_server_frame_is_rejected() {
+fn unknown_field_in_server_frame_fails_the_grading_schema_only() {
     let frame = json!({"type": "pong", "ts": 1, "debug": true});
-    assert!(serde_json::from_value::<ServerMessage>(frame.clone()).is_err());
+    assert!(decode_server(&frame.to_string()).is_ok());
     let v = jsonschema::draft202012::new(&schema::server_schema()).unwrap();
     assert!(!v.is_valid(&frame));
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use chorus_protocol::requirements::{
     extract_examples, registry_from_sources, registry_json, Direction, Level,
 };
-use chorus_protocol::{schema, ClientMessage, ServerMessage, CLIENT_TYPES, SERVER_TYPES};
+use chorus_protocol::{decode_server, schema, ClientMessage, ServerMessage, CLIENT_TYPES, SERVER_TYPES};
 
 fn spec_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../spec")
@@ -36,6 +36,7 @@ fn spec_sources() -> Vec<(String, String)> {
 fn every_example_frame_parses_and_validates() {
     let client_v = jsonschema::draft202012::new(&schema::client_schema()).unwrap();
     let server_v = jsonschema::draft202012::new(&schema::server_schema()).unwrap();
+    let consumer_v = jsonschema::draft202012::new(&schema::server_consumer_schema()).unwrap();
     let mut failures = Vec::new();
     let mut seen_client = BTreeSet::new();
     let mut seen_server = BTreeSet::new();
@@ -65,6 +66,16 @@ fn every_example_frame_parses_and_validates() {
             };
             if let Err(e) = parsed {
                 failures.push(format!("{at}: does not parse: {e}"));
+            }
+            // What a v1 server sends, a client reads: every server example also decodes
+            // leniently and fits the consumer schema.
+            if ex.direction == Direction::Server {
+                if let Err(e) = decode_server(&ex.json) {
+                    failures.push(format!("{at}: decode_server: {e}"));
+                }
+                for err in consumer_v.iter_errors(&value) {
+                    failures.push(format!("{at}: consumer schema: {err}"));
+                }
             }
             for err in validator.iter_errors(&value) {
                 failures.push(format!("{at}: schema: {err} at {}", err.instance_path()));

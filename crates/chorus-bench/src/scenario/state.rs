@@ -169,8 +169,8 @@ impl Writer {
             }
             "error" => {
                 if let ServerMessage::Error(e) = decode(text)? {
-                    match (e.code, e.current) {
-                        (ErrorCode::Conflict, Some(cur)) => {
+                    match (e.code.known().copied(), e.current) {
+                        (Some(ErrorCode::Conflict), Some(cur)) => {
                             self.known = self.known.max(cur.version);
                             bump(&self.shared.conflicts);
                         }

@@ -135,8 +135,8 @@ pub fn server_messages() -> Vec<ServerMessage> {
                 interval_ms: 30_000,
                 timeout_ms: 60_000,
             },
-            limits: Limits::default(),
-            capabilities: Capability::ALL.to_vec(),
+            limits: Limits::default().into(),
+            capabilities: Capability::ALL.map(Into::into).to_vec(),
             server: "chorus-server/0.1.0".into(),
             expires_at: Some(1_790_000_000_000),
         }),
@@ -281,7 +281,7 @@ pub fn server_messages() -> Vec<ServerMessage> {
         }),
         ServerMessage::Error(ErrorFrame {
             id: Some("w1".into()),
-            code: ErrorCode::Conflict,
+            code: ErrorCode::Conflict.into(),
             message: "expected version 6, state is at 7".into(),
             channel: Some("presence-doc-1".into()),
             current: Some(StateVersion {

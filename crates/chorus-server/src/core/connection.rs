@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use chorus_protocol::{
+    Extensible,
     AuthRefreshed, ChannelKind, Millis, Ping, Pong, RequestId, ServerMessage, Unsubscribed,
     UserInfo, Welcome, PROTOCOL,
 };
@@ -42,8 +43,14 @@ impl<E: Engine> Core<E> {
             },
             tenant: session.tenant.clone(),
             heartbeat: self.config.heartbeat,
-            limits,
-            capabilities: self.config.capabilities.clone(),
+            limits: limits.into(),
+            capabilities: self
+                .config
+                .capabilities
+                .iter()
+                .copied()
+                .map(Extensible::Known)
+                .collect(),
             server: self.config.server_name.clone(),
             expires_at: session.expires_at,
         };
