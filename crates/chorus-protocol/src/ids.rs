@@ -154,7 +154,8 @@ pub fn strict_position<'de, D: Deserializer<'de>>(
         epoch: Epoch,
         seq: u64,
     }
-    Ok(Option::<Strict>::deserialize(deserializer)?.map(|Strict { epoch, seq }| StreamPosition { epoch, seq }))
+    Ok(Option::<Strict>::deserialize(deserializer)?
+        .map(|Strict { epoch, seq }| StreamPosition { epoch, seq }))
 }
 
 /// Server time in milliseconds since the Unix epoch. Always set by the server, never taken

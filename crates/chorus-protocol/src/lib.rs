@@ -56,8 +56,8 @@ pub use channels::{
     Broadcast, BroadcastAck, Message, Subscribe, Subscribed, Unsubscribe, Unsubscribed,
 };
 pub use connection::{
-    AnnouncedLimits, AuthRefresh, AuthRefreshed, Capability, Claims, Heartbeat, Limits, Ping, Pong, UserInfo,
-    Welcome, PROTOCOL,
+    AnnouncedLimits, AuthRefresh, AuthRefreshed, Capability, Claims, Heartbeat, Limits, Ping, Pong,
+    UserInfo, Welcome, PROTOCOL,
 };
 pub use cursors::{CursorMoved, CursorState, CursorUpdate};
 pub use decode::{

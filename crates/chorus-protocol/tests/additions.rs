@@ -40,7 +40,10 @@ fn every_addition_decodes_and_fits_the_consumer_schema() {
         if let Err(e) = decode_server(&frame.to_string()) {
             panic!("{name}: decode_server refused it: {e}");
         }
-        let errors: Vec<String> = consumer.iter_errors(&frame).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = consumer
+            .iter_errors(&frame)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "{name}: consumer schema: {errors:?}");
     }
 }
@@ -80,7 +83,10 @@ fn an_unknown_limit_is_kept_by_name() {
         panic!("not a welcome");
     };
     assert_eq!(w.limits.max_frame_bytes, 1_048_576);
-    assert_eq!(w.limits.unknown.get("max_teleports_per_sec"), Some(&json!(3)));
+    assert_eq!(
+        w.limits.unknown.get("max_teleports_per_sec"),
+        Some(&json!(3))
+    );
     assert_eq!(w.limits.unknown.len(), 1);
 }
 
@@ -102,14 +108,18 @@ fn an_unknown_error_code_is_kept_verbatim() {
     else {
         panic!("not an error");
     };
-    assert_eq!(e.code, Extensible::Unknown("teleport_unavailable".to_owned()));
+    assert_eq!(
+        e.code,
+        Extensible::Unknown("teleport_unavailable".to_owned())
+    );
     assert_ne!(e.code, ErrorCode::Internal);
     assert_eq!(e.code.as_str(), "teleport_unavailable");
 }
 
 #[test]
 fn known_codes_still_compare_with_the_closed_enum() {
-    let text = r#"{"type":"error","code":"conflict","message":"m","current":{"version":3,"epoch":"e"}}"#;
+    let text =
+        r#"{"type":"error","code":"conflict","message":"m","current":{"version":3,"epoch":"e"}}"#;
     let ServerMessage::Error(e) = decode_server(text).unwrap() else {
         panic!("not an error");
     };

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use chorus_protocol::requirements::{
     extract_examples, registry_from_sources, registry_json, Direction, Level,
 };
-use chorus_protocol::{decode_server, schema, ClientMessage, ServerMessage, CLIENT_TYPES, SERVER_TYPES};
+use chorus_protocol::{
+    decode_server, schema, ClientMessage, ServerMessage, CLIENT_TYPES, SERVER_TYPES,
+};
 
 fn spec_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../spec")

@@ -3,9 +3,8 @@
 use std::sync::Arc;
 
 use chorus_protocol::{
-    Extensible,
-    AuthRefreshed, ChannelKind, Millis, Ping, Pong, RequestId, ServerMessage, Unsubscribed,
-    UserInfo, Welcome, PROTOCOL,
+    AuthRefreshed, ChannelKind, Extensible, Millis, Ping, Pong, RequestId, ServerMessage,
+    Unsubscribed, UserInfo, Welcome, PROTOCOL,
 };
 
 use super::faults::Fault;
