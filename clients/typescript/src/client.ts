@@ -359,7 +359,7 @@ export class ChorusClient {
 
   /** @internal Sends a frame without a reply (cursor:update). Dropped when not connected. */
   fire(frame: ClientMessage): boolean {
-    if (!this.welcomeFrame) return false;
+    if (!this.welcomeFrame || this.overLimit(frame)) return false;
     this.send(frame);
     return true;
   }
@@ -458,8 +458,29 @@ export class ChorusClient {
   private dispatch(p: Pending): void {
     const id = `c${this.nextId++}`;
     p.frame = { ...p.frame, id } as ClientMessage;
+    const refused = this.overLimit(p.frame);
+    if (refused) {
+      p.reject(refused);
+      return;
+    }
     this.pending.set(id, p);
     this.send(p.frame);
+  }
+
+  /**
+   * LIMIT-4: a frame larger than `max_frame_bytes` or nested deeper than `max_json_depth`
+   * is refused here, with the error the server would send, instead of being sent.
+   */
+  private overLimit(frame: ClientMessage): ChorusError | null {
+    const limits = this.welcomeFrame?.limits;
+    if (!limits) return null;
+    const text = JSON.stringify(frame);
+    const bytes = text.length <= limits.max_frame_bytes / 3 ? text.length : new TextEncoder().encode(text).length;
+    const local = (code: "limit_exceeded" | "invalid_json", limit: string): ChorusError =>
+      new ChorusError({ type: "error", code, message: `refused locally: ${limit} exceeded (LIMIT-4)`, limit });
+    if (bytes > limits.max_frame_bytes) return local("limit_exceeded", "max_frame_bytes");
+    if (depth(frame) > limits.max_json_depth) return local("invalid_json", "max_json_depth");
+    return null;
   }
 
   private receive(data: unknown): void {
@@ -890,6 +911,14 @@ export class ChorusClient {
     this.clearTimer("stableTimer");
     this.clearTimer("refreshTimer");
   }
+}
+
+/** Nesting depth of a JSON value (`{}` is 1, a scalar 0), as limits.md counts it. */
+function depth(v: unknown): number {
+  if (typeof v !== "object" || v === null) return 0;
+  let deepest = 0;
+  for (const x of Array.isArray(v) ? v : Object.values(v)) deepest = Math.max(deepest, depth(x));
+  return deepest + 1;
 }
 
 /** Options of a subscribe (rooms: password and creation settings). */

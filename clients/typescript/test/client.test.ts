@@ -386,3 +386,16 @@ test("close() ends with 1000 and does not reconnect (CLIENT-9)", async () => {
   assert.equal(FakeSocket.all.length, 1);
   assert.equal(client.status, "closed");
 });
+
+test("frames over max_frame_bytes or max_json_depth are refused locally (LIMIT-4)", async () => {
+  const limits = { ...(welcome().limits as object), max_frame_bytes: 200, max_json_depth: 4 };
+  const { client, ws } = await connected({}, { limits });
+  const ch = client.channel("c");
+  await assert.rejects(ch.publish("e", { text: "x".repeat(300) }), (e: unknown) => (e as { code?: string }).code === "limit_exceeded");
+  await assert.rejects(ch.publish("e", { a: { b: { c: {} } } }), (e: unknown) => (e as { code?: string }).code === "invalid_json");
+  const ok = ch.publish("e", { a: { b: 1 } });
+  assert.equal(ws.ofType("broadcast").length, 1, "only the frame within the limits left");
+  reply(ws, "broadcast", { type: "broadcast:ack", channel: "c", seq: 1, ts: 1 });
+  await ok;
+  assert.equal(client.status, "open");
+});
