@@ -6,7 +6,8 @@
 export type ServerMessage =
   | {
       /**
-       * Optional capabilities this server implements.
+       * Optional capabilities this server implements. A v1 server sends only the tokens of
+       * this revision (VER-4); a client keeps or ignores one it does not know (VER-9).
        */
       capabilities: Capability[];
       /**
@@ -411,7 +412,8 @@ export type ServerMessage =
        */
       channel?: string | null;
       /**
-       * Machine-readable reason.
+       * Machine-readable reason. A client handles a code it does not know like `internal`
+       * (client.md).
        */
       code:
         | "invalid_json"
@@ -544,7 +546,7 @@ export interface Heartbeat {
   timeout_ms: number;
 }
 /**
- * The limits this server enforces.
+ * The limits this server enforces, with any key a later revision added (VER-9).
  */
 export interface Limits {
   /**
