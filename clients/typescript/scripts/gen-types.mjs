@@ -1,6 +1,9 @@
 // Generates src/generated/*.ts from the repository's JSON Schema (schema/*.schema.json),
 // which is itself generated from the Rust types: the TypeScript message types can never
-// drift from the protocol crate. `--check` exits 1 when a committed file is stale.
+// drift from the protocol crate. `npm test` regenerates them before type-checking the
+// client against them, so a protocol change that breaks the client fails the build, while
+// one that does not (a new description, a new optional member) never blocks another
+// team's work; `--check` exits 1 when a committed file is stale.
 import { readFile, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { compile } from "json-schema-to-typescript";
@@ -8,9 +11,32 @@ import { compile } from "json-schema-to-typescript";
 const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 const targets = [
   { schema: "../../../schema/client.schema.json", out: "../src/generated/client.ts", name: "ClientMessage" },
-  { schema: "../../../schema/server.schema.json", out: "../src/generated/server.ts", name: "ServerMessage" },
+  // The consumer schema: what a client must accept from any chorus.v1 server, later
+  // revisions included (unknown error codes and capability tokens are strings, VER-9, ERR-7).
+  { schema: "../../../schema/server.consumer.schema.json", out: "../src/generated/server.ts", name: "ServerMessage" },
 ];
 const check = process.argv.includes("--check");
+
+// The consumer schema tags each frame as `{$ref: "#/$defs/Welcome", properties: {type: {const}}}`;
+// json-schema-to-typescript reads a `$ref` alone, so each variant is inlined with its tag.
+function inlineTagged(schema) {
+  const defs = schema.$defs ?? {};
+  const inline = (v, root) => {
+    const name = typeof v?.$ref === "string" ? v.$ref.replace("#/$defs/", "") : null;
+    const def = name ? defs[name] : null;
+    if (!def || !v.properties?.type) return v;
+    const out = {
+      ...def,
+      description: def.description ?? v.description,
+      properties: { type: v.properties.type, ...def.properties },
+      required: ["type", ...(def.required ?? [])],
+    };
+    if (root) out.title = name;
+    return out;
+  };
+  schema.oneOf = (schema.oneOf ?? []).map((v) => inline(v, true));
+  for (const def of Object.values(defs)) if (Array.isArray(def.oneOf)) def.oneOf = def.oneOf.map((v) => inline(v, false));
+}
 
 // A subschema that constrains nothing (`{}` plus a description) is any JSON value: say
 // `unknown`, where json-schema-to-typescript would otherwise guess an object.
@@ -31,6 +57,7 @@ let stale = 0;
 for (const t of targets) {
   const schema = JSON.parse(await readFile(here(t.schema), "utf8"));
   schema.title = t.name;
+  inlineTagged(schema);
   anyJson(schema);
   delete schema.$id;
   const ts = await compile(schema, t.name, {
@@ -49,8 +76,11 @@ for (const t of targets) {
       stale++;
     }
   } else {
-    await writeFile(path, ts);
-    console.log(`wrote ${t.out.replace("../", "")}`);
+    const current = await readFile(path, "utf8").catch(() => "");
+    if (current !== ts) {
+      await writeFile(path, ts);
+      console.log(`wrote ${t.out.replace("../", "clients/typescript/")} (the schema changed: commit it)`);
+    }
   }
 }
 if (stale) process.exit(1);
