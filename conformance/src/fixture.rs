@@ -515,6 +515,11 @@ pub struct HttpStep {
     /// Matchers for response headers (lower-case names).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub expect_headers: BTreeMap<String, Value>,
+    /// Send this many copies of the request at once (`{i}` is the copy's index) and check
+    /// every response: a burst whose arrival rate does not depend on how long the server
+    /// takes to answer one request (a server syncing each write to disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent: Option<NumExpr>,
 }
 
 /// `sse_open`.

@@ -129,6 +129,31 @@ impl CaseRun<'_> {
     }
 
     pub(super) async fn http(&mut self, s: &HttpStep) -> StepResult {
+        let Some(n) = &s.concurrent else {
+            let req = self.http_request(s)?;
+            let resp = self.http_send(&req).await?;
+            return self.check_response(s, &resp);
+        };
+        let n = self.scope.count(n)?;
+        let outer = self.scope.iteration;
+        let mut requests = Vec::new();
+        for i in 0..n {
+            self.scope.iteration = Some(i);
+            let built = self.http_request(s);
+            self.scope.iteration = outer;
+            requests.push(built?);
+        }
+        let sent = futures_util::future::join_all(requests.iter().map(|r| self.http_send(r))).await;
+        for (i, resp) in sent.into_iter().enumerate() {
+            self.scope.iteration = Some(i as u64);
+            let checked = resp.and_then(|resp| self.check_response(s, &resp));
+            self.scope.iteration = outer;
+            checked?;
+        }
+        Ok(())
+    }
+
+    fn http_request(&self, s: &HttpStep) -> Result<Request, Flow> {
         let r = &s.http;
         let mut headers = self.runner.config.headers.clone();
         self.auth_headers(r.auth.as_ref(), &mut headers)?;
@@ -156,12 +181,19 @@ impl CaseRun<'_> {
             headers,
             body,
         };
+        Ok(req)
+    }
+
+    async fn http_send(&self, req: &Request) -> Result<http::HttpResponse, Flow> {
         let timeout = self
             .wait(None, 2000)?
             .max(std::time::Duration::from_secs(2));
-        let resp = http::send(&self.runner.http, &req, timeout, &self.transcript, "http")
+        http::send(&self.runner.http, req, timeout, &self.transcript, "http")
             .await
-            .map_err(|e| Flow::fail(format!("HTTP {} {}: {e}", req.method, req.url)))?;
+            .map_err(|e| Flow::fail(format!("HTTP {} {}: {e}", req.method, req.url)))
+    }
+
+    fn check_response(&mut self, s: &HttpStep, resp: &http::HttpResponse) -> StepResult {
         self.out.graded_message = true;
         check_status(s.expect_status.as_ref(), resp.status, &resp.body)?;
         if let Some(m) = &s.expect_body {

@@ -13,17 +13,27 @@ pub struct Embedded {
     pub secret: String,
     /// The HTTP API key.
     pub api_key: String,
+    /// The server's data directory, removed when the embedded server goes.
+    _data: tempfile::TempDir,
 }
 
 impl Embedded {
-    /// Starts the server with short timers and a small presence limit, so heartbeat, expiry,
+    /// Starts the server in its default storage configuration (a data directory, here a
+    /// fresh temporary one, with `--durability full`: group commit, as `chorus serve` runs),
+    /// with short timers and a small presence limit, so heartbeat, expiry,
     /// grace and full-channel cases fit in the suite's budget (the server announces them in
     /// `welcome`; fixtures adapt), and
     /// with `faults` switched on (inert unless chorus-server is built with `faults`).
     pub async fn start(seed: u64, faults: Faults) -> Result<Embedded, String> {
         let secret = format!("chorus-conformance-embedded-secret-{seed:016x}");
         let api_key = format!("conform-key-{seed:x}");
+        let data = tempfile::Builder::new()
+            .prefix("chorus-conform-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a data directory for the embedded server: {e}"))?;
         let mut config = Config::for_tests(&secret, &api_key);
+        config.memory = false;
+        config.data_dir = data.path().to_owned();
         config.heartbeat_interval_ms = 1000;
         // Three intervals: a client that the harness keeps silent for a while on a loaded
         // machine is not closed before the case is over.
@@ -39,6 +49,7 @@ impl Embedded {
             server,
             secret,
             api_key,
+            _data: data,
         })
     }
 

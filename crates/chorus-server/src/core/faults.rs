@@ -67,6 +67,7 @@ faults! {
     ProtocolErrorsUnbounded = "protocol_errors_unbounded": "consecutive protocol errors never close the connection (TRANS-24)",
     NoHeartbeatTimeout = "no_heartbeat_timeout": "a silent connection is never closed with 4300 (CONN-13)",
     TokenExpiryIgnored = "token_expiry_ignored": "a connection outlives its token's expiry (CONN-18)",
+    ErrorsOvertakeAcks = "errors_overtake_acks": "with group commit, errors answering undecodable frames overtake held acknowledgements of earlier writes (TRANS-26)",
     ErrorWithoutChannel = "error_without_channel": "errors answering undecodable requests omit the request's channel (ERR-2)",
     SseResumeIgnored = "sse_resume_ignored": "SSE streams ignore Last-Event-ID and last_event_id (SSE-11)",
     HttpApiWithoutKey = "http_api_without_key": "the HTTP API accepts a missing or wrong X-Api-Key (HTTP-8)",

@@ -47,12 +47,24 @@ struct Hub {
     core: Core,
     /// Group commit: effects produced after a store write, in order, each with the store's
     /// write count it must wait for; released once a log sync covers it.
-    held: VecDeque<(u64, Vec<Effect>)>,
+    held: VecDeque<(u64, Held)>,
     /// The store's write count that the last completed sync covers.
     synced: u64,
     /// Keyed by the hub's own sequential ids, looked up once per delivered frame: a
     /// DoS-resistant hash buys nothing here and costs a SipHash per recipient.
     conns: FxHashMap<ConnId, ConnHandle>,
+    /// Connections that ended while effects for them were still held: their queues stay
+    /// reachable until the held effects before their end are delivered (an acknowledged
+    /// write's reply is never dropped because the client hung up or was closed).
+    departed: FxHashMap<ConnId, ConnHandle>,
+}
+
+/// What group commit holds until a sync covers it.
+enum Held {
+    /// Effects, in the order they were produced.
+    Effects(Vec<Effect>),
+    /// A connection ended: its queue goes once what was held before its end is delivered.
+    Forget(ConnId),
 }
 
 /// Everything the connection tasks, HTTP handlers and the timer share.
@@ -108,6 +120,7 @@ impl Shared {
                 held: VecDeque::new(),
                 synced: written,
                 conns: FxHashMap::default(),
+                departed: FxHashMap::default(),
             }),
             next_conn: AtomicU64::new(1),
             timer: Notify::new(),
@@ -189,6 +202,27 @@ impl Shared {
         protocol_error
     }
 
+    /// Queues `frame`, which the shell itself produced for `conn` (the `error` answering an
+    /// undecodable frame or a refused `auth:refresh`), behind every effect produced before
+    /// it: with group commit a later frame's reply must not overtake an earlier write's
+    /// acknowledgement (TRANS-26).
+    pub fn reply(&self, conn: ConnId, frame: String) {
+        let mut hub = self.lock();
+        let effects = vec![Effect::Send {
+            to: conn,
+            frame: Frame::from(frame),
+            droppable: false,
+        }];
+        self.apply(&mut hub, effects);
+    }
+
+    /// Closes `conn` with `code` once everything produced for it before is queued (held
+    /// acknowledgements included).
+    pub fn close(&self, conn: ConnId, code: CloseCode) {
+        let mut hub = self.lock();
+        self.apply(&mut hub, vec![Effect::Close { conn, code }]);
+    }
+
     /// Applies a verified `auth:refresh` (CONN-15..17).
     pub fn refresh(&self, conn: ConnId, id: Option<RequestId>, session: Session) {
         let mut hub = self.lock();
@@ -199,11 +233,17 @@ impl Shared {
     /// The connection is gone: forget its queue and tell the core (PRES-26/27).
     pub fn disconnect(&self, conn: ConnId, graceful: bool) {
         let mut hub = self.lock();
-        if hub.conns.remove(&conn).is_none() {
+        let Some(handle) = hub.conns.remove(&conn) else {
             return;
-        }
+        };
         let effects = hub.core.disconnect(conn, graceful, now_ms());
         self.apply(&mut hub, effects);
+        if !hub.held.is_empty() {
+            // Held frames for this connection (its own acknowledgements) still go out.
+            hub.departed.insert(conn, handle);
+            let written = hub.core.engine().store().written();
+            hub.held.push_back((written, Held::Forget(conn)));
+        }
     }
 
     /// Runs `f` on the core (HTTP API) and carries out the effects it returns.
@@ -303,8 +343,12 @@ impl Shared {
     fn release(&self, hub: &mut Hub, synced: u64) {
         hub.synced = hub.synced.max(synced);
         while hub.held.front().is_some_and(|(at, _)| *at <= hub.synced) {
-            if let Some((_, effects)) = hub.held.pop_front() {
-                self.deliver_all(hub, effects);
+            match hub.held.pop_front() {
+                Some((_, Held::Effects(effects))) => self.deliver_all(hub, effects),
+                Some((_, Held::Forget(conn))) => {
+                    hub.departed.remove(&conn);
+                }
+                None => {}
             }
         }
         // After the frames are queued: a waiter may read its queue as soon as it wakes.
@@ -318,7 +362,7 @@ impl Shared {
             let written = hub.core.engine().store().written();
             if written > hub.synced || !hub.held.is_empty() {
                 if !effects.is_empty() {
-                    hub.held.push_back((written, effects));
+                    hub.held.push_back((written, Held::Effects(effects)));
                 }
                 self.sync_wanted.notify_one();
                 self.wake_timer(hub);
@@ -368,7 +412,7 @@ fn deliver(hub: &Hub, effects: Vec<Effect>, repeat: bool) -> Vec<ConnId> {
                 frame,
                 droppable,
             } => {
-                let Some(handle) = hub.conns.get(&to) else {
+                let Some(handle) = hub.conns.get(&to).or_else(|| hub.departed.get(&to)) else {
                     continue;
                 };
                 let bytes = wire.of(&frame);
@@ -380,7 +424,7 @@ fn deliver(hub: &Hub, effects: Vec<Effect>, repeat: bool) -> Vec<ConnId> {
                 }
             }
             Effect::Close { conn, code } => {
-                if let Some(handle) = hub.conns.get(&conn) {
+                if let Some(handle) = hub.conns.get(&conn).or_else(|| hub.departed.get(&conn)) {
                     handle.close_after_queued(code);
                 }
             }

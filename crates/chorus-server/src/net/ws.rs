@@ -228,7 +228,8 @@ impl Reader {
             match step {
                 Step::Continue => {}
                 Step::Close(code) => {
-                    self.handle.close_after_queued(code);
+                    // Through the hub: after any acknowledgement it still holds (TRANS-26).
+                    self.shared.close(self.conn, code);
                     break End::Server(code);
                 }
                 Step::Ended(end) => break end,
@@ -309,8 +310,14 @@ impl Reader {
     }
 
     fn reply_error(&self, frame: ErrorFrame) {
+        // Through the hub, never straight into the queue: an earlier write's held
+        // acknowledgement goes first (TRANS-26).
         let text = ServerMessage::Error(frame).to_json();
-        self.handle.send(WireFrame::from(text), false);
+        if self.shared.faults.on(Fault::ErrorsOvertakeAcks) {
+            self.handle.send(WireFrame::from(text), false);
+            return;
+        }
+        self.shared.reply(self.conn, text);
     }
 }
 
