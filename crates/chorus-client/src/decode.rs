@@ -33,7 +33,7 @@ pub enum Inbound {
 /// The code of an error frame, `None` for a code this client does not know (handled like
 /// `internal`, ERR-7).
 pub fn error_code(frame: &chorus_protocol::ErrorFrame) -> Option<ErrorCode> {
-    Some(frame.code)
+    frame.code.known().copied()
 }
 
 /// The code of an error frame exactly as the server sent it.
@@ -43,7 +43,7 @@ pub fn error_code_text(frame: &chorus_protocol::ErrorFrame) -> String {
 
 /// Whether `welcome` announces `capability`.
 pub fn announces(welcome: &chorus_protocol::Welcome, capability: Capability) -> bool {
-    welcome.capabilities.contains(&capability)
+    welcome.capabilities.iter().any(|c| *c == capability)
 }
 
 /// Decodes one text frame from the server.
@@ -248,7 +248,10 @@ mod tests {
         let ServerMessage::Welcome(w) = *message else {
             panic!("a welcome")
         };
-        assert_eq!(w.capabilities, vec![Capability::Presence]);
+        assert_eq!(
+            w.capabilities,
+            vec![chorus_protocol::Extensible::Known(Capability::Presence)]
+        );
     }
 
     #[test]
