@@ -58,6 +58,7 @@ function connect(url: string): ChorusClient {
     url,
     token: provideToken,
     WebSocket: WebSocket as unknown as WebSocketConstructor,
+    tokenIn: "header", // Node can set headers: keep the token out of the URL (SEC-4)
     autoConnect: false,
   });
   c.events.on("status", (s) => {

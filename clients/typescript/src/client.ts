@@ -35,8 +35,16 @@ export interface WebSocketLike {
   onerror: ((ev: unknown) => void) | null;
 }
 
-/** A `WebSocket` constructor: the global one, or e.g. `import { WebSocket } from "ws"` on Node 20. */
-export type WebSocketConstructor = new (url: string, protocols: string | string[]) => WebSocketLike;
+/**
+ * A `WebSocket` constructor: the global one, or e.g. `import { WebSocket } from "ws"` on
+ * Node 20. The third argument is passed only with `tokenIn: "header"` (the `ws` package's
+ * options: `{ headers }`).
+ */
+export type WebSocketConstructor = new (
+  url: string,
+  protocols: string | string[],
+  options?: { headers: Record<string, string> },
+) => WebSocketLike;
 
 /** Why the client asks for a token. */
 export type TokenReason = "connect" | "expired" | "refresh";
@@ -63,6 +71,12 @@ export interface ClientOptions {
   token?: string | null | TokenProvider;
   /** The WebSocket implementation; defaults to `globalThis.WebSocket`. */
   WebSocket?: WebSocketConstructor;
+  /**
+   * Where the token goes: `"query"` (`?token=`, the only way a browser can) or `"header"`
+   * (`Authorization: Bearer`, kept out of URLs and logs, SEC-4; needs a WebSocket
+   * implementation that takes headers, such as `ws`). Default `"query"`.
+   */
+  tokenIn?: "query" | "header";
   /** Connect in the constructor (default `true`). */
   autoConnect?: boolean;
   clock?: Clock;
@@ -412,10 +426,14 @@ export class ChorusClient {
     }
     this.lastToken = token;
     let url = this.opts.url;
-    if (token !== null) url += (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+    const inHeader = this.opts.tokenIn === "header";
+    if (token !== null && !inHeader) url += (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
     let ws: WebSocketLike;
     try {
-      ws = new this.WS(url, PROTOCOL);
+      ws =
+        token !== null && inHeader
+          ? new this.WS(url, PROTOCOL, { headers: { Authorization: `Bearer ${token}` } })
+          : new this.WS(url, PROTOCOL);
     } catch {
       this.ended(1006, "connect failed");
       return;

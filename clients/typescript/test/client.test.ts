@@ -54,6 +54,33 @@ test("uses the subprotocol and passes the token in the query", async () => {
   assert.equal(ws.url, "ws://test/ws?token=a%20b");
 });
 
+test("tokenIn: header sends Authorization: Bearer and keeps the URL clean (SEC-4)", async () => {
+  const { ws } = await connected({ token: "tok", tokenIn: "header" });
+  assert.equal(ws.url, "ws://test/ws");
+  assert.deepEqual(ws.options, { headers: { Authorization: "Bearer tok" } });
+});
+
+test("an upgrade refused with 403 stops; with 503 it backs off (CLIENT-5, CLIENT-7)", async () => {
+  const { client, ws } = await connected();
+  ws.drop(1006);
+  clock.advance(1000);
+  await flush();
+  const refused503 = FakeSocket.all.at(-1)!;
+  refused503.onerror?.({ message: "Unexpected server response: 503" });
+  refused503.drop(1006);
+  assert.equal(client.status, "waiting");
+  clock.advance(2000);
+  await flush();
+  const refused403 = FakeSocket.all.at(-1)!;
+  assert.notEqual(refused403, refused503);
+  let stopped: number | null = null;
+  client.events.on("stopped", (s) => (stopped = s.code));
+  refused403.onerror?.({ message: "Unexpected server response: 403" });
+  refused403.drop(1006);
+  assert.equal(client.status, "stopped");
+  assert.equal(stopped, 403);
+});
+
 test("requests wait for welcome (CLIENT-1) and get unique ids (CLIENT-2)", async () => {
   const client = new ChorusClient({ url: "ws://t/ws", WebSocket: FakeSocket as unknown as WebSocketConstructor, clock });
   const ch = client.channel("chat");

@@ -47,6 +47,7 @@ export class FakeSocket implements WebSocketLike {
   constructor(
     readonly url: string,
     readonly protocols: string | string[],
+    readonly options?: { headers: Record<string, string> },
   ) {
     FakeSocket.all.push(this);
   }
