@@ -256,7 +256,7 @@ export class ChorusClient {
     this.failPending(() => new ClosedError("client closed"), true);
     for (const rec of this.channels.values()) this.connectionLost(rec);
     if (ws) {
-      ws.onclose = ws.onmessage = ws.onerror = ws.onopen = null;
+      detach(ws);
       try {
         ws.close(1000, "bye");
       } catch {
@@ -373,7 +373,7 @@ export class ChorusClient {
 
   /** @internal Sends a frame without a reply (cursor:update). Dropped when not connected. */
   fire(frame: ClientMessage): boolean {
-    if (!this.welcomeFrame || this.overLimit(frame)) return false;
+    if (!this.welcomeFrame || this.overLimit(frame) || this.unannounced(frame)) return false;
     this.send(frame);
     return true;
   }
@@ -476,13 +476,29 @@ export class ChorusClient {
   private dispatch(p: Pending): void {
     const id = `c${this.nextId++}`;
     p.frame = { ...p.frame, id } as ClientMessage;
-    const refused = this.overLimit(p.frame);
+    const refused = this.overLimit(p.frame) ?? this.unannounced(p.frame);
     if (refused) {
       p.reject(refused);
       return;
     }
     this.pending.set(id, p);
     this.send(p.frame);
+  }
+
+  /**
+   * VER-10: a request (or a member of one) of a capability the server did not announce is
+   * refused here with `unsupported`, the answer such a server gives.
+   */
+  private unannounced(frame: ClientMessage): ChorusError | null {
+    const caps = this.welcomeFrame?.capabilities;
+    if (!caps) return null;
+    const needs = capabilityOf(frame);
+    if (needs === null || caps.includes(needs)) return null;
+    return new ChorusError({
+      type: "error",
+      code: "unsupported",
+      message: `refused locally: the server does not announce \`${needs}\` (VER-10)`,
+    });
   }
 
   /**
@@ -626,6 +642,7 @@ export class ChorusClient {
   private onWelcome(w: Welcome): void {
     if (this.welcomeFrame) return; // once per connection (CONN-6)
     this.welcomeFrame = w;
+    this.lastSent = this.clock.now(); // the heartbeat interval counts from here
     this.setStatus("open");
     this.expiresAt = w.expires_at ?? null;
     this.clearTimer("stableTimer");
@@ -790,7 +807,7 @@ export class ChorusClient {
   private ended(code: number, reason: string, immediate = false, terminal = false): void {
     const ws = this.ws;
     this.ws = null;
-    if (ws) ws.onclose = ws.onmessage = ws.onerror = ws.onopen = null;
+    if (ws) detach(ws);
     this.welcomeFrame = null;
     this.clearTimers();
     // CLIENT-18: whatever awaited a reply has an unknown outcome. Unsent requests stay queued.
@@ -868,14 +885,15 @@ export class ChorusClient {
       if (!this.welcomeFrame) return;
       const t = this.clock.now();
       if (t - this.lastReceived >= timeout_ms) {
-        // Dead: close it ourselves and reconnect at once (CLIENT-15, CLIENT-8).
+        // Dead: close it ourselves, then reconnect at once (CLIENT-15, CLIENT-8).
         const ws = this.ws;
-        this.ended(4300, "dead connection", true);
+        if (ws) detach(ws);
         try {
           ws?.close(4000, "dead connection");
         } catch {
           // ignore
         }
+        this.ended(4300, "dead connection", true);
         return;
       }
       if (t - this.lastSent >= interval_ms) this.send({ type: "ping" });
@@ -928,6 +946,37 @@ export class ChorusClient {
     this.clearTimer("reconnectTimer");
     this.clearTimer("stableTimer");
     this.clearTimer("refreshTimer");
+  }
+}
+
+/** Stops listening to a socket we are done with (an error handler stays: `ws` throws without one). */
+function detach(ws: WebSocketLike): void {
+  ws.onclose = ws.onmessage = ws.onopen = null;
+  ws.onerror = () => undefined;
+}
+
+/** The capability a client frame belongs to (versioning.md), or null for the core ones. */
+function capabilityOf(frame: ClientMessage): string | null {
+  switch (frame.type) {
+    case "history":
+      return "history";
+    case "presence":
+    case "presence:update":
+      return "presence";
+    case "cursor:update":
+      return "cursors";
+    case "state:update":
+    case "state:merge":
+    case "state:delete":
+    case "state:sync:request":
+      return "state";
+    case "subscribe":
+      if (frame.state) return "state";
+      if (frame.room) return "rooms";
+      if (frame.since) return "recovery";
+      return null;
+    default:
+      return null;
   }
 }
 

@@ -426,3 +426,15 @@ test("frames over max_frame_bytes or max_json_depth are refused locally (LIMIT-4
   await ok;
   assert.equal(client.status, "open");
 });
+
+test("requests of a capability the server did not announce are refused locally (VER-10)", async () => {
+  const { client, ws } = await connected({}, { capabilities: ["presence"] });
+  const ch = client.channel("c");
+  await assert.rejects(ch.history({ limit: 10 }), (e: unknown) => (e as { code?: string }).code === "unsupported");
+  const st = client.state("doc");
+  await assert.rejects(st.set("k", 1), (e: unknown) => (e as { code?: string }).code === "unsupported");
+  assert.equal(ws.ofType("history").length + ws.ofType("state:update").length, 0);
+  // Presence is announced: its requests leave.
+  void client.presence("presence-r").update({ status: "away" });
+  assert.equal(ws.ofType("presence:update").length, 1);
+});
