@@ -107,6 +107,10 @@ pub(crate) struct Driver {
     refresh_at: Option<Instant>,
     refreshing: Option<JoinHandle<Result<String, TokenError>>>,
     closing: Option<oneshot::Sender<()>>,
+    /// CURS-18: when each channel's last `cursor:update` went out, and the newest position
+    /// waiting for the next interval.
+    cursor_sent: HashMap<ChannelName, Instant>,
+    cursor_waiting: BTreeMap<ChannelName, ClientMessage>,
 }
 
 impl Driver {
@@ -140,6 +144,8 @@ impl Driver {
             refresh_at: None,
             refreshing: None,
             closing: None,
+            cursor_sent: HashMap::new(),
+            cursor_waiting: BTreeMap::new(),
         }
     }
 
@@ -411,11 +417,13 @@ impl Driver {
         };
         let interval = Duration::from_millis(welcome.heartbeat.interval_ms.max(1));
         let timeout = Duration::from_millis(welcome.heartbeat.timeout_ms.max(1));
+        let cursor_interval = Duration::from_millis(welcome.limits.cursor_interval_ms);
         let mut stable_at = Some(Instant::now() + STABLE_AFTER);
         if !self.has(Fault::NoWelcomeWait) {
             self.resubscribe();
         }
         loop {
+            self.release_cursors(cursor_interval);
             if let Err(ending) = self.flush(ws).await {
                 return ending;
             }
@@ -426,6 +434,7 @@ impl Driver {
             let dead_at = self.last_recv + timeout;
             let hold = self.broadcast_hold.filter(|_| self.queue_has_broadcast());
             let refresh_at = self.refresh_at.filter(|_| self.refreshing.is_none());
+            let cursor_at = self.cursor_due(cursor_interval);
             tokio::select! {
                 frame = ws.next() => {
                     self.last_recv = Instant::now();
@@ -458,6 +467,7 @@ impl Driver {
                     stable_at = None;
                 }
                 _ = sleep_opt(hold), if hold.is_some() => self.broadcast_hold = None,
+                _ = sleep_opt(cursor_at), if cursor_at.is_some() => {}
                 _ = sleep_opt(refresh_at), if refresh_at.is_some() => self.start_refresh(),
                 token = join_opt(&mut self.refreshing), if self.refreshing.is_some() => {
                     self.refreshing = None;
@@ -506,6 +516,7 @@ impl Driver {
     fn disconnected(&mut self) {
         self.welcome = None;
         self.urgent.clear();
+        self.cursor_waiting.clear();
         self.internal.clear();
         self.refresh_at = None;
         if let Some(task) = self.refreshing.take() {
@@ -551,6 +562,39 @@ impl Driver {
                 t.subscribe_frame(recovery, &faults),
                 Some(Internal::Subscribe(t.name.clone())),
             ));
+        }
+    }
+
+    /// The earliest instant a waiting cursor may go out.
+    fn cursor_due(&self, interval: Duration) -> Option<Instant> {
+        self.cursor_waiting
+            .keys()
+            .map(|c| {
+                self.cursor_sent
+                    .get(c)
+                    .map_or_else(Instant::now, |t| *t + interval)
+            })
+            .min()
+    }
+
+    /// Moves the waiting cursors whose interval has passed to the send queue.
+    fn release_cursors(&mut self, interval: Duration) {
+        let now = Instant::now();
+        let due: Vec<ChannelName> = self
+            .cursor_waiting
+            .keys()
+            .filter(|c| {
+                self.cursor_sent
+                    .get(*c)
+                    .is_none_or(|t| *t + interval <= now)
+            })
+            .cloned()
+            .collect();
+        for channel in due {
+            if let Some(frame) = self.cursor_waiting.remove(&channel) {
+                self.cursor_sent.insert(channel, now);
+                self.urgent.push_back((frame, None));
+            }
         }
     }
 
@@ -606,8 +650,9 @@ impl Driver {
             }
             Command::Request { frame, reply } => self.queue.push_back(Outgoing { frame, reply }),
             Command::Fire { frame } => {
-                if open {
-                    self.urgent.push_back((frame, None));
+                if let (true, ClientMessage::CursorUpdate(c)) = (open, &frame) {
+                    // Coalesced: the newest position replaces one still waiting (CURS-18).
+                    self.cursor_waiting.insert(c.channel.clone(), frame);
                 }
             }
         }

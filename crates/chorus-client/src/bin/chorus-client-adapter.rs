@@ -350,14 +350,19 @@ impl Adapter {
                         Ok(ch) => {
                             let (handle, events) = ch.into_split();
                             channels(&map).insert(channel, handle.clone());
-                            tokio::spawn(pump_channel(handle.clone(), events));
-                            if let Some(p) = presence {
+                            let mut line = result(&reference, "ok");
+                            if let Some(p) = presence
+                                .filter(|p| p.get("status").is_some() || p.get("data").is_some())
+                            {
                                 let data = p.get("data").cloned();
                                 if let Err(e) = handle.update_presence(status_of(&p), data).await {
-                                    return emit(failure(&reference, &e));
+                                    line = failure(&reference, &e);
                                 }
                             }
-                            emit(result(&reference, "ok"));
+                            // The result first: the channel's events (kept queued meanwhile)
+                            // follow it, as the suite reads them.
+                            emit(line);
+                            tokio::spawn(pump_channel(handle, events));
                         }
                         Err(e) => emit(failure(&reference, &e)),
                     }
