@@ -1,11 +1,14 @@
-//! Lenient decoding of server frames (TRANS-27, VER-9): a frame of an unknown `type` is
-//! ignored, members a later v1.x server may add are ignored, unknown capability tokens and
-//! limit keys are dropped. Nothing a server sends can make the client panic.
+//! Lenient decoding of server frames (TRANS-27, VER-9) on the protocol crate's
+//! `decode_server`: a frame of an unknown `type` is ignored, members a later v1.x server may
+//! add are ignored, unknown capability tokens, limit keys and error codes are kept as
+//! unknown. Nothing a server sends can make the client panic.
 //!
 //! All server input goes through [`decode`]; the rest of the client only sees
 //! [`Inbound`].
 
-use chorus_protocol::{Capability, ErrorCode, Limits, ServerMessage, SERVER_TYPES};
+use chorus_protocol::{
+    decode_server_value, Capability, ErrorCode, ServerDecodeError, ServerMessage,
+};
 use serde_json::Value;
 
 /// One decoded server frame.
@@ -38,7 +41,7 @@ pub fn error_code(frame: &chorus_protocol::ErrorFrame) -> Option<ErrorCode> {
 
 /// The code of an error frame exactly as the server sent it.
 pub fn error_code_text(frame: &chorus_protocol::ErrorFrame) -> String {
-    frame.code.as_str().to_owned()
+    frame.code.to_string()
 }
 
 /// Whether `welcome` announces `capability`.
@@ -46,7 +49,7 @@ pub fn announces(welcome: &chorus_protocol::Welcome, capability: Capability) -> 
     welcome.capabilities.iter().any(|c| *c == capability)
 }
 
-/// Decodes one text frame from the server.
+/// Decodes one text frame from the server with [`chorus_protocol::decode_server_value`].
 pub fn decode(text: &str) -> Inbound {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
@@ -57,133 +60,34 @@ pub fn decode(text: &str) -> Inbound {
             }
         }
     };
-    let Some(kind) = value.get("type").and_then(Value::as_str).map(str::to_owned) else {
-        return Inbound::Malformed {
-            kind: "?".into(),
-            reason: "no string `type`".into(),
-        };
-    };
-    if !SERVER_TYPES.contains(&kind.as_str()) {
-        return Inbound::UnknownType(kind);
-    }
-    let unknown_tokens = kind == "welcome" && welcome_has_unknown_tokens(&value);
-    match lenient(value.clone()) {
+    match decode_server_value(value.clone()) {
         Ok(message) => {
-            let had_unknown = unknown_tokens || has_unknown_members(&value, &message);
+            let had_unknown = unknown_tokens(&message) || has_unknown_members(&value, &message);
             Inbound::Frame {
                 message: Box::new(message),
                 had_unknown,
             }
         }
-        Err(reason) => Inbound::Malformed { kind, reason },
-    }
-}
-
-/// Deserializes with unknown members, capability tokens and limit keys removed.
-///
-/// The protocol types reject unknown members; until they accept them, members that serde
-/// names as unknown are removed and the frame decoded again.
-fn lenient(mut value: Value) -> Result<ServerMessage, String> {
-    match value.get("type").and_then(Value::as_str) {
-        Some("welcome") => prune_welcome(&mut value),
-        Some("error") => {
-            // ERR-7: an unknown code reads as `internal`.
-            let known = value
-                .get("code")
-                .is_some_and(|c| serde_json::from_value::<ErrorCode>(c.clone()).is_ok());
-            if !known {
-                value["code"] = Value::from("internal");
-            }
+        Err(ServerDecodeError::UnknownType { kind }) => Inbound::UnknownType(kind),
+        Err(ServerDecodeError::InvalidMessage { kind, reason }) => {
+            Inbound::Malformed { kind, reason }
         }
-        _ => {}
+        Err(e) => Inbound::Malformed {
+            kind: "?".into(),
+            reason: e.to_string(),
+        },
     }
-    let mut last = String::new();
-    for _ in 0..64 {
-        match serde_json::from_value::<ServerMessage>(value.clone()) {
-            Ok(m) => return Ok(m),
-            Err(e) => {
-                let text = e.to_string();
-                match unknown_name(&text) {
-                    Some(name) if text.starts_with("unknown field") => {
-                        if !remove_key(&mut value, &name, true) {
-                            return Err(text);
-                        }
-                    }
-                    _ => return Err(text),
-                }
-                last = text;
-            }
+}
+
+/// Capability tokens, limit keys or error codes of a later revision.
+fn unknown_tokens(message: &ServerMessage) -> bool {
+    match message {
+        ServerMessage::Welcome(w) => {
+            !w.limits.unknown.is_empty() || w.capabilities.iter().any(|c| c.known().is_none())
         }
+        ServerMessage::Error(e) => e.code.known().is_none(),
+        _ => false,
     }
-    Err(last)
-}
-
-/// The name quoted in serde's "unknown field `x`" message.
-fn unknown_name(text: &str) -> Option<String> {
-    let start = text.find('`')? + 1;
-    let len = text[start..].find('`')?;
-    Some(text[start..start + len].to_owned())
-}
-
-/// Removes every member called `name` below the top level (the top level's `type` stays).
-fn remove_key(value: &mut Value, name: &str, top: bool) -> bool {
-    let mut removed = false;
-    match value {
-        Value::Object(map) => {
-            if !(top && name == "type") && map.remove(name).is_some() {
-                removed = true;
-            }
-            for v in map.values_mut() {
-                removed |= remove_key(v, name, false);
-            }
-        }
-        Value::Array(items) => {
-            for v in items {
-                removed |= remove_key(v, name, false);
-            }
-        }
-        _ => {}
-    }
-    removed
-}
-
-fn known_limit_keys() -> Vec<String> {
-    match serde_json::to_value(Limits::default()) {
-        Ok(Value::Object(map)) => map.keys().cloned().collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// VER-9: unknown capability tokens and limit keys are dropped before decoding.
-fn prune_welcome(value: &mut Value) {
-    if let Some(Value::Array(caps)) = value.get_mut("capabilities") {
-        caps.retain(|c| {
-            c.as_str()
-                .is_some_and(|s| Capability::ALL.iter().any(|k| k.as_str() == s))
-        });
-    }
-    let known = known_limit_keys();
-    if let Some(Value::Object(limits)) = value.get_mut("limits") {
-        limits.retain(|k, _| known.contains(k));
-    }
-}
-
-fn welcome_has_unknown_tokens(value: &Value) -> bool {
-    let caps = value
-        .get("capabilities")
-        .and_then(Value::as_array)
-        .is_some_and(|caps| {
-            caps.iter().any(|c| {
-                !c.as_str()
-                    .is_some_and(|s| Capability::ALL.iter().any(|k| k.as_str() == s))
-            })
-        });
-    let known = known_limit_keys();
-    let limits = value
-        .get("limits")
-        .and_then(Value::as_object)
-        .is_some_and(|l| l.keys().any(|k| !known.contains(k)));
-    caps || limits
 }
 
 /// Whether `raw` holds an object member that the decoded `message` does not carry.
@@ -248,10 +152,8 @@ mod tests {
         let ServerMessage::Welcome(w) = *message else {
             panic!("a welcome")
         };
-        assert_eq!(
-            w.capabilities,
-            vec![chorus_protocol::Extensible::Known(Capability::Presence)]
-        );
+        assert!(announces(&w, Capability::Presence));
+        assert_eq!(w.capabilities.len(), 2, "the unknown token is kept");
     }
 
     #[test]

@@ -553,13 +553,14 @@ impl Driver {
     /// Queues a subscribe for every tracked channel (CLIENT-10, CLIENT-11, CLIENT-13).
     fn resubscribe(&mut self) {
         let recovery = self.capable(Capability::Recovery);
+        let state = self.capable(Capability::State);
         let faults = self.options.faults.clone();
         for t in self.tracked.values() {
             if t.ever_subscribed && faults.has(Fault::NoResubscribe) {
                 continue;
             }
             self.urgent.push_back((
-                t.subscribe_frame(recovery, &faults),
+                t.subscribe_frame(recovery, state, &faults),
                 Some(Internal::Subscribe(t.name.clone())),
             ));
         }
@@ -625,7 +626,11 @@ impl Driver {
                 }
                 let t = Tracked::new(channel.clone(), options, self.handle_tx.clone(), reply);
                 if open {
-                    let frame = t.subscribe_frame(false, &self.options.faults);
+                    let frame = t.subscribe_frame(
+                        self.capable(Capability::Recovery),
+                        self.capable(Capability::State),
+                        &self.options.faults,
+                    );
                     self.urgent
                         .push_back((frame, Some(Internal::Subscribe(channel.clone()))));
                 }

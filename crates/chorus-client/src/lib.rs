@@ -141,7 +141,7 @@ impl ClientBuilder {
                 url,
                 token: None,
                 provider: None,
-                token_in_header: false,
+                token_in_header: true,
                 seed: rand::random(),
                 connect_timeout: Duration::from_secs(10),
                 refresh_fraction: 0.8,
@@ -166,8 +166,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Sends the token as `Authorization: Bearer` instead of `?token=` (default: query,
-    /// which every server accepts and browsers can use too).
+    /// Sends the token as `Authorization: Bearer` (the default, SEC-4) or, with `false`, as
+    /// `?token=` in the URL.
     pub fn token_in_header(mut self, yes: bool) -> Self {
         self.options.token_in_header = yes;
         self

@@ -83,17 +83,19 @@ impl Tracked {
         let _ = self.events.send(event);
     }
 
-    /// The `subscribe` frame for this channel: with `since` on a resubscribe when the
-    /// server announces `recovery` (CLIENT-11), with `state` when the state is kept.
-    pub fn subscribe_frame(&self, recovery: bool, faults: &Faults) -> ClientMessage {
+    /// The `subscribe` frame for this channel: with `since` when the server announces
+    /// `recovery` (CLIENT-11), with `state` when the state is kept and the server announces
+    /// `state` (VER-10).
+    pub fn subscribe_frame(&self, recovery: bool, state: bool, faults: &Faults) -> ClientMessage {
         let resubscribe = self.ever_subscribed;
-        let since = if !resubscribe || (recovery && !faults.has(Fault::ResubscribeWithoutSince)) {
+        let since = if recovery && !(resubscribe && faults.has(Fault::ResubscribeWithoutSince)) {
             self.view().position.clone()
         } else {
             None
         };
-        let want_state =
-            self.options.state && !(self.ever_subscribed && faults.has(Fault::NoStateResync));
+        let want_state = state
+            && self.options.state
+            && !(self.ever_subscribed && faults.has(Fault::NoStateResync));
         ClientMessage::Subscribe(Subscribe {
             id: None,
             channel: self.name.clone(),
