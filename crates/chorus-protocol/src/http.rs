@@ -3,6 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::changes::Operation;
 use crate::channel::ChannelName;
 use crate::errors::ErrorCode;
 use crate::ids::Millis;
@@ -12,6 +13,11 @@ use crate::presence::Member;
 pub const API_KEY_HEADER: &str = "x-api-key";
 /// Header naming the tenant of an HTTP API call (absent: the default tenant "").
 pub const TENANT_HEADER: &str = "x-chorus-tenant";
+/// Header of `POST /api/changes` naming one reported change, so that a retry is
+/// recognised (CHG-13, CHG-14).
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Longest `Idempotency-Key` value (CHG-13).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// One channel in `GET /api/stats`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -91,6 +97,41 @@ pub struct ResourceList {
     pub resource: String,
     /// Its records, ordered by id.
     pub records: Vec<ResourceRecord>,
+}
+
+/// Body of `POST /api/changes` (API key): a change the application committed in its own
+/// database, to be announced as a `data_change` pair (CHG-12).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeReport {
+    /// Resource name (`[A-Za-z0-9_-]{1,64}`, not `resource`).
+    pub resource: String,
+    /// Record id (`[A-Za-z0-9_\-.@=]{1,128}`).
+    pub record_id: String,
+    /// What happened to the record.
+    pub operation: Operation,
+    /// The whole record after the change (for `delete`, as it was); an object whose `id`,
+    /// when present, equals `record_id` (CHG-16).
+    pub data: serde_json::Value,
+}
+
+/// Reply of `POST /api/changes`: where the change was numbered. A retry with the same
+/// `Idempotency-Key` gets the same reply (CHG-14).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeAccepted {
+    /// The resource name.
+    pub resource: String,
+    /// The record id.
+    pub record_id: String,
+    /// The operation.
+    pub operation: Operation,
+    /// `seq` of the change on `resource:{resource}`.
+    pub feed_seq: u64,
+    /// `seq` of the change on `{resource}:{record_id}`.
+    pub record_seq: u64,
+    /// `ts` of both frames.
+    pub ts: Millis,
 }
 
 /// The error inside an HTTP error body.

@@ -17,8 +17,8 @@ use schemars::JsonSchema;
 use serde_json::Value;
 
 use crate::http::{
-    ChannelUsersResponse, Health, HttpErrorBody, PublishRequest, PublishResponse, ResourceList,
-    ResourceRecord, StatsResponse,
+    ChangeAccepted, ChangeReport, ChannelUsersResponse, Health, HttpErrorBody, PublishRequest,
+    PublishResponse, ResourceList, ResourceRecord, StatsResponse,
 };
 use crate::{ClientMessage, ServerMessage};
 
@@ -192,6 +192,8 @@ pub fn http_schema() -> Value {
         publish_response: PublishResponse,
         resource_record: ResourceRecord,
         resource_list: ResourceList,
+        change_report: ChangeReport,
+        change_accepted: ChangeAccepted,
         error: HttpErrorBody,
         health: Health,
     }

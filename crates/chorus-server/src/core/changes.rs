@@ -66,7 +66,7 @@ impl<E: Engine> Core<E> {
             }
         };
         let created = operation == Operation::Create;
-        let effects = self.announce_change(tenant, operation, &resource, &record, now)?;
+        let (effects, _) = self.announce_change(tenant, operation, &resource, &record, now)?;
         Ok((ResourceWritten { created, record }, effects))
     }
 
@@ -118,24 +118,27 @@ impl<E: Engine> Core<E> {
             .ok_or_else(|| CoreError::NotFound(format!("{resource}/{id}")))
     }
 
-    /// The two `data_change` frames of one committed change (CHG-1, CHG-8, CHG-11).
-    fn announce_change(
+    /// The two `data_change` frames of one committed change (CHG-1, CHG-8, CHG-11), and
+    /// the `seq` each took (feed first).
+    pub(super) fn announce_change(
         &mut self,
         tenant: &str,
         operation: Operation,
         resource: &str,
         record: &ResourceRecord,
         now: Millis,
-    ) -> Result<Vec<Effect>, CoreError> {
+    ) -> Result<(Vec<Effect>, Vec<u64>), CoreError> {
         let tenant: Arc<str> = Arc::from(tenant);
         let mut channels = vec![ChannelName::resource_feed(resource)];
         if !self.fault(Fault::DataChangeMissingRecordChannel) {
             channels.push(ChannelName::record(resource, &record.id));
         }
         let mut out = Outbox::default();
+        let mut seqs = Vec::with_capacity(2);
         for channel in channels {
             let key = self.key(&tenant, &channel);
             let frame = self.engine.append(&key, &mut |seq| {
+                seqs.push(seq);
                 StreamItem::DataChange(DataChange {
                     channel: channel.clone(),
                     operation,
@@ -148,12 +151,12 @@ impl<E: Engine> Core<E> {
             })?;
             self.fan_out(&key, &frame, None, &mut out);
         }
-        Ok(out.effects)
+        Ok((out.effects, seqs))
     }
 }
 
 /// `[A-Za-z0-9_-]{1,64}`, never `resource` (HTTP-27).
-fn check_resource(name: &str) -> Result<(), CoreError> {
+pub(super) fn check_resource(name: &str) -> Result<(), CoreError> {
     let ok = (1..=MAX_RESOURCE_CHARS).contains(&name.len())
         && name
             .bytes()
@@ -164,7 +167,7 @@ fn check_resource(name: &str) -> Result<(), CoreError> {
 }
 
 /// `[A-Za-z0-9_\-.@=]{1,128}` (HTTP-27).
-fn check_record_id(id: &str) -> Result<(), CoreError> {
+pub(super) fn check_record_id(id: &str) -> Result<(), CoreError> {
     let ok = (1..=MAX_RECORD_ID_CHARS).contains(&id.len())
         && id
             .bytes()
@@ -192,7 +195,7 @@ fn create_id(id: Option<String>, data: &serde_json::Value) -> Result<String, Cor
 }
 
 /// The body as stored: an object whose `id` is the record id (CHG-6, HTTP-27, HTTP-32).
-fn with_id(data: serde_json::Value, id: &str) -> Result<serde_json::Value, CoreError> {
+pub(super) fn with_id(data: serde_json::Value, id: &str) -> Result<serde_json::Value, CoreError> {
     let serde_json::Value::Object(mut map) = data else {
         return Err(CoreError::InvalidMessage(
             "a record must be a JSON object".into(),

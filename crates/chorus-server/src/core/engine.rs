@@ -268,4 +268,25 @@ pub trait Engine {
     ) -> Result<(), CoreError>;
     /// Removes a record, durably.
     fn delete_record(&mut self, tenant: &str, resource: &str, id: &str) -> Result<(), CoreError>;
+
+    // --- changes ingested from outside (changes.md) ---
+
+    /// Starts an atomic batch: the stream items and marks written until
+    /// [`Engine::end_batch`] are stored all or none (a database transaction's changes and
+    /// its feed position, a reported change and its idempotency key).
+    fn begin_batch(&mut self) -> Result<(), CoreError>;
+    /// Commits (or rolls back) the batch.
+    fn end_batch(&mut self, commit: bool) -> Result<(), CoreError>;
+    /// An ingestion mark (a feed's position, an idempotency key's reply).
+    fn mark(&self, source: &str, key: &str) -> Result<Option<String>, CoreError>;
+    /// Sets a mark, stamped `at`.
+    fn set_mark(
+        &mut self,
+        source: &str,
+        key: &str,
+        value: &str,
+        at: Millis,
+    ) -> Result<(), CoreError>;
+    /// Forgets the marks of `source` stamped before `before`.
+    fn forget_marks(&mut self, source: &str, before: Millis) -> Result<usize, CoreError>;
 }

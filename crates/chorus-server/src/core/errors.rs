@@ -37,6 +37,9 @@ pub enum CoreError {
     /// A record with this id exists already (HTTP-26, 409 `conflict`).
     #[error("{0} exists already")]
     Exists(String),
+    /// An `Idempotency-Key` already named another change (CHG-15, 409 `conflict`).
+    #[error("Idempotency-Key {0:?} was used for another change")]
+    KeyReused(String),
     /// Compare-and-set failed.
     #[error("expected version does not match the current version {}", current.version)]
     Conflict {
@@ -84,7 +87,9 @@ impl CoreError {
             CoreError::RoomFull => ErrorCode::RoomFull,
             CoreError::NotSubscribed => ErrorCode::NotSubscribed,
             CoreError::AlreadySubscribed => ErrorCode::AlreadySubscribed,
-            CoreError::Conflict { .. } | CoreError::Exists(_) => ErrorCode::Conflict,
+            CoreError::Conflict { .. } | CoreError::Exists(_) | CoreError::KeyReused(_) => {
+                ErrorCode::Conflict
+            }
             CoreError::RateLimited { .. } => ErrorCode::RateLimited,
             CoreError::LimitExceeded { .. } => ErrorCode::LimitExceeded,
             CoreError::Unsupported(_) => ErrorCode::Unsupported,

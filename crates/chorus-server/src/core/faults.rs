@@ -58,6 +58,11 @@ faults! {
     UnsubscribeKeepsDelivering = "unsubscribe_keeps_delivering": "an unsubscribed connection still receives the channel (CHAN-17)",
     VersionReusedAfterConflict = "version_reused_after_conflict": "a rejected conflicting write rolls the version back, so the next write reuses a version (STATE-3)",
     EventFilterIgnored = "event_filter_ignored": "history ignores its event filter (BCAST-2)",
+    ReportedChangeSilent = "reported_change_silent": "POST /api/changes answers 200 but sends no data_change (CHG-12)",
+    ChangeKeyOptional = "change_key_optional": "POST /api/changes is accepted without an Idempotency-Key (CHG-13)",
+    ChangeKeyIgnored = "change_key_ignored": "a retried POST /api/changes with the same Idempotency-Key emits the change again (CHG-14)",
+    ChangeKeyReuseAccepted = "change_key_reuse_accepted": "an Idempotency-Key reused for another change replays the first reply instead of 409 (CHG-15)",
+    ChangeReportUnchecked = "change_report_unchecked": "POST /api/changes accepts a bad resource name or a data id other than record_id (CHG-16)",
     // The shell's faults (net/, server.rs).
     SeqRepeat = "seq_repeat": "fan-out delivers every message twice, repeating its seq (CHAN-30)",
     OversizeAccepted = "oversize_accepted": "frames over max_frame_bytes are read and processed (TRANS-16)",

@@ -17,7 +17,9 @@
 //!   4000-4099 (PRES-26); otherwise presence leases enter their grace period (PRES-27).
 //! - [`Core::tick`] at [`Core::next_deadline`]: grace expiry and cursor flushes.
 //! - HTTP: [`Core::server_publish`], [`Core::resource_write`], [`Core::resource_read`],
-//!   [`Core::stats`], [`Core::channel_users`].
+//!   [`Core::stats`], [`Core::channel_users`], [`Core::report_change`].
+//! - A database change feed (the shell's `feed` module): [`Core::feed_position`] at start,
+//!   then [`Core::feed_transaction`] per committed transaction.
 //!
 //! The shell executes effects in order; a [`Frame`] is serialized once and shared by every
 //! recipient (an `Arc<str>` clone per recipient, nothing else). SSE streams are core
@@ -61,6 +63,7 @@ pub mod faults;
 mod history;
 mod http;
 mod in_process;
+mod ingest;
 mod limits;
 mod presence;
 mod rooms;
@@ -72,6 +75,7 @@ pub use engine::{ChannelKey, Engine};
 pub use errors::CoreError;
 pub use faults::{Fault, Faults};
 pub use in_process::{InProcessEngine, DEFAULT_IDLE_TTL_MS};
+pub use ingest::{ExternalChange, CHANGE_KEY_TTL_MS};
 
 use connection::Connection;
 use cursors::Cursors;
@@ -256,6 +260,8 @@ pub struct Core<E: Engine = InProcessEngine> {
     cursors: Cursors,
     /// `POST /api/publish` rate limit per (tenant, user) (HTTP-24).
     publish_buckets: HashMap<(Arc<str>, UserId), TokenBucket>,
+    /// When expired `Idempotency-Key`s of `POST /api/changes` are next forgotten.
+    key_sweep_at: Millis,
 }
 
 impl Core {
@@ -278,6 +284,7 @@ impl<E: Engine> Core<E> {
             conns: HashMap::new(),
             cursors: Cursors::default(),
             publish_buckets: HashMap::new(),
+            key_sweep_at: 0,
         }
     }
 

@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chorus_protocol::http::{
-    Health, PublishRequest, ResourceRecord, API_KEY_HEADER, TENANT_HEADER,
+    ChangeReport, Health, PublishRequest, ResourceRecord, API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER,
+    TENANT_HEADER,
 };
 use chorus_protocol::{Capability, ChannelName, ErrorCode};
 use serde::de::DeserializeOwned;
@@ -30,6 +31,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/api/channel/users", get(channel_users))
         .route("/api/broadcast", post(broadcast))
         .route("/api/publish", post(publish))
+        .route("/api/changes", post(report_change))
         .route("/api/resources/{name}", post(create).get(list))
         .route(
             "/api/resources/{name}/{id}",
@@ -273,6 +275,25 @@ async fn publish(
             now,
         )
     })?;
+    shared.durable().await;
+    Ok(Json(reply).into_response())
+}
+
+/// `POST /api/changes` (CHG-12 to CHG-18): a change committed in the application's own
+/// database, announced once per `Idempotency-Key`, answered once durable.
+async fn report_change(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let tenant = api_access(&shared, &headers, Capability::DataChange)?;
+    let key = headers
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .map(|v| v.to_str())
+        .transpose()
+        .map_err(|_| ApiError::new(ErrorCode::InvalidMessage, "Idempotency-Key is not ASCII"))?;
+    let report: ChangeReport = shaped(json_body(&shared, body).await?)?;
+    let reply = shared.with_core(|core, now| core.report_change(&tenant, key, report, now))?;
     shared.durable().await;
     Ok(Json(reply).into_response())
 }

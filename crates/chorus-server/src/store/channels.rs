@@ -88,7 +88,7 @@ impl Store {
             name,
             epoch,
         } = channel;
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         if register {
             tx.prepare_cached(
                 "INSERT INTO channels (tenant, name, epoch, seq) VALUES (?1, ?2, ?3, ?4)
@@ -124,7 +124,7 @@ impl Store {
         if self.volatile {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.prepare_cached(
             "INSERT INTO channels (tenant, name, epoch, state_version) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (tenant, name) DO UPDATE SET epoch = excluded.epoch,
@@ -154,7 +154,7 @@ impl Store {
 
     /// Stores a persistent room (its channel row too, so that the epoch is kept, ROOM-19).
     pub fn save_room(&mut self, room: &StoredRoom, epoch: &str) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute(
             "INSERT INTO channels (tenant, name, epoch) VALUES (?1, ?2, ?3)
              ON CONFLICT (tenant, name) DO UPDATE SET epoch = excluded.epoch",
@@ -178,7 +178,7 @@ impl Store {
 
     /// Forgets a channel entirely: stream, state, room (ROOM-17).
     pub fn discard_channel(&mut self, tenant: &str, name: &str) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         for table in ["channels", "stream_items", "state_entries", "rooms"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE tenant = ?1 AND name = ?2"),

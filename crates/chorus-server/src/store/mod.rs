@@ -3,7 +3,9 @@
 //! What must survive a restart lives here: channel streams within retention (epoch, last
 //! `seq`, the retained frames exactly as delivered, HIST-4, HIST-6), shared state with its
 //! version (STATE-25), persistent rooms (ROOM-19) and the records of the resource API
-//! (HTTP-34). Presence is never stored (ROOM-21).
+//! (HTTP-34), and the marks of changes ingested from outside (a database feed's position,
+//! the idempotency keys of `POST /api/changes`), written in the same transaction as the
+//! frames they produced ([`Store::begin_batch`]). Presence is never stored (ROOM-21).
 //!
 //! Every write is its own transaction and returns once SQLite committed it (WAL mode). What
 //! "acknowledged only after it is durable" needs beyond that depends on [`Durability`]:
@@ -19,6 +21,7 @@
 //!   may lose the last acknowledged writes.
 
 mod channels;
+mod marks;
 mod resources;
 
 use std::path::{Path, PathBuf};
@@ -202,6 +205,13 @@ CREATE TABLE IF NOT EXISTS rooms (
     metadata TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ingest_marks (
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (source, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS resources (
     tenant TEXT NOT NULL,

@@ -600,6 +600,32 @@ impl Engine for InProcessEngine {
     fn delete_record(&mut self, tenant: &str, resource: &str, id: &str) -> Result<(), CoreError> {
         Ok(self.store.resource_delete(tenant, resource, id)?)
     }
+
+    fn begin_batch(&mut self) -> Result<(), CoreError> {
+        Ok(self.store.begin_batch()?)
+    }
+
+    fn end_batch(&mut self, commit: bool) -> Result<(), CoreError> {
+        Ok(self.store.end_batch(commit)?)
+    }
+
+    fn mark(&self, source: &str, key: &str) -> Result<Option<String>, CoreError> {
+        Ok(self.store.mark(source, key)?)
+    }
+
+    fn set_mark(
+        &mut self,
+        source: &str,
+        key: &str,
+        value: &str,
+        at: Millis,
+    ) -> Result<(), CoreError> {
+        Ok(self.store.set_mark(source, key, value, at)?)
+    }
+
+    fn forget_marks(&mut self, source: &str, before: Millis) -> Result<usize, CoreError> {
+        Ok(self.store.forget_marks(source, before)?)
+    }
 }
 
 #[cfg(test)]
