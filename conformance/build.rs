@@ -8,14 +8,22 @@ fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
     let root = manifest.join("..");
     let mut out = String::new();
-    let fixtures = collect(&root.join("fixtures"), "json");
+    // Client cases (fixtures/client/) have a format of their own: CLIENT_FIXTURES.
+    let client_dir = root.join("fixtures").join("client");
+    let (client_fixtures, fixtures): (Vec<PathBuf>, Vec<PathBuf>) =
+        collect(&root.join("fixtures"), "json")
+            .into_iter()
+            .partition(|p| p.starts_with(&client_dir));
     let spec = collect(&root.join("spec"), "md");
     let requirements_json = root.join("spec/requirements.json");
     let unobservable = manifest.join("unobservable.json");
+    let client_unobservable = manifest.join("client-unobservable.json");
     table(&mut out, "FIXTURES", &root, &fixtures);
+    table(&mut out, "CLIENT_FIXTURES", &root, &client_fixtures);
     table(&mut out, "SPEC", &root, &spec);
     optional(&mut out, "REQUIREMENTS_JSON", &requirements_json);
     optional(&mut out, "UNOBSERVABLE_JSON", &unobservable);
+    optional(&mut out, "CLIENT_UNOBSERVABLE_JSON", &client_unobservable);
     let dest = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("embedded.rs");
     if let Err(e) = std::fs::write(&dest, out) {
         panic!("cannot write {}: {e}", dest.display());
@@ -24,6 +32,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!("cargo:rerun-if-changed={}", unobservable.display());
+    println!("cargo:rerun-if-changed={}", client_unobservable.display());
     println!("cargo:rerun-if-changed=build.rs");
 }
 

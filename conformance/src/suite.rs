@@ -12,7 +12,7 @@ use thiserror::Error;
 use crate::fixture::{self, Fixture, FixtureError, Step};
 use crate::validate::FrameSchema;
 
-mod embedded {
+pub(crate) mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
 }
 
@@ -314,6 +314,10 @@ fn walk(dir: &Path, ext: &str) -> Result<Vec<std::path::PathBuf>, SuiteError> {
         for entry in entries.flatten() {
             let p = entry.path();
             if p.is_dir() {
+                // fixtures/client/ holds client cases, a format of their own.
+                if p.file_name().is_some_and(|n| n == "client") {
+                    continue;
+                }
                 stack.push(p);
             } else if p.extension().is_some_and(|e| e == ext) {
                 found.push(p);

@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod asyncapi;
 mod bench;
 mod conform;
+mod conform_client;
 mod demo;
 #[cfg(feature = "faults")]
 mod faults;
@@ -33,6 +34,9 @@ enum Command {
     Schema(schema::SchemaArgs),
     /// Grade a server against the conformance suite (no --url: the embedded reference server).
     Conform(conform::ConformArgs),
+    /// Grade a client library through its adapter (conformance/CLIENT-DRIVER.md); the
+    /// suite plays the server.
+    ConformClient(conform_client::ConformClientArgs),
     /// Run the reference server (WebSocket, HTTP API and SSE on one port).
     Serve(serve::ServeCmd),
     /// Benchmark this server against Node.js ws and bare tokio-tungstenite (docs/benchmarks.md).
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Schema(args) => schema::run(args),
         Command::Conform(args) => conform::run(args),
+        Command::ConformClient(args) => conform_client::run(args),
         Command::Serve(cmd) => serve::run(cmd),
         Command::Bench(args) => bench::run(args),
     }
