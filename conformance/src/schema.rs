@@ -4,7 +4,10 @@
 /// Every schema file this crate owns, by file name, as pretty JSON with a trailing newline.
 pub fn files() -> Vec<(&'static str, String)> {
     [
-        ("client-case.schema.json", crate::client_suite::case::schema()),
+        (
+            "client-case.schema.json",
+            crate::client_suite::case::schema(),
+        ),
         ("driver.schema.json", crate::client_suite::driver::schema()),
         ("fixture.schema.json", crate::fixture::schema()),
         ("report.schema.json", crate::verdict::schema()),

@@ -81,7 +81,8 @@ impl Adapter {
     /// Writes one command line.
     pub async fn send(&mut self, command: &Value) -> Result<(), String> {
         let line = format!("{command}\n");
-        self.transcript.push(&self.who, EventKind::Send, command.to_string());
+        self.transcript
+            .push(&self.who, EventKind::Send, command.to_string());
         let stdin = self.stdin.as_mut().ok_or("the adapter's stdin is closed")?;
         stdin
             .write_all(line.as_bytes())
@@ -96,7 +97,10 @@ impl Adapter {
     /// Closes stdin, waits up to `grace` for the exit, then kills.
     pub async fn finish(mut self, grace: Duration) {
         self.stdin = None;
-        if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }

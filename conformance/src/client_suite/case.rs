@@ -96,7 +96,7 @@ pub enum Step {
     Refuse {
         /// 400, 403, 503…
         status: u16,
-        /// Matcher of the request `{path, token, protocols}`.
+        /// Matcher of the request `{path, token, token_via, protocols}`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<Value>,
         /// Deadline.
@@ -181,7 +181,7 @@ pub struct Accept {
     /// The request must not come earlier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_ms: Option<u64>,
-    /// Matcher of the request `{path, token, protocols}`.
+    /// Matcher of the request `{path, token, token_via, protocols}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Value>,
     /// Merged into the default welcome (objects merge, other values replace; `null`

@@ -84,7 +84,13 @@ pub async fn run(
             return out;
         }
     };
-    let adapter = match Adapter::spawn(&settings.adapter, &settings.env, &case.id, &who, &transcript) {
+    let adapter = match Adapter::spawn(
+        &settings.adapter,
+        &settings.env,
+        &case.id,
+        &who,
+        &transcript,
+    ) {
         Ok(a) => a,
         Err(e) => {
             out.error = Some(format!("cannot start the adapter: {e}"));
@@ -116,7 +122,9 @@ pub async fn run(
         samples: BTreeMap::new(),
         holding_welcome: false,
     };
-    inst.matcher.captures.insert("url".into(), json!(inst.server.url));
+    inst.matcher
+        .captures
+        .insert("url".into(), json!(inst.server.url));
     if let Err(e) = inst.await_ready(scale).await {
         out.error = Some(format!("{}: {e}", inst.who));
         inst.adapter.finish(Duration::from_millis(500)).await;
@@ -138,7 +146,8 @@ pub async fn run(
             (r, Ok(())) => r,
         };
         if let Err(f) = result {
-            inst.transcript.push("harness", EventKind::Note, f.message.clone());
+            inst.transcript
+                .push("harness", EventKind::Note, f.message.clone());
             out.failures.push(f);
             break;
         }
@@ -297,8 +306,11 @@ impl Instance<'_> {
                 self.on_text(at, &t);
             }
             ConnEvent::Binary(n) => {
-                self.transcript
-                    .push("server", EventKind::Recv, format!("binary frame, {n} bytes"));
+                self.transcript.push(
+                    "server",
+                    EventKind::Recv,
+                    format!("binary frame, {n} bytes"),
+                );
                 self.background.push((
                     FailureKind::Message,
                     format!("the client sent a binary frame of {n} bytes (TRANS-5)"),
@@ -306,14 +318,20 @@ impl Instance<'_> {
                 ));
             }
             ConnEvent::Closed(code) => {
-                self.transcript
-                    .push("server", EventKind::Close, format!("client closed: {code:?}"));
+                self.transcript.push(
+                    "server",
+                    EventKind::Close,
+                    format!("client closed: {code:?}"),
+                );
                 self.conn_open = false;
                 self.closes.push_back((at, code));
             }
             ConnEvent::Ended => {
-                self.transcript
-                    .push("server", EventKind::Close, "TCP ended without a Close frame");
+                self.transcript.push(
+                    "server",
+                    EventKind::Close,
+                    "TCP ended without a Close frame",
+                );
                 self.conn_open = false;
                 self.closes.push_back((at, None));
             }
@@ -360,7 +378,8 @@ impl Instance<'_> {
 
     fn send_frame(&mut self, text: String) {
         if let Some(c) = &self.conn {
-            self.transcript.push("server", EventKind::Send, text.clone());
+            self.transcript
+                .push("server", EventKind::Send, text.clone());
             c.send(text);
         }
     }
@@ -389,7 +408,10 @@ impl Instance<'_> {
                             n,
                             step,
                             FailureKind::Message,
-                            format!("no adapter event matching {} within {within_ms} ms", short(&m)),
+                            format!(
+                                "no adapter event matching {} within {within_ms} ms",
+                                short(&m)
+                            ),
                         );
                         f.expected = Some(short(&m));
                         f.actual = seen;
@@ -426,11 +448,21 @@ impl Instance<'_> {
                 sample,
             } => {
                 let u = self
-                    .next_upgrade(started, *within_ms, *not_before_ms, request.as_ref(), n, step)
+                    .next_upgrade(
+                        started,
+                        *within_ms,
+                        *not_before_ms,
+                        request.as_ref(),
+                        n,
+                        step,
+                    )
                     .await?;
                 self.record(sample.as_deref(), started, u.at);
-                self.transcript
-                    .push("server", EventKind::Close, format!("refused with HTTP {status}"));
+                self.transcript.push(
+                    "server",
+                    EventKind::Close,
+                    format!("refused with HTTP {status}"),
+                );
                 u.refuse(*status).await;
                 Ok(())
             }
@@ -467,7 +499,10 @@ impl Instance<'_> {
                             n,
                             step,
                             FailureKind::Message,
-                            format!("no client frame matching {} within {within_ms} ms", short(&m)),
+                            format!(
+                                "no client frame matching {} within {within_ms} ms",
+                                short(&m)
+                            ),
                         );
                         f.expected = Some(short(&m));
                         f.actual = self.frames.back().map(|(_, v)| short(v));
@@ -517,8 +552,11 @@ impl Instance<'_> {
                 Ok(())
             }
             Step::Drop => {
-                self.transcript
-                    .push("server", EventKind::Close, "server drops the TCP connection");
+                self.transcript.push(
+                    "server",
+                    EventKind::Close,
+                    "server drops the TCP connection",
+                );
                 if let Some(c) = self.conn.take() {
                     c.drop_tcp();
                 }
@@ -559,7 +597,9 @@ impl Instance<'_> {
                     if !self.pump(deadline).await {
                         return fail(
                             FailureKind::Close,
-                            format!("the client did not close the connection within {within_ms} ms"),
+                            format!(
+                                "the client did not close the connection within {within_ms} ms"
+                            ),
                         );
                     }
                 }
@@ -708,7 +748,14 @@ impl Instance<'_> {
 
     async fn accept(&mut self, a: &Accept, started: Instant, n: &str, step: &Step) -> StepResult {
         let u = self
-            .next_upgrade(started, a.within_ms, a.not_before_ms, a.request.as_ref(), n, step)
+            .next_upgrade(
+                started,
+                a.within_ms,
+                a.not_before_ms,
+                a.request.as_ref(),
+                n,
+                step,
+            )
             .await?;
         self.record(a.sample.as_deref(), started, u.at);
         if let Some(old) = self.conn.take() {
@@ -846,8 +893,11 @@ mod tests {
 
     #[test]
     fn substitution_keeps_types_and_fills_text() {
-        let caps: BTreeMap<String, Value> =
-            [("sub".to_owned(), json!({"id": 7})), ("ref".to_owned(), json!("c1"))].into();
+        let caps: BTreeMap<String, Value> = [
+            ("sub".to_owned(), json!({"id": 7})),
+            ("ref".to_owned(), json!("c1")),
+        ]
+        .into();
         let v = substitute(&json!({"id": "${sub.id}", "t": "r=${ref}"}), &caps);
         assert_eq!(v, json!({"id": 7, "t": "r=c1"}));
     }
@@ -859,7 +909,10 @@ mod tests {
             &mut w,
             &json!({"heartbeat": {"interval_ms": 300}, "server": null, "extra": 1}),
         );
-        assert_eq!(w["heartbeat"], json!({"interval_ms": 300, "timeout_ms": 15000}));
+        assert_eq!(
+            w["heartbeat"],
+            json!({"interval_ms": 300, "timeout_ms": 15000})
+        );
         assert!(w.get("server").is_none());
         assert_eq!(w["extra"], 1);
     }

@@ -22,7 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 pub struct Upgrade {
     /// When its headers arrived.
     pub at: Instant,
-    /// `{path, token, protocols}`: what the matcher of an `accept`/`refuse` step sees.
+    /// `{path, token, token_via, protocols}` (`token_via`: `header`, `query` or `none`): what the matcher of an `accept`/`refuse` step sees.
     pub request: Value,
     key: String,
     stream: TcpStream,
@@ -153,14 +153,19 @@ async fn read_upgrade(mut stream: TcpStream) -> Option<Upgrade> {
         }
     }
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let token = query
+    let query_token = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("token="))
-        .map(percent_decode)
-        .or(bearer);
+        .map(percent_decode);
+    let via = match (&bearer, &query_token) {
+        (Some(_), _) => "header",
+        (None, Some(_)) => "query",
+        (None, None) => "none",
+    };
     let request = serde_json::json!({
         "path": path,
-        "token": token,
+        "token": bearer.or(query_token),
+        "token_via": via,
         "protocols": protocols,
     });
     Some(Upgrade {

@@ -52,7 +52,9 @@ mod tests {
     fn evenly_spread_delays_pass_and_fixed_or_half_jitter_fail() {
         let n = 24;
         let crit = ks_critical_001(n);
-        let spread: Vec<f64> = (0..n).map(|i| (i as f64 + 0.5) * 1000.0 / n as f64).collect();
+        let spread: Vec<f64> = (0..n)
+            .map(|i| (i as f64 + 0.5) * 1000.0 / n as f64)
+            .collect();
         assert!(ks_uniform(&spread, 0.0, 1000.0) < crit);
         let fixed = vec![1000.0; n];
         assert!(ks_uniform(&fixed, 0.0, 1000.0) > crit);

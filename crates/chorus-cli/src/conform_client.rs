@@ -131,7 +131,10 @@ async fn execute(args: ConformClientArgs) -> Result<u8, String> {
     }
     let problems = suite.problems();
     if !problems.is_empty() {
-        return Err(format!("the client cases have problems:\n{}", problems.join("\n")));
+        return Err(format!(
+            "the client cases have problems:\n{}",
+            problems.join("\n")
+        ));
     }
     if !(args.timeout_scale > 0.0) {
         return Err("--timeout-scale must be positive".into());
