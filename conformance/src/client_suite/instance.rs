@@ -66,7 +66,7 @@ struct Instance<'a> {
     holding_welcome: bool,
 }
 
-type StepResult = Result<(), Failure>;
+type StepResult = Result<(), Box<Failure>>;
 
 /// Runs one instance of `case`.
 pub async fn run(
@@ -148,7 +148,7 @@ pub async fn run(
         if let Err(f) = result {
             inst.transcript
                 .push("harness", EventKind::Note, f.message.clone());
-            out.failures.push(f);
+            out.failures.push(*f);
             break;
         }
     }
@@ -168,15 +168,15 @@ fn action(step: &Step) -> String {
         .unwrap_or_default()
 }
 
-fn failure(step: &str, s: &Step, kind: FailureKind, message: String) -> Failure {
-    Failure {
+fn failure(step: &str, s: &Step, kind: FailureKind, message: String) -> Box<Failure> {
+    Box::new(Failure {
         step: step.to_owned(),
         action: action(s),
         kind,
         message,
         expected: None,
         actual: None,
-    }
+    })
 }
 
 impl Instance<'_> {
@@ -403,7 +403,7 @@ impl Instance<'_> {
                         return Ok(());
                     }
                     if !self.pump(deadline).await {
-                        let seen = self.events.iter().map(|(_, e)| short(e)).last();
+                        let seen = self.events.iter().map(|(_, e)| short(e)).next_back();
                         let mut f = failure(
                             n,
                             step,
@@ -714,7 +714,7 @@ impl Instance<'_> {
         request: Option<&Value>,
         n: &str,
         step: &Step,
-    ) -> Result<Upgrade, Failure> {
+    ) -> Result<Upgrade, Box<Failure>> {
         let deadline = started + self.ms(within_ms) + self.tolerance;
         loop {
             if let Some(u) = self.upgrades.pop_front() {

@@ -389,7 +389,7 @@ pub async fn run_case(
     if failures.is_empty() && error.is_none() {
         for s in &c.statistics {
             if let Err(f) = check_statistic(s, &samples, c.instances) {
-                failures.push(f);
+                failures.push(*f);
                 break;
             }
         }
@@ -429,14 +429,16 @@ fn check_statistic(
     s: &Statistic,
     samples: &BTreeMap<String, Vec<f64>>,
     instances: u32,
-) -> Result<(), Failure> {
-    let fail = |message: String, actual: &[f64]| Failure {
-        step: "statistics".into(),
-        action: "statistics".into(),
-        kind: FailureKind::Close,
-        message,
-        expected: None,
-        actual: Some(format!("{:?}", stats::rounded(actual))),
+) -> Result<(), Box<Failure>> {
+    let fail = |message: String, actual: &[f64]| {
+        Box::new(Failure {
+            step: "statistics".into(),
+            action: "statistics".into(),
+            kind: FailureKind::Close,
+            message,
+            expected: None,
+            actual: Some(format!("{:?}", stats::rounded(actual))),
+        })
     };
     let empty = Vec::new();
     match s {

@@ -136,7 +136,7 @@ async fn execute(args: ConformClientArgs) -> Result<u8, String> {
             problems.join("\n")
         ));
     }
-    if !(args.timeout_scale > 0.0) {
+    if args.timeout_scale.is_nan() || args.timeout_scale <= 0.0 {
         return Err("--timeout-scale must be positive".into());
     }
     let adapter = args.adapter.clone().ok_or("--adapter is required")?;
