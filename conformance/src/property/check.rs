@@ -326,7 +326,7 @@ impl<'p> StepCheck<'p> {
         let Some(allowed) = allowed else {
             return Err(fail(
                 "cursor:moved for a channel it is not subscribed to",
-                &["CHAN-17", "CURS-13"],
+                &["CHAN-34", "CURS-13"],
             ));
         };
         let entries = frame

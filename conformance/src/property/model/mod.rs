@@ -395,7 +395,7 @@ impl Model {
     }
 
     /// Any frame about a channel a connected client is not subscribed to after the step is
-    /// forbidden (CHAN-11, CHAN-17), under the channel's old name too if its slot moved.
+    /// forbidden (CHAN-33, CHAN-34), under the channel's old name too if its slot moved.
     fn forbid_outsiders(&self, plan: &mut Plan, mut names: Vec<String>) {
         names.extend(self.chans.values().map(|ch| ch.name.clone()));
         names.sort();
@@ -410,7 +410,7 @@ impl Model {
             for n in names.iter().filter(|n| !subscribed.contains(n.as_str())) {
                 let f = json!({"channel": n});
                 let what = format!("a frame about {n}, which it is not subscribed to");
-                plan.forbid(c, f, &["CHAN-17", "CHAN-11"], what);
+                plan.forbid(c, f, &["CHAN-34", "CHAN-33"], what);
                 if let Some(last) = plan.forbidden.last_mut() {
                     last.catch_all = true;
                 }

@@ -120,7 +120,7 @@ fn unsubscribed_connection_is_an_outsider() {
     apply(&mut m, BOB, Op::Unsubscribe { chan: Slot::Chat });
     let p = apply(&mut m, ANN1, bcast(Slot::Chat, false));
     assert!(!p.expect.contains_key(&BOB));
-    assert!(forbids(&p, BOB, "CHAN-17"));
+    assert!(forbids(&p, BOB, "CHAN-34"));
 }
 
 #[test]

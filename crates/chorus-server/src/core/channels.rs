@@ -15,7 +15,7 @@ use super::{ConnId, Core, CoreError, Engine, Frame, Outbox};
 const MAX_EVENT_CHARS: usize = 128;
 
 impl<E: Engine> Core<E> {
-    /// `subscribe`, checked in the order of channels.md: shape, name, capability, grant,
+    /// `subscribe`, checked in the order of ERR-12: shape, capability, name, kind, grant,
     /// `already_subscribed`, `max_subscriptions`, then the presence channel's checks.
     pub(super) fn subscribe(
         &mut self,
@@ -27,8 +27,13 @@ impl<E: Engine> Core<E> {
         if let Some(opts) = &req.room {
             check_room_shape(opts)?; // ROOM-7: shape comes first
         }
+        self.check_subscribe_capabilities(&req)?;
         let kind = self.check_name(&req.channel)?;
-        self.check_subscribe_capabilities(&req, kind)?;
+        if (req.room.is_some() || req.password.is_some()) && kind != ChannelKind::Presence {
+            return Err(CoreError::InvalidChannel(
+                "room options need a presence- channel".into(),
+            )); // ROOM-2
+        }
         let c = self.connection(conn)?;
         let private_ok =
             grants_match(&c.session.grants, &req.channel) || self.fault(Fault::PrivateWithoutGrant);
@@ -71,19 +76,11 @@ impl<E: Engine> Core<E> {
         Ok(())
     }
 
-    /// ROOM-2, VER-6, ROOM-9.
-    fn check_subscribe_capabilities(
-        &self,
-        req: &Subscribe,
-        kind: ChannelKind,
-    ) -> Result<(), CoreError> {
+    /// VER-6, ROOM-9: the capability is read from the members and the name's prefix, before
+    /// the name is validated (ERR-12).
+    fn check_subscribe_capabilities(&self, req: &Subscribe) -> Result<(), CoreError> {
         let room_options = req.room.is_some() || req.password.is_some();
-        if room_options && kind != ChannelKind::Presence {
-            return Err(CoreError::InvalidChannel(
-                "room options need a presence- channel".into(),
-            ));
-        }
-        if kind == ChannelKind::Presence {
+        if req.channel.kind() == ChannelKind::Presence {
             self.require(Capability::Presence)?;
         }
         if room_options {
@@ -215,7 +212,7 @@ impl<E: Engine> Core<E> {
         let tenant = c.tenant.clone();
         let user = c.session.user_id.clone();
         let key = self.key(&tenant, name);
-        self.engine.remove_subscriber(&key, conn); // CHAN-17
+        self.engine.remove_subscriber(&key, conn); // CHAN-34
         if name.kind() == ChannelKind::Presence {
             self.release_lease(&key, conn, &user, graceful, now, out);
         }
@@ -240,8 +237,16 @@ impl<E: Engine> Core<E> {
         now: Millis,
         out: &mut Outbox,
     ) -> Result<(), CoreError> {
+        if !self.fault(Fault::PrecedenceNameBeforeShape) {
+            check_event(&req.event)?; // ERR-12: shape before name
+        }
         let kind = self.check_name(&req.channel)?;
-        check_event(&req.event)?;
+        if self.fault(Fault::PrecedenceNameBeforeShape) {
+            check_event(&req.event)?;
+        }
+        if self.fault(Fault::PrecedenceSubscriptionBeforeKind) {
+            self.subscribed_key(conn, &req.channel)?;
+        }
         if req.channel.is_resource_feed() {
             return Err(CoreError::Forbidden(
                 "clients cannot broadcast on resource: channels".into(),
@@ -315,6 +320,26 @@ mod tests {
 
     use super::super::testkit::{session, without, Driver, T0};
     use super::super::CoreConfig;
+
+    /// ERR-12: capability comes before name and kind, so a server without `presence` and
+    /// `rooms` answers `unsupported` even when the name or its kind is wrong too.
+    #[test]
+    fn capability_is_checked_before_name_and_kind() {
+        use chorus_protocol::Capability;
+        let config = CoreConfig {
+            capabilities: vec![Capability::State],
+            ..CoreConfig::default()
+        };
+        let mut d = Driver::with_config(config);
+        let a = d.connect("ann");
+        for frame in [
+            json!({"type": "subscribe", "id": 1, "channel": "presence-bad name"}),
+            json!({"type": "subscribe", "id": 2, "channel": "chat", "room": {"max_users": 2}}),
+        ] {
+            let got = d.ask(a, frame);
+            assert_eq!(got[0]["code"], "unsupported", "{got:?}");
+        }
+    }
 
     #[test]
     fn subscribed_carries_kind_and_position() {

@@ -164,17 +164,17 @@ impl<E: Engine> Core<E> {
         now: Millis,
         out: &mut Outbox,
     ) -> Result<(), CoreError> {
+        if req.data.as_ref().is_some_and(|d| !d.is_object()) {
+            return Err(CoreError::InvalidMessage(
+                "cursor data must be an object".into(),
+            )); // CURS-1, shape first (ERR-12)
+        }
         self.require(Capability::Cursors)?;
         if self.check_name(&req.channel)? != ChannelKind::Presence {
             return Err(CoreError::InvalidChannel(format!(
                 "{} is not a presence channel",
                 req.channel
             )));
-        }
-        if req.data.as_ref().is_some_and(|d| !d.is_object()) {
-            return Err(CoreError::InvalidMessage(
-                "cursor data must be an object".into(),
-            ));
         }
         let (key, user) = self.subscribed_key(conn, &req.channel)?;
         self.engine.touch_member(&key, &user, now); // PRES-24, without a frame (PRES-25)

@@ -55,7 +55,7 @@ faults! {
     HistoryWrongOrder = "history_wrong_order": "history pages are newest first (HIST-14)",
     RoomPasswordIgnored = "room_password_ignored": "protected rooms admit any password (ROOM-10)",
     DataChangeMissingRecordChannel = "data_change_missing_record_channel": "data_change only on resource:{name} (CHG-2)",
-    UnsubscribeKeepsDelivering = "unsubscribe_keeps_delivering": "an unsubscribed connection still receives the channel (CHAN-17)",
+    UnsubscribeKeepsDelivering = "unsubscribe_keeps_delivering": "an unsubscribed connection still receives the channel (CHAN-34)",
     VersionReusedAfterConflict = "version_reused_after_conflict": "a rejected conflicting write rolls the version back, so the next write reuses a version (STATE-3)",
     EventFilterIgnored = "event_filter_ignored": "history ignores its event filter (BCAST-2)",
     ReportedChangeSilent = "reported_change_silent": "POST /api/changes answers 200 but sends no data_change (CHG-12)",
@@ -63,6 +63,11 @@ faults! {
     ChangeKeyIgnored = "change_key_ignored": "a retried POST /api/changes with the same Idempotency-Key emits the change again (CHG-14)",
     ChangeKeyReuseAccepted = "change_key_reuse_accepted": "an Idempotency-Key reused for another change replays the first reply instead of 409 (CHG-15)",
     ChangeReportUnchecked = "change_report_unchecked": "POST /api/changes accepts a bad resource name or a data id other than record_id (CHG-16)",
+    // The order of checks (ERR-12).
+    PrecedenceNameBeforeShape = "precedence_name_before_shape": "a broadcast's channel name is checked before its event (ERR-12)",
+    PrecedenceKindBeforeShape = "precedence_kind_before_shape": "a presence:update's channel kind is checked before its members (ERR-12)",
+    PrecedenceSubscriptionBeforeKind = "precedence_subscription_before_kind": "a broadcast on a resource: channel gets not_subscribed before forbidden (ERR-12)",
+    PrecedenceSizeBeforeConflict = "precedence_size_before_conflict": "a stale and oversized state write gets limit_exceeded instead of conflict (ERR-12)",
     // The shell's faults (net/, server.rs).
     SeqRepeat = "seq_repeat": "fan-out delivers every message twice, repeating its seq (CHAN-30)",
     OversizeAccepted = "oversize_accepted": "frames over max_frame_bytes are read and processed (TRANS-16)",

@@ -130,6 +130,9 @@ impl<E: Engine> Core<E> {
         now: Millis,
         out: &mut Outbox,
     ) -> Result<(), CoreError> {
+        if !self.fault(Fault::PrecedenceKindBeforeShape) {
+            check_update(&req)?; // ERR-12: shape first
+        }
         let (key, user) = self.presence_key(conn, &req.channel)?;
         check_update(&req)?;
         let member = self

@@ -506,6 +506,12 @@ impl Engine for InProcessEngine {
             version: ch.state.version,
             epoch: ch.epoch.clone(),
         };
+        // ERR-12: a stale write is a conflict whatever its size.
+        if self.faults.on(Fault::PrecedenceSizeBeforeConflict) && ch.state.len_after(write) > max_bytes {
+            return Err(CoreError::LimitExceeded {
+                limit: "max_frame_bytes",
+            });
+        }
         if expected.is_some_and(|v| v != current.version) {
             if self.faults.on(Fault::VersionReusedAfterConflict) {
                 ch.state.version = ch.state.version.saturating_sub(1);
