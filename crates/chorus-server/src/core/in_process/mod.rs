@@ -507,7 +507,9 @@ impl Engine for InProcessEngine {
             epoch: ch.epoch.clone(),
         };
         // ERR-12: a stale write is a conflict whatever its size.
-        if self.faults.on(Fault::PrecedenceSizeBeforeConflict) && ch.state.len_after(write) > max_bytes {
+        if self.faults.on(Fault::PrecedenceSizeBeforeConflict)
+            && ch.state.len_after(write) > max_bytes
+        {
             return Err(CoreError::LimitExceeded {
                 limit: "max_frame_bytes",
             });
