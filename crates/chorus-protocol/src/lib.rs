@@ -27,6 +27,46 @@
 //! ([`schema::server_consumer_schema`]), the one to generate client types from. The strict
 //! `schema/server.schema.json` ([`schema::server_schema`]) admits only what a v1 server may
 //! send; the conformance suite grades servers with it.
+//!
+//! ## Example
+//!
+//! A client reading a server frame, including a member a later revision added:
+//!
+//! ```
+//! use chorus_protocol::{decode_server, ServerMessage};
+//!
+//! let frame = r#"{"type":"message","channel":"chat","event":"say","data":{"text":"hi"},
+//!                 "from":"ann","ts":1767225600000,"seq":58,"priority":"high"}"#;
+//! match decode_server(frame)? {
+//!     ServerMessage::Message(m) => {
+//!         assert_eq!((m.channel.as_str(), m.seq), ("chat", 58));
+//!         assert_eq!(m.from.as_deref(), Some("ann"));
+//!     }
+//!     other => panic!("unexpected {}", other.type_name()),
+//! }
+//! # Ok::<(), chorus_protocol::ServerDecodeError>(())
+//! ```
+//!
+//! A server reading a client frame, strictly, and answering a bad one with the right code:
+//!
+//! ```
+//! use chorus_protocol::{decode_client, ClientMessage, ErrorCode};
+//!
+//! let ok = decode_client(r#"{"type":"subscribe","id":1,"channel":"chat"}"#, 32).unwrap();
+//! assert!(matches!(ok, ClientMessage::Subscribe(_)));
+//!
+//! let forged = r#"{"type":"broadcast","id":2,"channel":"chat","event":"e","data":1,"seq":9}"#;
+//! let error = decode_client(forged, 32).unwrap_err();
+//! assert_eq!(error.code(), ErrorCode::InvalidMessage);
+//! let reply = error.to_error_frame(); // echoes id 2 (TRANS-22)
+//! assert_eq!(reply.id, Some(2.into()));
+//! ```
+//!
+//! ## Features
+//!
+//! - `schema` (default): [`schema`], the JSON Schema documents generated from the types.
+//! - `requirements` (default): `requirements`, the parser of the specification's numbered
+//!   requirements and tagged example frames.
 
 #![deny(missing_docs)]
 
@@ -42,8 +82,10 @@ pub mod history;
 pub mod http;
 pub mod ids;
 pub mod presence;
+#[cfg(feature = "requirements")]
 pub mod requirements;
 pub mod rooms;
+#[cfg(feature = "schema")]
 pub mod schema;
 pub mod state;
 
@@ -340,3 +382,8 @@ impl ServerMessage {
         })
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
