@@ -25,6 +25,25 @@ function emit(event: Json): void {
   process.stdout.write(JSON.stringify(event) + "\n");
 }
 
+/**
+ * Views (`members`, `cursors`, `state_view`) are whole snapshots: the latest per channel is
+ * written once the current turn of the event loop is over, so that one server frame that
+ * both settles a command and changes a view reports the `result` first, then the view.
+ */
+const views = new Map<string, Json>();
+let viewsScheduled = false;
+function view(event: Json): void {
+  views.set(`${String(event.event)}\u0000${String(event.channel)}`, event);
+  if (viewsScheduled) return;
+  viewsScheduled = true;
+  setImmediate(() => {
+    viewsScheduled = false;
+    const pending = [...views.values()];
+    views.clear();
+    for (const v of pending) emit(v);
+  });
+}
+
 const VERSION = "0.1.0";
 let client: ChorusClient | null = null;
 let firstToken: string | null = null;
@@ -90,7 +109,7 @@ function handles(c: ChorusClient, name: string, wantState: boolean, opts?: Subsc
     h = h ?? { channel: c.channel(name), offs: [] };
     h.state = state;
     h.offs.push(
-      state.onChange((s) => emit({ event: "state_view", channel: name, epoch: s.epoch, version: s.version, data: s.data })),
+      state.onChange((s) => view({ event: "state_view", channel: name, epoch: s.epoch, version: s.version, data: s.data })),
     );
   }
   if (!h || !channels.has(name)) {
@@ -119,14 +138,14 @@ function handles(c: ChorusClient, name: string, wantState: boolean, opts?: Subsc
       h.cursors = cursors;
       h.offs.push(
         presence.onChange((members) =>
-          emit({
+          view({
             event: "members",
             channel: name,
             members: [...members.values()].map((m) => ({ user_id: m.user_id, status: m.status, data: m.data })),
           }),
         ),
         cursors.onChange((all) =>
-          emit({
+          view({
             event: "cursors",
             channel: name,
             cursors: [...all.values()].map((cur) => ({ user_id: cur.user_id, x: cur.x, y: cur.y })),
