@@ -42,8 +42,8 @@ impl Backoff {
 
     /// The window of attempt `n`: min(30 s, 1 s × 2^n).
     pub fn window(&self, n: u32) -> Duration {
-        let cap = if self.faults.has(Fault::BackoffCap5s) {
-            Duration::from_millis(5_000)
+        let cap = if self.faults.has(Fault::BackoffCapLow) {
+            Duration::from_millis(1_500)
         } else if self.faults.has(Fault::BackoffCap120s) {
             Duration::from_millis(120_000)
         } else {
@@ -124,6 +124,24 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(a.next_delay(), b.next_delay());
         }
+    }
+
+    #[cfg(feature = "faults")]
+    #[test]
+    fn the_faults_no_conform_case_reaches_break_the_backoff() {
+        let mut faults = Faults::none();
+        faults.insert(Fault::BackoffCap120s);
+        assert_eq!(Backoff::new(1, faults).window(8), Duration::from_secs(120));
+        let mut faults = Faults::none();
+        faults.insert(Fault::NoStableReset);
+        let mut b = Backoff::new(1, faults);
+        b.next_delay();
+        b.stable();
+        assert_eq!(
+            b.attempt(),
+            1,
+            "the fault keeps the attempt after a stable connection"
+        );
     }
 
     #[test]

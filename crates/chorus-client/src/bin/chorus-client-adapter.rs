@@ -470,10 +470,27 @@ async fn on_channel(kind: String, reference: String, h: ChannelHandle, cmd: Valu
 
 #[tokio::main]
 async fn main() {
-    let mut faults = Vec::new();
+    // `chorus conform-client --mutation` names the fault in the environment.
+    let mut faults: Vec<String> = std::env::var("CHORUS_CLIENT_FAULT")
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if !faults.is_empty() && !cfg!(feature = "faults") {
+        eprintln!("CHORUS_CLIENT_FAULT needs a build with the `faults` feature");
+        std::process::exit(2);
+    }
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--mutation-file" => {
+                // The faults file for `chorus conform-client --mutation`.
+                println!("{:#}", chorus_client::faults::Fault::mutation_file());
+                return;
+            }
             "--fault" => match args.next() {
                 Some(name) if cfg!(feature = "faults") => faults.push(name),
                 Some(_) => {
