@@ -31,18 +31,22 @@ impl<E: Engine> Core<E> {
                 check_resource(&resource)?;
                 let id = create_id(id, &data)?;
                 let data = with_id(data, &id)?;
-                if self.engine.record(tenant, &resource, &id)?.is_some() {
+                let exists = self.engine.record(tenant, &resource, &id)?.is_some();
+                if exists && !self.fault(Fault::ConflictOverwrites) {
                     return Err(CoreError::Exists(format!("{resource}/{id}"))); // HTTP-26
                 }
                 self.engine
-                    .put_record(tenant, &resource, &id, &data, true)?;
+                    .put_record(tenant, &resource, &id, &data, !exists)?;
                 (Operation::Create, resource, ResourceRecord { id, data })
             }
             ResourceOp::Replace { resource, id, data } => {
                 let data = with_id(data, &id)?;
-                self.existing(tenant, &resource, &id)?;
+                let missing = match self.existing(tenant, &resource, &id) {
+                    Err(CoreError::NotFound(_)) if self.fault(Fault::PutCreates) => true,
+                    found => found.map(|_| false)?,
+                };
                 self.engine
-                    .put_record(tenant, &resource, &id, &data, false)?; // HTTP-30
+                    .put_record(tenant, &resource, &id, &data, missing)?; // HTTP-30
                 (Operation::Update, resource, ResourceRecord { id, data })
             }
             ResourceOp::Patch { resource, id, data } => {
@@ -50,6 +54,9 @@ impl<E: Engine> Core<E> {
                 let mut merged = self.existing(tenant, &resource, &id)?;
                 if let (Some(m), Some(p)) = (merged.as_object_mut(), patch.as_object()) {
                     m.extend(p.iter().map(|(k, v)| (k.clone(), v.clone()))); // HTTP-31
+                    if self.fault(Fault::PatchNullDeletes) {
+                        m.retain(|_, v| !v.is_null());
+                    }
                 }
                 self.engine
                     .put_record(tenant, &resource, &id, &merged, false)?;
@@ -60,8 +67,11 @@ impl<E: Engine> Core<E> {
                 )
             }
             ResourceOp::Delete { resource, id } => {
-                let data = self.existing(tenant, &resource, &id)?;
+                let mut data = self.existing(tenant, &resource, &id)?;
                 self.engine.delete_record(tenant, &resource, &id)?; // HTTP-33
+                if self.fault(Fault::DeleteAnswersEmpty) {
+                    data = serde_json::json!({});
+                }
                 (Operation::Delete, resource, ResourceRecord { id, data })
             }
         };

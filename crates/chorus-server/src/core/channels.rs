@@ -35,8 +35,14 @@ impl<E: Engine> Core<E> {
             )); // ROOM-2
         }
         let c = self.connection(conn)?;
-        let private_ok =
-            grants_match(&c.session.grants, &req.channel) || self.fault(Fault::PrivateWithoutGrant);
+        let prefix_granted = self.fault(Fault::GrantPrefixMatch)
+            && c.session
+                .grants
+                .iter()
+                .any(|g| req.channel.as_str().starts_with(g.as_str()));
+        let private_ok = grants_match(&c.session.grants, &req.channel)
+            || prefix_granted
+            || self.fault(Fault::PrivateWithoutGrant);
         if kind == ChannelKind::Private && !private_ok {
             return Err(CoreError::Forbidden(format!(
                 "no grant matches {}",
@@ -46,7 +52,8 @@ impl<E: Engine> Core<E> {
         if c.subscriptions.contains(&req.channel) {
             return Err(CoreError::AlreadySubscribed); // CHAN-12
         }
-        if c.subscriptions.len() >= self.config.limits.max_subscriptions as usize {
+        let extra = usize::from(self.fault(Fault::MaxSubscriptionsOffByOne));
+        if c.subscriptions.len() >= self.config.limits.max_subscriptions as usize + extra {
             return Err(CoreError::LimitExceeded {
                 limit: "max_subscriptions",
             }); // CHAN-13
@@ -72,6 +79,12 @@ impl<E: Engine> Core<E> {
         self.reply_subscribed(conn, &key, kind, &req, out);
         if let Some(LeaseTaken::Joined(member)) = joined {
             self.announce_join(&key, conn, member, out);
+        } else if let Some(LeaseTaken::TookOver) = joined {
+            if self.fault(Fault::TakeoverAnnouncesJoin) {
+                if let Some(member) = self.engine.member(&key, &user).cloned() {
+                    self.announce_join(&key, conn, member, out);
+                }
+            }
         }
         Ok(())
     }
@@ -128,7 +141,11 @@ impl<E: Engine> Core<E> {
             reply.room = self.room_info(key); // ROOM-5
         }
         if presence && self.has(Capability::Cursors) {
-            reply.cursors = Some(self.cursors.snapshot(key)); // CURS-14
+            let mut cursors = self.cursors.snapshot(key); // CURS-14
+            if self.fault(Fault::CursorSnapshotEmpty) {
+                cursors.clear();
+            }
+            reply.cursors = Some(cursors);
         }
         let late_snapshot = presence && self.fault(Fault::SubscribedBeforeSnapshot);
         let members = if late_snapshot {
@@ -160,7 +177,8 @@ impl<E: Engine> Core<E> {
         since: &StreamPosition,
         position: &StreamPosition,
     ) -> Option<Vec<Frame>> {
-        if since.epoch != position.epoch || since.seq > position.seq {
+        let future_ok = self.fault(Fault::RecoveryAcceptsFutureSeq);
+        if since.epoch != position.epoch || (since.seq > position.seq && !future_ok) {
             return None;
         }
         let mut frames = self.engine.replay_after(key, since.seq)?;
@@ -208,7 +226,9 @@ impl<E: Engine> Core<E> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.subscriptions.remove(name);
+        if !(graceful && self.config.faults.on(Fault::ResubscribeRefused)) {
+            c.subscriptions.remove(name);
+        }
         let tenant = c.tenant.clone();
         let user = c.session.user_id.clone();
         let key = self.key(&tenant, name);
@@ -254,10 +274,14 @@ impl<E: Engine> Core<E> {
         }
         let (key, user) = self.subscribed_key(conn, &req.channel)?; // CHAN-20
         let limits = self.config.limits;
+        let burst = limits.broadcast_burst;
+        let seconds = self.fault(Fault::RetryAfterSeconds);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.bucket
-                .take(limits.broadcast_rate_per_sec, limits.broadcast_burst, now)
-                .map_err(|retry_after_ms| CoreError::RateLimited { retry_after_ms })?;
+                .take(limits.broadcast_rate_per_sec, burst, now)
+                .map_err(|ms| CoreError::RateLimited {
+                    retry_after_ms: if seconds { ms / 1000 } else { ms },
+                })?;
         }
         let (seq, frame) = self.publish(&key, req.event, req.data, Some(user.clone()), now)?;
         if kind == ChannelKind::Presence {

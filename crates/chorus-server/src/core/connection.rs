@@ -51,7 +51,13 @@ impl<E: Engine> Core<E> {
                 .map(Extensible::Known)
                 .collect(),
             server: self.config.server_name.clone(),
-            expires_at: session.expires_at,
+            expires_at: session.expires_at.map(|at| {
+                if self.fault(Fault::ExpiresAtSeconds) {
+                    at / 1000
+                } else {
+                    at
+                }
+            }),
         };
         let tenant: Arc<str> = Arc::from(session.tenant.as_str());
         self.conns.insert(
@@ -60,7 +66,14 @@ impl<E: Engine> Core<E> {
                 session,
                 tenant,
                 subscriptions: Subscriptions::new(),
-                bucket: TokenBucket::full(limits.broadcast_burst, now),
+                bucket: TokenBucket::full(
+                    if self.config.faults.on(Fault::BucketStartsEmpty) {
+                        0
+                    } else {
+                        limits.broadcast_burst
+                    },
+                    now,
+                ),
                 ghosts: Vec::new(),
             },
         );
@@ -78,7 +91,12 @@ impl<E: Engine> Core<E> {
         out: &mut Outbox,
     ) -> Result<(), CoreError> {
         if !self.fault(Fault::NoPong) {
-            out.send(conn, &ServerMessage::Pong(Pong { id: m.id, ts: now }));
+            let ts = if self.fault(Fault::PongTsSeconds) {
+                now / 1000
+            } else {
+                now
+            };
+            out.send(conn, &ServerMessage::Pong(Pong { id: m.id, ts }));
         }
         Ok(())
     }
@@ -98,19 +116,23 @@ impl<E: Engine> Core<E> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return out.effects;
         };
-        if c.session.user_id != session.user_id || c.session.tenant != session.tenant {
+        let same_user = c.session.user_id == session.user_id
+            || self.config.faults.on(Fault::RefreshAcceptsOtherUser);
+        if !same_user || c.session.tenant != session.tenant {
             let e = CoreError::Unauthorized("the new token names another user or tenant".into());
             out.send(conn, &ServerMessage::Error(e.to_frame(id, None)));
             return out.effects;
         }
         let expires_at = session.expires_at;
         c.session = session;
+        let keep = self.config.faults.on(Fault::RefreshKeepsRevoked);
         let revoked: Vec<_> = c
             .subscriptions
             .iter()
             .filter(|name| {
                 name.kind() == ChannelKind::Private && !grants_match(&c.session.grants, name)
             })
+            .filter(|_| !keep)
             .cloned()
             .collect();
         out.send(

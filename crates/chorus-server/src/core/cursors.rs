@@ -188,10 +188,29 @@ impl<E: Engine> Core<E> {
         let interval = self.config.limits.cursor_interval_ms;
         let due = self.cursors.record(&key, cursor, conn, interval);
         if due <= now || self.fault(Fault::CursorsUncoalesced) {
-            self.cursors
-                .flush(&key, now, self.engine.subscribers(&key), out);
+            let to = self.cursor_recipients(&key);
+            self.cursors.flush(&key, now, to.into_iter(), out);
         }
         Ok(())
+    }
+
+    /// The connections a flush of `key` goes to: every subscriber, except, with the
+    /// `cursor_skips_own_tabs` fault, the other connections of a user with a pending cursor.
+    fn cursor_recipients(&self, key: &ChannelKey) -> Vec<ConnId> {
+        let subscribers = self.engine.subscribers(key);
+        if !self.fault(Fault::CursorSkipsOwnTabs) {
+            return subscribers.collect();
+        }
+        let pending = self.cursors.boards.get(key).map(|b| &b.pending);
+        let user_of = |conn: &ConnId| self.conns.get(conn).map(|c| c.session.user_id.as_str());
+        subscribers
+            .filter(|to| {
+                pending.is_none_or(|p| {
+                    !p.iter()
+                        .any(|(user, producer)| producer != to && user_of(to) == Some(user))
+                })
+            })
+            .collect()
     }
 
     /// Flushes every channel whose interval is over.
@@ -200,8 +219,8 @@ impl<E: Engine> Core<E> {
             if let Some(b) = self.cursors.boards.get_mut(&key) {
                 b.due = None;
             }
-            self.cursors
-                .flush(&key, now, self.engine.subscribers(&key), out);
+            let to = self.cursor_recipients(&key);
+            self.cursors.flush(&key, now, to.into_iter(), out);
         }
     }
 }

@@ -20,7 +20,12 @@ impl<E: Engine> Core<E> {
         let (key, _) = self.subscribed_key(conn, &req.channel)?; // HIST-11
         let max = self.config.limits.history_limit;
         // `limit` is non-zero by its type (HIST-12 is answered at decoding).
-        let limit = req.limit.map_or(max, |l| l.get().min(max)) as usize; // HIST-15
+        let cap = if self.fault(Fault::HistoryLimitUncapped) {
+            u32::MAX
+        } else {
+            max
+        };
+        let limit = req.limit.map_or(max, |l| l.get().min(cap)) as usize; // HIST-15
         let slice = self.engine.history(
             &key,
             HistoryQuery {

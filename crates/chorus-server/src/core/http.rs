@@ -6,6 +6,7 @@ use chorus_protocol::http::{ChannelUsersResponse, PublishRequest, PublishRespons
 use chorus_protocol::{ChannelKind, ChannelName, Millis, UserId};
 
 use super::channels::check_event;
+use super::faults::Fault;
 use super::limits::{grants_match, TokenBucket};
 use super::{Core, CoreError, Effect, Engine, Outbox};
 
@@ -48,9 +49,21 @@ impl<E: Engine> Core<E> {
             }
             self.take_publish_token(&tenant, user, now)?;
         }
+        let publisher = from.clone();
+        let from = match from {
+            None if self.fault(Fault::BroadcastCarriesFrom) => Some("server".to_owned()),
+            from => from,
+        };
         let (seq, frame) = self.publish(&key, req.event, req.data, from, now)?;
         let mut out = Outbox::default();
         self.fan_out(&key, &frame, None, &mut out);
+        if let Some(user) = publisher.filter(|_| self.fault(Fault::PublishSkipsOwnConnections)) {
+            let conns = &self.conns;
+            out.effects.retain(|e| match e {
+                Effect::Send { to, .. } => conns.get(to).is_none_or(|c| c.session.user_id != user),
+                Effect::Close { .. } => true,
+            });
+        }
         let reply = PublishResponse {
             channel: req.channel,
             seq,

@@ -378,7 +378,9 @@ impl<E: Engine> Core<E> {
 
     /// CHAN-1.
     fn check_name(&self, name: &ChannelName) -> Result<ChannelKind, CoreError> {
-        Ok(name.validate(self.config.limits.max_channel_name_len as usize)?)
+        let max = self.config.limits.max_channel_name_len as usize;
+        let max = max - usize::from(self.fault(Fault::ChannelNameLimitOffByOne));
+        Ok(name.validate(max)?)
     }
 
     /// VER-6: a request of a capability this server does not announce.

@@ -59,17 +59,29 @@ impl<E: Engine> Core<E> {
     ) {
         let grace = self.config.limits.presence_grace_ms;
         let grace_until = (!graceful && grace > 0).then(|| now.saturating_add(grace));
-        if let Released::Left { user_id, last_seen } =
-            self.engine.release_lease(key, conn, user, grace_until)
-        {
-            self.member_left(key, &user_id, last_seen, out);
+        match self.engine.release_lease(key, conn, user, grace_until) {
+            Released::Left { user_id, last_seen } => {
+                self.member_left(key, &user_id, last_seen, out);
+            }
+            Released::Kept if graceful && self.fault(Fault::FirstTabLeaves) => {
+                let last_seen = self.engine.member(key, user).map_or(now, |m| m.last_seen);
+                let left = ServerMessage::UserLeft(UserLeft {
+                    channel: key.name.clone(),
+                    user_id: user.to_owned(),
+                    last_seen,
+                });
+                self.fan_out(key, &frame_of(&left), None, out);
+            }
+            _ => {}
         }
     }
 
     /// A member is gone: its cursor goes (CURS-12), the others learn it (PRES-11), and an
     /// emptied non-persistent room is discarded (ROOM-17).
     fn member_left(&mut self, key: &ChannelKey, user: &str, last_seen: Millis, out: &mut Outbox) {
-        self.cursors.forget_user(key, user);
+        if !self.fault(Fault::CursorKeptAfterLeave) {
+            self.cursors.forget_user(key, user);
+        }
         if !self.fault(Fault::SkipUserLeft) {
             let left = ServerMessage::UserLeft(UserLeft {
                 channel: key.name.clone(),

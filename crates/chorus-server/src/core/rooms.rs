@@ -33,8 +33,20 @@ impl<E: Engine> Core<E> {
         if let Some(opts) = &req.room {
             check_room_range(opts, limits.max_room_users)?; // ROOM-8
         }
+        let truncated;
+        let req = if self.fault(Fault::PasswordTruncated) {
+            truncated = bcrypt_like(req);
+            &truncated
+        } else {
+            req
+        };
         let is_member = self.engine.member(key, user).is_some();
         let count = self.engine.member_count(key);
+        let occupancy = if self.fault(Fault::CapacityCountsConnections) {
+            self.engine.subscribers(key).count()
+        } else {
+            count
+        };
         let admission = match self.engine.room(key) {
             Some(room) => {
                 let password_ok = match &room.password_hash {
@@ -44,10 +56,12 @@ impl<E: Engine> Core<E> {
                         .is_some_and(|p| verify_password(hash, p)),
                     None => true,
                 };
-                if !password_ok && !self.fault(Fault::RoomPasswordIgnored) {
+                let skip = self.fault(Fault::RoomPasswordIgnored)
+                    || (is_member && self.fault(Fault::PasswordOncePerUser));
+                if !password_ok && !skip {
                     return Err(CoreError::BadPassword); // ROOM-10, ROOM-11, ROOM-16
                 }
-                let full = count >= room.max_users as usize;
+                let full = occupancy >= room.max_users as usize;
                 if !is_member && full && !self.fault(Fault::IgnoreMaxUsers) {
                     return Err(CoreError::RoomFull); // ROOM-14, ROOM-15
                 }
@@ -77,12 +91,31 @@ impl<E: Engine> Core<E> {
     /// Discards a non-persistent room whose last member is gone (ROOM-17).
     pub(super) fn discard_if_empty(&mut self, key: &ChannelKey) -> Result<(), CoreError> {
         let persistent = self.engine.room(key).is_some_and(|r| r.persist);
-        if self.engine.member_count(key) == 0 && !persistent {
+        let keep = self.fault(Fault::RoomOutlivesMembers);
+        if self.engine.member_count(key) == 0 && !persistent && !keep {
             self.cursors.forget_channel(key);
             self.engine.discard(key)?;
         }
         Ok(())
     }
+}
+
+/// The `password_truncated` fault: passwords cut to their first 72 bytes (on a char
+/// boundary), when the room is created and when it is joined.
+fn bcrypt_like(req: &Subscribe) -> Subscribe {
+    let cut = |p: &String| {
+        let mut end = p.len().min(72);
+        while !p.is_char_boundary(end) {
+            end -= 1;
+        }
+        p[..end].to_owned()
+    };
+    let mut req = req.clone();
+    req.password = req.password.as_ref().map(cut);
+    if let Some(room) = req.room.as_mut() {
+        room.password = room.password.as_ref().map(cut);
+    }
+    req
 }
 
 /// ROOM-7: the shape of `room` options, checked with the rest of the message's shape,

@@ -195,6 +195,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Reads a JSON body of at most `max_frame_bytes` (HTTP-3, HTTP-4).
 async fn json_body(shared: &Shared, body: Body) -> ApiResult<Value> {
     let limit = usize::try_from(shared.config.max_frame_bytes).unwrap_or(usize::MAX);
+    let limit = limit - usize::from(shared.faults.on(Fault::BodyLimitOffByOne));
     let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             ErrorCode::LimitExceeded,
@@ -242,6 +243,7 @@ async fn broadcast(
 
 async fn publish(
     State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -253,7 +255,9 @@ async fn publish(
     }
     // HTTP-10: the header only; a missing token is as bad as an invalid one.
     let unauthorized = |m: String| ApiError::new(ErrorCode::Unauthorized, m);
-    let token = token_from_request(&headers, None)
+    let query_token = query_param(query.as_deref(), "token")
+        .filter(|_| shared.faults.on(Fault::PublishQueryToken));
+    let token = token_from_request(&headers, query_token.as_deref())
         .map_err(|e| unauthorized(e.to_string()))?
         .ok_or_else(|| unauthorized("missing Authorization: Bearer token".into()))?;
     let session = shared
@@ -376,12 +380,21 @@ async fn list(
             .ok_or_else(|| ApiError::new(ErrorCode::InvalidMessage, "limit must be 1..=1000"))?,
     };
     let after = query_param(query.as_deref(), "after");
+    let named = after
+        .clone()
+        .filter(|_| shared.faults.on(Fault::ListAfterInclusive));
     let read = ResourceRead::List {
-        resource,
+        resource: resource.clone(),
         limit,
         after,
     };
-    let found = shared.read_core(|core| core.resource_read(&tenant, read))?;
+    let mut found = shared.read_core(|core| core.resource_read(&tenant, read))?;
+    if let (Some(id), ResourceFound::List { records, .. }) = (named, &mut found) {
+        let get = ResourceRead::Get { resource, id };
+        if let Ok(ResourceFound::Record(r)) = shared.read_core(|c| c.resource_read(&tenant, get)) {
+            records.insert(0, r);
+        }
+    }
     Ok(found_response(found))
 }
 
@@ -415,7 +428,11 @@ async fn replace(
     body: Body,
 ) -> ApiResult<Response> {
     let tenant = api_access(&shared, &headers, Capability::DataChange)?;
-    let data = record_body(&shared, body).await?;
+    let mut data = record_body(&shared, body).await?;
+    if shared.faults.on(Fault::BodyIdMismatchAccepted) {
+        // The path's id wins silently, in the shell and in the core.
+        data["id"] = Value::String(id.clone());
+    }
     same_id(&data, &id)?;
     let (_, record) = write(&shared, &tenant, ResourceOp::Replace { resource, id, data }).await?;
     Ok(Json(record).into_response())
@@ -428,7 +445,11 @@ async fn patch(
     body: Body,
 ) -> ApiResult<Response> {
     let tenant = api_access(&shared, &headers, Capability::DataChange)?;
-    let data = record_body(&shared, body).await?;
+    let mut data = record_body(&shared, body).await?;
+    if shared.faults.on(Fault::BodyIdMismatchAccepted) {
+        // The path's id wins silently, in the shell and in the core.
+        data["id"] = Value::String(id.clone());
+    }
     same_id(&data, &id)?;
     let (_, record) = write(&shared, &tenant, ResourceOp::Patch { resource, id, data }).await?;
     Ok(Json(record).into_response())

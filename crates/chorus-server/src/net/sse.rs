@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio::time::{sleep_until, Instant};
 
 use crate::auth::token_from_request;
-use crate::core::{ConnId, Fault, Session};
+use crate::core::{ConnId, Fault, Faults, Session};
 
 use super::http::{status_of, ApiError};
 use super::hub::{deadline_at, now_ms, LiveGuard, Shared};
@@ -42,9 +42,15 @@ pub async fn stream(
     match open(&shared, query.as_deref(), &headers, peer.ip()).await {
         Ok(stream) => {
             let interval = Duration::from_millis(shared.config.heartbeat_interval_ms);
-            Sse::new(stream)
+            let mut response = Sse::new(stream)
                 .keep_alive(KeepAlive::new().interval(interval).text("keep-alive"))
-                .into_response()
+                .into_response();
+            if shared.faults.on(Fault::SseNoCacheControl) {
+                response
+                    .headers_mut()
+                    .remove(axum::http::header::CACHE_CONTROL);
+            }
+            response
         }
         Err(e) => e.into_response(),
     }
@@ -68,15 +74,23 @@ async fn open(
     }
     let session = authenticate(shared, query, headers)?;
     let channels = requested_channels(shared, query)?;
-    let resume = resume_token(query, headers)
+    let resume = resume_token(query, headers, &shared.faults)
         .filter(|_| !shared.faults.on(Fault::SseResumeIgnored))
         .map(|t| resume::decode(&t));
+    if matches!(resume, Some(None)) && shared.faults.on(Fault::SseUndecodableRefused) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            "unreadable resume token",
+        ));
+    }
     let live = shared
         .track(&session, addr)
         .map_err(|refused| ApiError::new(ErrorCode::LimitExceeded, refused.reason()))?;
     let config = &shared.config;
     let (handle, queue) = outbound::queue(config.queue_limits());
-    let expires_at = session.expires_at;
+    let expires_at = session
+        .expires_at
+        .filter(|_| !shared.faults.on(Fault::SseExpiryIgnored));
     let conn = shared.connect(handle, session);
     let mut state = StreamState {
         shared: shared.clone(),
@@ -84,6 +98,7 @@ async fn open(
         queue,
         prefix: VecDeque::new(),
         positions: Positions::new(),
+        faults: shared.faults.clone(),
         expires_at: expires_at.map(deadline_at),
         done: false,
         _live: live,
@@ -120,9 +135,10 @@ fn authenticate(
 /// channel, at most `max_subscriptions` of them (SSE-2).
 fn requested_channels(shared: &Shared, query: Option<&str>) -> Result<Vec<ChannelName>, ApiError> {
     let mut channels: Vec<ChannelName> = Vec::new();
+    let twice = shared.faults.on(Fault::SseRepeatedChannelTwice);
     for name in query_params(query, "channel") {
         let channel = ChannelName(name);
-        if !channels.contains(&channel) {
+        if twice || !channels.contains(&channel) {
             channels.push(channel);
         }
     }
@@ -137,7 +153,7 @@ fn requested_channels(shared: &Shared, query: Option<&str>) -> Result<Vec<Channe
         let kind = channel
             .validate(max_len)
             .map_err(|e| ApiError::new(ErrorCode::InvalidChannel, e.to_string()))?;
-        if kind == ChannelKind::Presence {
+        if kind == ChannelKind::Presence && !shared.faults.on(Fault::SsePresenceAllowed) {
             return Err(ApiError::new(
                 ErrorCode::InvalidChannel,
                 format!("{channel} is a presence channel, not available over SSE"),
@@ -154,12 +170,15 @@ fn requested_channels(shared: &Shared, query: Option<&str>) -> Result<Vec<Channe
 }
 
 /// The header wins over the query parameter (SSE-11).
-fn resume_token(query: Option<&str>, headers: &HeaderMap) -> Option<String> {
-    headers
+fn resume_token(query: Option<&str>, headers: &HeaderMap, faults: &Faults) -> Option<String> {
+    let header = headers
         .get(LAST_EVENT_ID)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| query_param(query, "last_event_id"))
+        .map(str::to_owned);
+    if faults.on(Fault::SseQueryResumeIgnored) {
+        return header;
+    }
+    header.or_else(|| query_param(query, "last_event_id"))
 }
 
 /// The `since` of one channel: its position in a readable token (SSE-11), none when the token
@@ -189,6 +208,7 @@ struct StreamState {
     prefix: VecDeque<Outbound>,
     positions: Positions,
     expires_at: Option<Instant>,
+    faults: crate::core::Faults,
     done: bool,
     _live: LiveGuard,
 }
@@ -269,11 +289,18 @@ impl StreamState {
             .and_then(Value::as_str)
             .unwrap_or("message");
         let event = Event::default().event(kind).data(frame);
-        if self.track(kind, &value) {
-            event.id(resume::encode(&self.positions))
-        } else {
-            event
+        if !self.track(kind, &value) {
+            return event;
         }
+        if self.faults.on(Fault::SseTokenEventChannelOnly) {
+            let channel = value["channel"].as_str().unwrap_or_default();
+            let mut own = Positions::new();
+            if let Some(p) = self.positions.get(channel) {
+                own.insert(channel.to_owned(), p.clone());
+            }
+            return event.id(resume::encode(&own));
+        }
+        event.id(resume::encode(&self.positions))
     }
 
     /// Updates the positions from a frame; true when the frame carries an id (SSE-7).
@@ -289,6 +316,7 @@ impl StreamState {
                     .insert(channel.to_owned(), (epoch.to_owned(), seq));
                 true
             }
+            "data_change" if self.faults.on(Fault::SseDataChangeUntracked) => true,
             "message" | "data_change" => {
                 let seq = value["seq"].as_u64().unwrap_or(0);
                 if let Some(position) = self.positions.get_mut(channel) {

@@ -20,7 +20,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite;
 
 use crate::auth::{token_from_request, AuthError};
-use crate::core::{ConnId, Fault, Session};
+use crate::core::{ConnId, Fault, Faults, Session};
 
 use super::hub::{deadline_at, now_ms, LiveGuard, Shared};
 use super::outbound::{self, ConnHandle, ConnQueue, Outbound, WireFrame};
@@ -40,6 +40,9 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let offered = offered_protocols(&headers);
+    if offered.is_empty() && shared.faults.on(Fault::NoSubprotocolRefused) {
+        return (StatusCode::BAD_REQUEST, "no subprotocol offered").into_response();
+    }
     let foreign_ok = shared.faults.on(Fault::ForeignSubprotocolAccepted);
     if !offered.is_empty() && !offered.iter().any(|p| p == PROTOCOL) && !foreign_ok {
         // TRANS-2
@@ -55,12 +58,31 @@ pub async fn upgrade(
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
     let token = query_param(query.as_deref(), "token");
-    let verdict = token_from_request(&headers, token.as_deref())
-        .and_then(|token| shared.auth.authenticate(token, now_ms()));
+    let query_wins = token.is_some() && shared.faults.on(Fault::QueryTokenWins);
+    let leeway = if shared.faults.on(Fault::ExpiryLeeway) {
+        60_000
+    } else {
+        0
+    };
+    let presented = if query_wins {
+        Ok(token.as_deref())
+    } else {
+        token_from_request(&headers, token.as_deref())
+    };
+    let verdict = presented.and_then(|token| {
+        shared
+            .auth
+            .authenticate(token, now_ms().saturating_sub(leeway))
+    });
     let config = &shared.config;
     let frame_limit = frame_limit(&shared);
+    let first_only = shared.faults.on(Fault::SubprotocolOnlyFirst);
+    let selectable: &[&str] = match offered.first() {
+        Some(first) if first_only && first != PROTOCOL => &[],
+        _ => &[PROTOCOL],
+    };
     let ws = ws
-        .protocols([PROTOCOL])
+        .protocols(selectable.iter().copied())
         .read_buffer_size(config.ws_read_buffer_bytes)
         .write_buffer_size(config.ws_write_buffer_bytes)
         .max_message_size(frame_limit)
@@ -236,7 +258,9 @@ impl Reader {
             }
         };
         tracing::debug!(conn = self.conn, ?end, "connection ending");
-        self.shared.disconnect(self.conn, end.graceful());
+        let graceful = end.graceful()
+            || (end == End::Client(Some(1001)) && self.shared.faults.on(Fault::Close1001Graceful));
+        self.shared.disconnect(self.conn, graceful);
         drop(self.handle);
         if !writer_done {
             // Bounded: the writer gives up on a client that does not read.
@@ -261,7 +285,7 @@ impl Reader {
             // Control frames are not activity (transport.md notes).
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Continue,
             Some(Ok(Message::Close(frame))) => Step::Ended(End::Client(frame.map(|f| f.code))),
-            Some(Err(e)) => read_error(e),
+            Some(Err(e)) => read_error(e, &self.shared.faults),
             None => Step::Ended(End::Lost),
         }
     }
@@ -284,7 +308,12 @@ impl Reader {
             }
         };
         // TRANS-24
-        self.errors = if protocol_error { self.errors + 1 } else { 0 };
+        let keep_count = self.shared.faults.on(Fault::ErrorCountNotReset);
+        self.errors = match (protocol_error, keep_count) {
+            (true, _) => self.errors + 1,
+            (false, true) => self.errors,
+            (false, false) => 0,
+        };
         let unbounded = self.shared.faults.on(Fault::ProtocolErrorsUnbounded);
         if self.errors >= self.shared.config.max_protocol_errors && !unbounded {
             Step::Close(CloseCode::TooManyErrors)
@@ -295,9 +324,16 @@ impl Reader {
 
     /// CONN-15/16: the shell verifies the token, the core applies it.
     fn refresh(&mut self, refresh: AuthRefresh) {
-        match self.shared.auth.verify(&refresh.token, now_ms()) {
+        let now = if self.shared.faults.on(Fault::RefreshAcceptsExpired) {
+            0
+        } else {
+            now_ms()
+        };
+        match self.shared.auth.verify(&refresh.token, now) {
             Ok(session) => {
-                if (&session.user_id, &session.tenant) == (&self.identity.0, &self.identity.1) {
+                let same =
+                    (&session.user_id, &session.tenant) == (&self.identity.0, &self.identity.1);
+                if same && !self.shared.faults.on(Fault::RefreshKeepsOldExpiry) {
                     self.expires_at = session.expires_at.map(deadline_at);
                 }
                 self.shared.refresh(self.conn, refresh.id, session);
@@ -327,9 +363,12 @@ fn decode_error_frame(e: &DecodeError) -> ErrorFrame {
 }
 
 /// Maps a read error onto the close code the spec gives it.
-fn read_error(e: axum::Error) -> Step {
+fn read_error(e: axum::Error, faults: &Faults) -> Step {
     let inner = e.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Utf8(_)) if faults.on(Fault::Utf8Closes1002) => {
+            Step::Close(CloseCode::ProtocolError)
+        }
         // TRANS-17
         Some(tungstenite::Error::Utf8(_)) => Step::Close(CloseCode::InvalidPayload),
         // TRANS-16, SEC-6: tungstenite stops at the header of an oversized frame.

@@ -108,6 +108,24 @@ impl Channel {
 }
 
 /// A random epoch: never reused by a channel (HIST-3).
+/// The `merge_deep` fault: nested objects of `data` merged into the stored ones.
+fn deep_merge(
+    stored: &chorus_protocol::StateData,
+    data: &chorus_protocol::StateData,
+) -> chorus_protocol::StateData {
+    let mut out = data.clone();
+    for (k, v) in out.iter_mut() {
+        if let (Some(serde_json::Value::Object(old)), serde_json::Value::Object(new)) =
+            (stored.get(k), &*v)
+        {
+            let mut both = old.clone();
+            both.extend(new.iter().map(|(a, b)| (a.clone(), b.clone())));
+            *v = serde_json::Value::Object(both);
+        }
+    }
+    out
+}
+
 fn new_epoch() -> Epoch {
     Epoch(format!("e-{:016x}", rand::random::<u64>()))
 }
@@ -278,8 +296,10 @@ impl Engine for InProcessEngine {
                 has_more: false,
             };
         };
+        let inclusive = self.faults.on(Fault::HistoryBeforeInclusive);
         let matches = |r: &&Retained| {
-            q.before_seq.is_none_or(|b| r.seq < b)
+            q.before_seq
+                .is_none_or(|b| r.seq < b || (inclusive && r.seq == b))
                 && match (q.event, &r.event) {
                     (None, _) => true,
                     (Some(e), Some(event)) => **event == *e,
@@ -300,6 +320,9 @@ impl Engine for InProcessEngine {
             }
         }
         newest.reverse();
+        if self.faults.on(Fault::HistoryHasMoreOnFullPage) && newest.len() == q.limit {
+            has_more = true;
+        }
         HistorySlice {
             items: newest,
             has_more,
@@ -501,7 +524,24 @@ impl Engine for InProcessEngine {
         max_bytes: usize,
     ) -> Result<StateVersion, CoreError> {
         let reuse = self.faults.on(Fault::ReuseVersion);
+        let deep = self.faults.on(Fault::MergeDeep);
+        let refuse_missing = self.faults.on(Fault::DeleteMissingKeyRefused);
         let ch = open(&mut self.channels, key);
+        if let StateWrite::Delete { key } = write {
+            if refuse_missing && !ch.state.data.contains_key(key) {
+                return Err(CoreError::InvalidMessage(format!("no key {key:?}")));
+            }
+        }
+        let merged;
+        let write = match write {
+            StateWrite::Merge { data } if deep => {
+                merged = StateWrite::Merge {
+                    data: deep_merge(&ch.state.data, data),
+                };
+                &merged
+            }
+            _ => write,
+        };
         let current = StateVersion {
             version: ch.state.version,
             epoch: ch.epoch.clone(),
