@@ -33,6 +33,10 @@ pub struct ClientCase {
     /// `--timeout-scale`). Default 150.
     #[serde(default = "default_tolerance")]
     pub tolerance_ms: u64,
+    /// The case's expected run time when it needs long waits (the spec's 30 s windows):
+    /// above `--max-wait-ms` the case is reported untestable instead of run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_ms: Option<u64>,
     /// How the application's token provider answers `token_request`.
     #[serde(default)]
     pub tokens: TokenPolicy,

@@ -23,6 +23,8 @@ pub struct Settings {
     pub adapter: String,
     /// `--timeout-scale`.
     pub timeout_scale: f64,
+    /// `--max-wait-ms`: cases needing longer are untestable.
+    pub max_wait_ms: u64,
     /// Extra environment of the adapter (`CHORUS_CLIENT_FAULT` in a mutation run).
     pub env: Vec<(String, String)>,
 }

@@ -301,6 +301,14 @@ async fn run_repeated(
     schema: Option<&FrameSchema>,
     repeat: u32,
 ) -> CaseResult {
+    if let Some(needs) = lc.case.needs_ms.filter(|n| *n > settings.max_wait_ms) {
+        let mut r = base_result(lc, Verdict::Untestable, 0);
+        r.reason = Some(format!(
+            "needs about {needs} ms of waiting (the spec's windows), more than --max-wait-ms {}",
+            settings.max_wait_ms
+        ));
+        return r;
+    }
     let mut attempts = Vec::new();
     let mut worst: Option<CaseResult> = None;
     for _ in 0..repeat {
