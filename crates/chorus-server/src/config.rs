@@ -222,6 +222,28 @@ settings! {
     ws_write_buffer_bytes: usize = 4096, env = "CHORUS_WS_WRITE_BUFFER_BYTES";
     /// How long shutdown waits for connections to flush and close, ms [default: 5000].
     shutdown_timeout_ms: u64 = 5000, env = "CHORUS_SHUTDOWN_TIMEOUT_MS";
+    /// PostgreSQL to read changes from (logical replication), e.g.
+    /// `postgres://chorus@127.0.0.1:5432/app`; unset: no database feed [default: none].
+    pg_url: Option<String> = None, env = "CHORUS_PG_URL", [hide_env_values = true, num_args = 1];
+    /// Tables whose committed changes become data_change frames (comma-separated; each
+    /// table is the resource of the same name); empty publishes every table of --pg-schema
+    /// [default: empty].
+    pg_tables: Vec<String> = Vec::new(), env = "CHORUS_PG_TABLES",
+        [value_delimiter = ',', num_args = 1..];
+    /// Schema of the published tables [default: public].
+    pg_schema: String = "public".to_owned(), env = "CHORUS_PG_SCHEMA";
+    /// Column whose value is the record id [default: id].
+    pg_key_column: String = "id".to_owned(), env = "CHORUS_PG_KEY_COLUMN";
+    /// Tenant of every published change, unless --pg-tenant-column names one per row
+    /// [default: "" (the default tenant)].
+    pg_tenant: String = String::new(), env = "CHORUS_PG_TENANT";
+    /// Column holding each row's tenant (NULL: the default tenant) [default: none].
+    pg_tenant_column: Option<String> = None, env = "CHORUS_PG_TENANT_COLUMN", [num_args = 1];
+    /// Logical replication slot of the feed (created when missing); its WAL is kept while
+    /// the server is down [default: chorus].
+    pg_slot: String = "chorus".to_owned(), env = "CHORUS_PG_SLOT";
+    /// Publication of the feed (created, or set to --pg-tables) [default: chorus].
+    pg_publication: String = "chorus".to_owned(), env = "CHORUS_PG_PUBLICATION";
     /// Log filter, e.g. `info` or `chorus_server=debug` [default: info].
     log_level: String = "info".to_owned(), env = "CHORUS_LOG_LEVEL";
     /// Log format [default: text].
@@ -342,7 +364,51 @@ impl Config {
             "max_protocol_errors",
             "must be at least 1",
         )?;
+        self.validate_pg()?;
         self.validate_path()
+    }
+
+    /// The database feed's names are SQL identifiers the feed quotes, and tables are
+    /// resource names (changes.md "Names").
+    fn validate_pg(&self) -> Result<(), ConfigError> {
+        let ident = |s: &str| {
+            (1..=63).contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        for (setting, value) in [
+            ("pg_slot", &self.pg_slot),
+            ("pg_publication", &self.pg_publication),
+        ] {
+            check(ident(value), setting, "must be 1..=63 of [a-z0-9_]")?;
+        }
+        let column = |s: &str| (1..=63).contains(&s.len()) && !s.contains('"');
+        check(
+            column(&self.pg_key_column),
+            "pg_key_column",
+            "must be a column name",
+        )?;
+        check(
+            column(&self.pg_schema),
+            "pg_schema",
+            "must be a schema name",
+        )?;
+        if let Some(c) = &self.pg_tenant_column {
+            check(column(c), "pg_tenant_column", "must be a column name")?;
+        }
+        for table in &self.pg_tables {
+            let ok = (1..=63).contains(&table.len())
+                && table
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                && table != "resource";
+            check(
+                ok,
+                "pg_tables",
+                "a table must be a resource name ([A-Za-z0-9_-], not `resource`)",
+            )?;
+        }
+        Ok(())
     }
 
     fn validate_path(&self) -> Result<(), ConfigError> {

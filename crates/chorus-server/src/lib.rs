@@ -17,6 +17,8 @@
 pub mod auth;
 pub mod config;
 pub mod core;
+#[cfg(feature = "pgfeed")]
+pub mod feed;
 pub mod logging;
 pub mod net;
 pub mod server;

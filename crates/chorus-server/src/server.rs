@@ -44,6 +44,9 @@ pub enum ServerError {
     /// Serving failed.
     #[error("server I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The PostgreSQL change feed is misconfigured (changes.md "Database feeds").
+    #[error("{0}")]
+    Feed(String),
 }
 
 /// The reference server.
@@ -141,10 +144,30 @@ impl Server {
         let addr = listener.local_addr()?;
         warn_about_dev_mode(&config);
         let path = config.path.clone();
+        #[cfg(feature = "pgfeed")]
+        let feed = match crate::feed::FeedSettings::from_config(&config) {
+            Some(settings) => {
+                crate::feed::check(&settings)
+                    .await
+                    .map_err(|e| ServerError::Feed(e.to_string()))?;
+                Some(settings)
+            }
+            None => None,
+        };
+        #[cfg(not(feature = "pgfeed"))]
+        if config.pg_url.is_some() {
+            return Err(ServerError::Feed(
+                "pg_url is set but this server was built without the pgfeed feature".into(),
+            ));
+        }
         let auth = Authenticator::new(config.jwt_secret.as_deref(), dev);
         let shared = Arc::new(Shared::new(config, auth, core));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, shared, stop_rx, pages));
+        #[cfg(feature = "pgfeed")]
+        let feed = feed.map(|s| tokio::spawn(crate::feed::run(shared.clone(), s, stop_rx.clone())));
+        #[cfg(not(feature = "pgfeed"))]
+        let feed = None;
+        let task = tokio::spawn(serve(listener, shared, stop_rx, pages, feed));
         tracing::info!(%addr, %path, "chorus server listening");
         Ok(RunningServer {
             addr,
@@ -197,6 +220,7 @@ async fn serve(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     pages: Vec<Page>,
+    feed: Option<JoinHandle<()>>,
 ) -> Result<(), ServerError> {
     let timer = tokio::spawn(net::run_timer(shared.clone(), stop.clone()));
     let syncer = tokio::spawn(shared.clone().run_syncer());
@@ -231,6 +255,10 @@ async fn serve(
         } => tracing::warn!("HTTP connections still open after the shutdown timeout"),
     }
     wait_for_connections(&shared).await;
+    if let Some(feed) = feed {
+        // The feed stops at the signal; once it is gone nothing writes to the store.
+        let _ = feed.await;
+    }
     timer.abort();
     syncer.abort();
     tracing::info!("server stopped");

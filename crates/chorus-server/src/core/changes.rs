@@ -165,6 +165,16 @@ impl<E: Engine> Core<E> {
     }
 }
 
+/// Whether `name` is a valid resource name (changes.md "Names").
+pub fn is_resource_name(name: &str) -> bool {
+    check_resource(name).is_ok()
+}
+
+/// Whether `id` is a valid record id (changes.md "Names").
+pub fn is_record_id(id: &str) -> bool {
+    check_record_id(id).is_ok()
+}
+
 /// `[A-Za-z0-9_-]{1,64}`, never `resource` (HTTP-27).
 pub(super) fn check_resource(name: &str) -> Result<(), CoreError> {
     let ok = (1..=MAX_RESOURCE_CHARS).contains(&name.len())

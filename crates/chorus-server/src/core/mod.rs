@@ -71,6 +71,7 @@ mod state;
 #[cfg(test)]
 mod testkit;
 
+pub use changes::{is_record_id, is_resource_name};
 pub use engine::{ChannelKey, Engine};
 pub use errors::CoreError;
 pub use faults::{Fault, Faults};
