@@ -38,7 +38,8 @@ enum Command {
     /// suite plays the server.
     ConformClient(conform_client::ConformClientArgs),
     /// Run the reference server (WebSocket, HTTP API and SSE on one port).
-    Serve(serve::ServeCmd),
+    // Boxed: the server's flags outweigh every other command's.
+    Serve(Box<serve::ServeCmd>),
     /// Benchmark this server against Node.js ws and bare tokio-tungstenite (docs/benchmarks.md).
     Bench(bench::BenchArgs),
 }
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
         Command::Schema(args) => schema::run(args),
         Command::Conform(args) => conform::run(args),
         Command::ConformClient(args) => conform_client::run(args),
-        Command::Serve(cmd) => serve::run(cmd),
+        Command::Serve(cmd) => serve::run(*cmd),
         Command::Bench(args) => bench::run(args),
     }
 }

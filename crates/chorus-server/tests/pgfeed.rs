@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use chorus_server::{Config, RunningServer, Server};
@@ -18,9 +17,9 @@ use tokio_postgres::NoTls;
 const URL: &str = "postgres://chorus@127.0.0.1:5432/chorus_test";
 
 /// One test at a time: one of them restarts the PostgreSQL cluster.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// A connection to the test database, or `None` (announced) when there is none.
@@ -123,7 +122,7 @@ async fn change(c: &mut Client) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn insert_update_delete_reach_both_channels_with_whole_rows() {
-    let _one = serial();
+    let _one = serial().await;
     let Some(db) = database().await else { return };
     let n = names(&db, "crud").await;
     let dir = tempfile::tempdir().unwrap();
@@ -192,7 +191,7 @@ async fn insert_update_delete_reach_both_channels_with_whole_rows() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transactions_arrive_whole_in_commit_order() {
-    let _one = serial();
+    let _one = serial().await;
     let Some(db) = database().await else { return };
     let Some(other) = database().await else {
         return;
@@ -270,7 +269,7 @@ async fn insert(db: &tokio_postgres::Client, t: &str, ids: std::ops::RangeInclus
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_is_lost_or_repeated_across_restarts_of_chorus_and_postgres() {
-    let _one = serial();
+    let _one = serial().await;
     let Some(db) = database().await else { return };
     let n = names(&db, "restart").await;
     let t = n.table.clone();
@@ -325,7 +324,7 @@ async fn nothing_is_lost_or_repeated_across_restarts_of_chorus_and_postgres() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_without_full_replica_identity_refuses_to_start() {
-    let _one = serial();
+    let _one = serial().await;
     let Some(db) = database().await else { return };
     let n = names(&db, "identity").await;
     db.batch_execute(&format!("ALTER TABLE {} REPLICA IDENTITY DEFAULT", n.table))
