@@ -80,7 +80,7 @@ pub enum Action {
     Connect(ClientId),
     /// Send a frame (a template: `{run}`, `${capture}`).
     Send(ClientId, Value),
-    /// Close the connection with status 1000 (a graceful release, PRES-25).
+    /// Close the connection with status 1000 (a graceful release, PRES-33).
     Close(ClientId),
 }
 

@@ -140,7 +140,7 @@ pub(crate) fn announce_join(
 }
 
 /// Releases `c`'s lease; when it was the member's last, removes the member and its cursor
-/// and sends `user:left` to everyone still subscribed (PRES-11, PRES-14, PRES-25, CURS-12).
+/// and sends `user:left` to everyone still subscribed (PRES-11, PRES-14, PRES-33, CURS-12).
 pub(crate) fn release(m: &mut Model, plan: &mut Plan, c: ClientId, slot: Slot) {
     let ch = m.chan_mut(slot);
     let name = ch.name.clone();
@@ -177,7 +177,7 @@ pub(crate) fn release(m: &mut Model, plan: &mut Plan, c: ClientId, slot: Slot) {
         plan.expect(
             o,
             f,
-            &["PRES-11", "PRES-25", "PRES-13"],
+            &["PRES-11", "PRES-33", "PRES-13"],
             format!("user:left {user}"),
         );
     }

@@ -177,7 +177,7 @@ impl<E: Engine> Core<E> {
             )));
         }
         let (key, user) = self.subscribed_key(conn, &req.channel)?;
-        self.engine.touch_member(&key, &user, now); // PRES-24, without a frame (PRES-25)
+        self.engine.touch_member(&key, &user, now); // PRES-23, without a frame (PRES-24)
         let cursor = CursorState {
             user_id: user,
             x: req.x,

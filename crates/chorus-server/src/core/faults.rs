@@ -118,6 +118,7 @@ faults! {
     RefreshKeepsOldExpiry = "refresh_keeps_old_expiry": "after auth:refresh the connection still closes at the old token's expiry (CONN-15)",
     RefreshAcceptsExpired = "refresh_accepts_expired": "auth:refresh accepts an expired token (CONN-16)",
     Close1001Graceful = "close_1001_graceful": "a client Close with 1001 releases presence at once, with no grace (PRES-26)",
+    TerminalCloseKeepsGrace = "terminal_close_keeps_grace": "a server close with 1003, 1007 or 1009 keeps presence leases for the grace period (PRES-33)",
     ErrorWithoutChannel = "error_without_channel": "errors answering undecodable requests omit the request's channel (ERR-2)",
     SseResumeIgnored = "sse_resume_ignored": "SSE streams ignore Last-Event-ID and last_event_id (SSE-11)",
     SseQueryResumeIgnored = "sse_query_resume_ignored": "SSE streams ignore the last_event_id query parameter (SSE-11)",

@@ -13,8 +13,9 @@
 //!   runs heartbeats and token expiry. `auth:refresh` is verified by the shell too, which
 //!   then calls [`Core::refresh`] with the new session (or answers `unauthorized` itself
 //!   when the token does not verify).
-//! - [`Core::disconnect`]: `graceful` is true for a client close 1000 or a server close in
-//!   4000-4099 (PRES-26); otherwise presence leases enter their grace period (PRES-27).
+//! - [`Core::disconnect`]: `graceful` is true for a client close 1000 or a server close
+//!   that is terminal for the client (PRES-33); otherwise presence leases enter their grace
+//!   period (PRES-26).
 //! - [`Core::tick`] at [`Core::next_deadline`]: grace expiry and cursor flushes.
 //! - HTTP: [`Core::server_publish`], [`Core::resource_write`], [`Core::resource_read`],
 //!   [`Core::stats`], [`Core::channel_users`], [`Core::report_change`].

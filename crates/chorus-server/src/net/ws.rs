@@ -10,8 +10,8 @@ use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chorus_protocol::{
-    decode_client, AuthRefresh, ClientMessage, CloseCode, DecodeError, ErrorCode, ErrorFrame,
-    ServerMessage, PROTOCOL,
+    decode_client, AuthRefresh, ClientMessage, CloseAction, CloseCode, DecodeError, ErrorCode,
+    ErrorFrame, ServerMessage, PROTOCOL,
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -187,10 +187,16 @@ enum End {
 }
 
 impl End {
-    fn graceful(self) -> bool {
+    /// PRES-33: released at once after a client close 1000 or a server close whose code
+    /// tells the client not to reconnect (4000-4099, 1002, 1003, 1007, 1009); every other
+    /// end starts the grace period.
+    fn graceful(self, faults: &Faults) -> bool {
         match self {
             End::Client(code) => code == Some(CloseCode::Normal.code()),
-            End::Server(code) => (4000..=4099).contains(&code.code()),
+            End::Server(code) if faults.on(Fault::TerminalCloseKeepsGrace) => {
+                (4000..=4099).contains(&code.code())
+            }
+            End::Server(code) => code.action() == CloseAction::Stop,
             End::Lost => false,
         }
     }
@@ -258,7 +264,7 @@ impl Reader {
             }
         };
         tracing::debug!(conn = self.conn, ?end, "connection ending");
-        let graceful = end.graceful()
+        let graceful = end.graceful(&self.shared.faults)
             || (end == End::Client(Some(1001)) && self.shared.faults.on(Fault::Close1001Graceful));
         self.shared.disconnect(self.conn, graceful);
         drop(self.handle);
@@ -469,13 +475,33 @@ mod tests {
 
     #[test]
     fn only_close_1000_and_terminal_server_codes_are_graceful() {
-        assert!(End::Client(Some(1000)).graceful());
-        assert!(!End::Client(Some(1001)).graceful());
-        assert!(!End::Client(None).graceful());
-        assert!(End::Server(CloseCode::TooManyErrors).graceful());
-        assert!(!End::Server(CloseCode::GoingAway).graceful());
-        assert!(!End::Server(CloseCode::SlowConsumer).graceful());
-        assert!(!End::Lost.graceful());
+        let none = Faults::default();
+        assert!(End::Client(Some(1000)).graceful(&none));
+        assert!(!End::Client(Some(1001)).graceful(&none));
+        assert!(!End::Client(None).graceful(&none));
+        for terminal in [
+            CloseCode::TooManyErrors,
+            CloseCode::Unauthorized,
+            CloseCode::Forbidden,
+            CloseCode::ProtocolError,
+            CloseCode::UnsupportedData,
+            CloseCode::InvalidPayload,
+            CloseCode::MessageTooBig,
+        ] {
+            assert!(End::Server(terminal).graceful(&none), "{terminal:?}");
+        }
+        for back in [
+            CloseCode::GoingAway,
+            CloseCode::InternalError,
+            CloseCode::TokenExpired,
+            CloseCode::SlowConsumer,
+            CloseCode::ServerOverloaded,
+            CloseCode::HeartbeatTimeout,
+            CloseCode::ReconnectRequested,
+        ] {
+            assert!(!End::Server(back).graceful(&none), "{back:?}");
+        }
+        assert!(!End::Lost.graceful(&none));
     }
 
     #[test]
