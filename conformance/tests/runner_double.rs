@@ -46,7 +46,7 @@ fn v1_welcome() -> Value {
         "user":{"id":"u","profile":{}},"tenant":"","heartbeat":{"interval_ms":30000,"timeout_ms":60000},
         "limits":{"max_frame_bytes":4096,"max_subscriptions":100,"max_channel_name_len":200,
         "broadcast_rate_per_sec":50,"broadcast_burst":100,"max_presence_members":1000,"max_room_users":1000,
-        "history_limit":100,"max_json_depth":32,"cursor_interval_ms":50,"presence_grace_ms":5000},
+        "history_limit":100,"max_json_depth":32,"cursor_interval_ms":50,"presence_grace_ms":5000,"dedup_window_ms":120000},
         "capabilities":["presence"],"server":"double/0"})
 }
 

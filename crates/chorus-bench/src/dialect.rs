@@ -94,6 +94,7 @@ impl ChorusDialect {
             profile: None,
             tenant: None,
             channels: Vec::new(),
+            rights: None,
             exp: None,
             iat: None,
         };
@@ -151,6 +152,7 @@ impl Dialect for ChorusDialect {
             event: "m".to_owned(),
             data: serde_json::Value::String(payload.encode()),
             echo: None,
+            message_id: None,
         }))
     }
 

@@ -269,6 +269,7 @@ impl ChannelHandle {
             event: event.into(),
             data,
             echo: echo.then_some(true),
+            message_id: None,
         });
         match self.request(frame).await? {
             ServerMessage::BroadcastAck(ack) => Ok(Published {
@@ -336,6 +337,7 @@ impl ChannelHandle {
             key: key.into(),
             value,
             expected_version: None,
+            expected_epoch: None,
         }))
         .await
     }
@@ -354,6 +356,7 @@ impl ChannelHandle {
             key: key.into(),
             value,
             expected_version: Some(expected_version),
+            expected_epoch: None,
         }))
         .await
     }
@@ -369,6 +372,7 @@ impl ChannelHandle {
             channel: self.name.clone(),
             data,
             expected_version,
+            expected_epoch: None,
         }))
         .await
     }
@@ -384,6 +388,7 @@ impl ChannelHandle {
             channel: self.name.clone(),
             key: key.into(),
             expected_version,
+            expected_epoch: None,
         }))
         .await
     }

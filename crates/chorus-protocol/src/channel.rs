@@ -8,6 +8,8 @@ use thiserror::Error;
 pub const PRIVATE_PREFIX: &str = "private-";
 /// Prefix of presence channels: members, statuses, rooms and cursors live there.
 pub const PRESENCE_PREFIX: &str = "presence-";
+/// Prefix of private presence channels: presence channels that need a grant (CHAN-43).
+pub const PRIVATE_PRESENCE_PREFIX: &str = "private-presence-";
 /// Prefix of a resource's data-change feed, `resource:{name}`; clients never broadcast there.
 pub const RESOURCE_PREFIX: &str = "resource:";
 
@@ -32,7 +34,8 @@ pub enum ChannelKind {
     Public,
     /// `private-…`: subscribing needs a grant matching the name.
     Private,
-    /// `presence-…`: a presence channel (and room); members, statuses, cursors.
+    /// `presence-…` or `private-presence-…`: a presence channel (and room); members,
+    /// statuses, cursors. `private-presence-…` channels also need a grant (CHAN-43).
     Presence,
 }
 
@@ -87,13 +90,21 @@ impl ChannelName {
 
     /// The kind implied by the prefix (without checking the other rules).
     pub fn kind(&self) -> ChannelKind {
-        if self.0.starts_with(PRIVATE_PREFIX) {
+        if self.0.starts_with(PRIVATE_PRESENCE_PREFIX) {
+            ChannelKind::Presence
+        } else if self.0.starts_with(PRIVATE_PREFIX) {
             ChannelKind::Private
         } else if self.0.starts_with(PRESENCE_PREFIX) {
             ChannelKind::Presence
         } else {
             ChannelKind::Public
         }
+    }
+
+    /// True for names that need a grant in the token's `channels` claim: every name that
+    /// starts with `private-`, `private-presence-` included (CHAN-5, CHAN-43).
+    pub fn needs_grant(&self) -> bool {
+        self.0.starts_with(PRIVATE_PREFIX)
     }
 
     /// True for `resource:{name}` feeds, where clients may not broadcast.
@@ -146,6 +157,10 @@ mod tests {
             ChannelName::from("presence-doc-1").validate(200),
             Ok(ChannelKind::Presence)
         );
+        let private_presence = ChannelName::from("private-presence-doc-1");
+        assert_eq!(private_presence.validate(200), Ok(ChannelKind::Presence));
+        assert!(private_presence.needs_grant());
+        assert!(!ChannelName::from("presence-doc-1").needs_grant());
         assert_eq!(
             ChannelName::from("resource:post").validate(200),
             Ok(ChannelKind::Public)

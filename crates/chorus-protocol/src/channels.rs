@@ -136,6 +136,11 @@ pub struct Broadcast {
     /// Also deliver the `message` to the sending connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub echo: Option<bool>,
+    /// Client-chosen id, 1 to 128 characters: a retry with the same id within
+    /// `limits.dedup_window_ms` publishes nothing and gets the first ack (CHAN-44).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub message_id: Option<String>,
 }
 
 /// `broadcast:ack` (server): the message was accepted and numbered.

@@ -24,12 +24,81 @@ pub struct Claims {
     /// Glob patterns (`*` matches any run of characters) granting `private-` channels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
+    /// Per-operation rights (CHAN-36 to CHAN-42); absent: every operation is allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rights: Option<Rights>,
     /// Expiry, seconds since the Unix epoch (standard JWT `exp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
     /// Issued-at, seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+}
+
+/// The `rights` claim: for each operation, the glob patterns (as in `channels`, CHAN-6) of
+/// the channels a token may do it on. A token that carries `rights` may do an operation
+/// only on a channel one of that operation's patterns matches; an operation it does not
+/// list is allowed nowhere (CHAN-36). Members this revision does not define are ignored, so
+/// that a later revision can add rights.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Rights {
+    /// `subscribe` (CHAN-37).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscribe: Vec<String>,
+    /// `broadcast` and `POST /api/publish` (CHAN-38, HTTP-37).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
+    /// Being a member of a presence channel: joining its presence, `presence:update`,
+    /// `cursor:update` (CHAN-39).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub presence: Vec<String>,
+    /// `state:update`, `state:merge`, `state:delete` (CHAN-40).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<String>,
+    /// `history` and the replay of `subscribe` with `since` (CHAN-41).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<String>,
+}
+
+/// One operation a [`Rights`] claim governs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Right {
+    /// [`Rights::subscribe`].
+    Subscribe,
+    /// [`Rights::publish`].
+    Publish,
+    /// [`Rights::presence`].
+    Presence,
+    /// [`Rights::state`].
+    State,
+    /// [`Rights::history`].
+    History,
+}
+
+impl Right {
+    /// The claim member's name, e.g. `publish`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Right::Subscribe => "subscribe",
+            Right::Publish => "publish",
+            Right::Presence => "presence",
+            Right::State => "state",
+            Right::History => "history",
+        }
+    }
+}
+
+impl Rights {
+    /// The patterns that allow `right`.
+    pub fn patterns(&self, right: Right) -> &[String] {
+        match right {
+            Right::Subscribe => &self.subscribe,
+            Right::Publish => &self.publish,
+            Right::Presence => &self.presence,
+            Right::State => &self.state,
+            Right::History => &self.history,
+        }
+    }
 }
 
 /// The identity a server took from the token, as announced in `welcome`.
@@ -75,6 +144,11 @@ pub struct Limits {
     pub cursor_interval_ms: u64,
     /// How long an abruptly closed connection keeps its presence leases.
     pub presence_grace_ms: u64,
+    /// How long a publish's `message_id` is remembered, so that a retry publishes nothing
+    /// (CHAN-44). Decodes as 0 from a server of an earlier revision that does not announce
+    /// it: such a server deduplicates nothing.
+    #[serde(default)]
+    pub dedup_window_ms: u64,
 }
 
 impl Default for Limits {
@@ -92,6 +166,7 @@ impl Default for Limits {
             max_json_depth: 32,
             cursor_interval_ms: 50,
             presence_grace_ms: 5000,
+            dedup_window_ms: 120_000,
         }
     }
 }

@@ -65,6 +65,11 @@ pub struct PublishRequest {
     pub event: String,
     /// Payload.
     pub data: serde_json::Value,
+    /// Client-chosen id, 1 to 128 characters: a retry with the same id within
+    /// `limits.dedup_window_ms` publishes nothing and gets the first reply (HTTP-38).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub message_id: Option<String>,
 }
 
 /// Reply of `POST /api/broadcast` and `POST /api/publish`.

@@ -99,7 +99,7 @@ pub use channels::{
 };
 pub use connection::{
     AnnouncedLimits, AuthRefresh, AuthRefreshed, Capability, Claims, Heartbeat, Limits, Ping, Pong,
-    UserInfo, Welcome, PROTOCOL,
+    Right, Rights, UserInfo, Welcome, PROTOCOL,
 };
 pub use cursors::{CursorMoved, CursorState, CursorUpdate};
 pub use decode::{

@@ -50,6 +50,9 @@ pub struct StateUpdate {
     /// Compare-and-set: apply only if the state is at this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<u64>,
+    /// Compare-and-set across epochs: apply only if the state is in this epoch (STATE-32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_epoch: Option<Epoch>,
 }
 
 /// `state:merge` (client): set several top-level keys at once (shallow).
@@ -71,6 +74,9 @@ pub struct StateMerge {
     /// Compare-and-set: apply only if the state is at this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<u64>,
+    /// Compare-and-set across epochs: apply only if the state is in this epoch (STATE-32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_epoch: Option<Epoch>,
 }
 
 /// `state:delete` (client): remove one key.
@@ -92,6 +98,9 @@ pub struct StateDelete {
     /// Compare-and-set: apply only if the state is at this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<u64>,
+    /// Compare-and-set across epochs: apply only if the state is in this epoch (STATE-32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_epoch: Option<Epoch>,
 }
 
 /// `state:sync:request` (client): ask for a snapshot.

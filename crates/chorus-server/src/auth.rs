@@ -2,7 +2,7 @@
 //! CONN-1..5, CONN-11, CONN-15/16).
 
 use axum::http::HeaderMap;
-use chorus_protocol::{CloseCode, Millis};
+use chorus_protocol::{CloseCode, Millis, Rights};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use thiserror::Error;
@@ -44,6 +44,8 @@ pub struct Authenticator {
     key: Option<DecodingKey>,
     validation: Validation,
     dev: bool,
+    /// The `rights_claim_unchecked` fault: a malformed `rights` claim is dropped, not refused.
+    drop_bad_rights: bool,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -68,7 +70,15 @@ impl Authenticator {
             key: secret.map(|s| DecodingKey::from_secret(s.as_bytes())),
             validation,
             dev,
+            drop_bad_rights: false,
         }
+    }
+
+    /// CONN-23 broken on purpose (the `rights_claim_unchecked` fault): a token whose `rights`
+    /// claim is malformed is accepted as if it had none.
+    pub fn dropping_bad_rights(mut self) -> Authenticator {
+        self.drop_bad_rights = true;
+        self
     }
 
     /// Whether anonymous connections are accepted.
@@ -87,7 +97,14 @@ impl Authenticator {
 
     /// Verifies one token (also used by `auth:refresh` and `/api/publish`).
     pub fn verify(&self, token: &str, now: Millis) -> Result<Session, AuthError> {
-        let claims = self.decode(token)?;
+        let mut claims = self.decode(token)?;
+        if self.drop_bad_rights {
+            if let Some(r) = claims.get("rights") {
+                if serde_json::from_value::<Rights>(r.clone()).is_err() {
+                    claims.remove("rights");
+                }
+            }
+        }
         let session = session_from_claims(claims)?;
         match session.expires_at {
             Some(at) if at <= now => Err(AuthError::Expired),
@@ -129,6 +146,12 @@ fn session_from_claims(mut claims: Map<String, Value>) -> Result<Session, AuthEr
         Some(v) => serde_json::from_value::<Vec<String>>(v)
             .map_err(|_| AuthError::Claims("channels must be an array of strings".into()))?,
     };
+    let rights = match claims.remove("rights") {
+        None => None,
+        Some(v) => Some(serde_json::from_value::<Rights>(v).map_err(|_| {
+            AuthError::Claims("rights must be an object of arrays of strings".into())
+        })?),
+    };
     let expires_at = match claims.remove("exp") {
         None => None,
         Some(Value::Number(n)) => Some(exp_millis(&n)?),
@@ -139,6 +162,7 @@ fn session_from_claims(mut claims: Map<String, Value>) -> Result<Session, AuthEr
         profile,
         tenant,
         grants,
+        rights,
         expires_at,
     })
 }
@@ -162,6 +186,7 @@ fn anonymous_session() -> Session {
         profile: Value::Object(Map::new()),
         tenant: String::new(),
         grants: Vec::new(),
+        rights: None,
         expires_at: None,
     }
 }
@@ -229,6 +254,21 @@ mod tests {
         assert_eq!(s.tenant, "");
         assert!(s.grants.is_empty());
         assert_eq!(s.expires_at, None);
+    }
+
+    #[test]
+    fn rights_are_read_and_checked() {
+        let t = token(
+            "s3cret",
+            json!({"sub":"u1","rights":{"publish":["chat-*"],"future":1}}),
+        );
+        let rights = auth().verify(&t, 0).unwrap().rights.unwrap();
+        assert_eq!(rights.publish, vec!["chat-*".to_owned()]);
+        assert!(rights.subscribe.is_empty());
+        for bad in [json!("all"), json!({"state": "*"}), json!({"history": [1]})] {
+            let t = token("s3cret", json!({"sub":"u1","rights":bad}));
+            assert!(matches!(auth().verify(&t, 0), Err(AuthError::Claims(_))));
+        }
     }
 
     #[test]

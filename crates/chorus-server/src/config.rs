@@ -187,6 +187,9 @@ settings! {
     cursor_interval_ms: u64 = 50, env = "CHORUS_CURSOR_INTERVAL_MS";
     /// How long an abruptly closed connection keeps its presence, ms [default: 5000].
     presence_grace_ms: u64 = 5000, env = "CHORUS_PRESENCE_GRACE_MS";
+    /// How long a publish's message_id is remembered for deduplication, ms; at least 1000
+    /// [default: 120000].
+    dedup_window_ms: u64 = 120_000, env = "CHORUS_DEDUP_WINDOW_MS";
     /// Frames queued per connection before it is closed as a slow consumer (4200)
     /// [default: 1024].
     queue_capacity: usize = 1024, env = "CHORUS_QUEUE_CAPACITY";
@@ -360,6 +363,11 @@ impl Config {
             "must be at least 1000",
         )?;
         check(
+            self.dedup_window_ms >= 1000,
+            "dedup_window_ms",
+            "must be at least 1000 (the limits table's floor, so a retry has time to come)",
+        )?;
+        check(
             self.max_protocol_errors >= 1,
             "max_protocol_errors",
             "must be at least 1",
@@ -458,6 +466,7 @@ impl Config {
             max_json_depth: self.max_json_depth,
             cursor_interval_ms: self.cursor_interval_ms,
             presence_grace_ms: self.presence_grace_ms,
+            dedup_window_ms: self.dedup_window_ms,
         }
     }
 
@@ -482,6 +491,7 @@ impl Config {
         self.max_json_depth = limits.max_json_depth;
         self.cursor_interval_ms = limits.cursor_interval_ms;
         self.presence_grace_ms = limits.presence_grace_ms;
+        self.dedup_window_ms = limits.dedup_window_ms;
     }
 }
 

@@ -136,6 +136,7 @@ impl Server {
         };
         // SEC-2 broken on purpose: development mode on although not configured.
         let dev = config.dev || faults.on(Fault::DevModeByDefault);
+        let unchecked_rights = faults.on(Fault::RightsClaimUnchecked);
         let core = Core::new(core_config(&config, faults), store)?;
         let addr = config.bind_addr();
         let listener = TcpListener::bind(addr)
@@ -160,7 +161,10 @@ impl Server {
                 "pg_url is set but this server was built without the pgfeed feature".into(),
             ));
         }
-        let auth = Authenticator::new(config.jwt_secret.as_deref(), dev);
+        let mut auth = Authenticator::new(config.jwt_secret.as_deref(), dev);
+        if unchecked_rights {
+            auth = auth.dropping_bad_rights(); // CONN-23 broken on purpose
+        }
         let shared = Arc::new(Shared::new(config, auth, core));
         let (stop_tx, stop_rx) = watch::channel(false);
         #[cfg(feature = "pgfeed")]

@@ -81,6 +81,11 @@ export type ClientMessage =
        * Correlation id.
        */
       id?: string | number;
+      /**
+       * Client-chosen id, 1 to 128 characters: a retry with the same id within
+       * `limits.dedup_window_ms` publishes nothing and gets the first ack (CHAN-44).
+       */
+      message_id?: string | null;
       type: "broadcast";
     }
   | {
@@ -162,6 +167,10 @@ export type ClientMessage =
        */
       channel: string;
       /**
+       * Compare-and-set across epochs: apply only if the state is in this epoch (STATE-32).
+       */
+      expected_epoch?: Epoch | null;
+      /**
        * Compare-and-set: apply only if the state is at this version.
        */
       expected_version?: number | null;
@@ -191,6 +200,10 @@ export type ClientMessage =
         [k: string]: unknown | undefined;
       };
       /**
+       * Compare-and-set across epochs: apply only if the state is in this epoch (STATE-32).
+       */
+      expected_epoch?: Epoch | null;
+      /**
        * Compare-and-set: apply only if the state is at this version.
        */
       expected_version?: number | null;
@@ -205,6 +218,10 @@ export type ClientMessage =
        * The channel.
        */
       channel: string;
+      /**
+       * Compare-and-set across epochs: apply only if the state is in this epoch (STATE-32).
+       */
+      expected_epoch?: Epoch | null;
       /**
        * Compare-and-set: apply only if the state is at this version.
        */
@@ -234,6 +251,13 @@ export type ClientMessage =
  * A member's status.
  */
 export type PresenceStatus = "online" | "away" | "busy" | "offline";
+/**
+ * Opaque identifier of one numbering of a channel's stream and state. It changes whenever
+ * the server can no longer continue the previous numbering (history or state lost, e.g. a
+ * restart of a server that does not persist the channel); a client that sees a new epoch
+ * knows its positions and versions are void (HIST, STATE requirements).
+ */
+export type Epoch = string;
 
 /**
  * Options given by the `subscribe` that creates a room; ignored when the room exists.

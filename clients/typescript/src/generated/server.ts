@@ -187,6 +187,12 @@ export interface Limits {
    */
   cursor_interval_ms: number;
   /**
+   * How long a publish's `message_id` is remembered, so that a retry publishes nothing
+   * (CHAN-44). Decodes as 0 from a server of an earlier revision that does not announce
+   * it: such a server deduplicates nothing.
+   */
+  dedup_window_ms?: number;
+  /**
    * Messages retained per channel and returned by one `history` request at most.
    */
   history_limit: number;

@@ -155,6 +155,7 @@ async fn cycle(
             key: "soak".to_owned(),
             value: serde_json::json!(n),
             expected_version: None,
+            expected_epoch: None,
         }))
         .await?;
         expect(&mut s, "state:ack").await?;

@@ -128,6 +128,7 @@ impl Writer {
                 key: "k".to_owned(),
                 value: serde_json::json!(n),
                 expected_version: Some(self.known),
+                expected_epoch: None,
             }));
             let t0 = now_ns();
             s.send_text(frame).await?;

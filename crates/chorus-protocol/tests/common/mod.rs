@@ -61,6 +61,7 @@ pub fn client_messages() -> Vec<ClientMessage> {
             event: "chat:message".into(),
             data: json!({"text": "hi"}),
             echo: Some(false),
+            message_id: Some("m-1".into()),
         }),
         ClientMessage::History(History {
             id: Some("h1".into()),
@@ -91,18 +92,21 @@ pub fn client_messages() -> Vec<ClientMessage> {
             key: "title".into(),
             value: json!("My Document"),
             expected_version: Some(6),
+            expected_epoch: None,
         }),
         ClientMessage::StateMerge(StateMerge {
             id: Some("w2".into()),
             channel: ch(),
             data: data(json!({"title": "X", "content": "Y"})),
             expected_version: None,
+            expected_epoch: None,
         }),
         ClientMessage::StateDelete(StateDelete {
             id: Some("w3".into()),
             channel: ch(),
             key: "draft".into(),
             expected_version: Some(8),
+            expected_epoch: None,
         }),
         ClientMessage::StateSyncRequest(StateSyncRequest {
             id: Some("sy".into()),

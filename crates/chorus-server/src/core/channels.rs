@@ -2,9 +2,11 @@
 
 use chorus_protocol::{
     Broadcast, BroadcastAck, Capability, ChannelKind, ChannelName, Message, Millis, PresenceList,
-    ServerMessage, StreamItem, StreamPosition, Subscribe, Subscribed, Unsubscribe, Unsubscribed,
+    Right, ServerMessage, StreamItem, StreamPosition, Subscribe, Subscribed, Unsubscribe,
+    Unsubscribed,
 };
 
+use super::dedup::{check_message_id, PublishKey, Published};
 use super::engine::{ChannelKey, LeaseTaken};
 use super::faults::Fault;
 use super::limits::grants_match;
@@ -43,12 +45,18 @@ impl<E: Engine> Core<E> {
         let private_ok = grants_match(&c.session.grants, &req.channel)
             || prefix_granted
             || self.fault(Fault::PrivateWithoutGrant);
-        if kind == ChannelKind::Private && !private_ok {
+        let skip_grant =
+            kind == ChannelKind::Presence && self.fault(Fault::PrivatePresenceWithoutGrant);
+        if req.channel.needs_grant() && !private_ok && !skip_grant {
             return Err(CoreError::Forbidden(format!(
                 "no grant matches {}",
                 req.channel
-            ))); // CHAN-5
+            ))); // CHAN-5, CHAN-43
         }
+        self.authorize(conn, Right::Subscribe, &req.channel)?; // CHAN-37
+        let member =
+            kind == ChannelKind::Presence && self.may(&c.session, Right::Presence, &req.channel); // CHAN-39
+        let replay_allowed = self.may(&c.session, Right::History, &req.channel); // CHAN-41
         if c.subscriptions.contains(&req.channel) {
             return Err(CoreError::AlreadySubscribed); // CHAN-12
         }
@@ -72,11 +80,9 @@ impl<E: Engine> Core<E> {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.subscriptions.insert(req.channel.clone());
         }
-        let joined = match kind {
-            ChannelKind::Presence => Some(self.take_lease(&key, conn, now)),
-            _ => None,
-        };
-        self.reply_subscribed(conn, &key, kind, &req, out);
+        // A subscriber without the presence right watches the members without being one.
+        let joined = member.then(|| self.take_lease(&key, conn, now));
+        self.reply_subscribed(conn, &key, kind, &req, replay_allowed, out);
         if let Some(LeaseTaken::Joined(member)) = joined {
             self.announce_join(&key, conn, member, out);
         } else if let Some(LeaseTaken::TookOver) = joined {
@@ -118,13 +124,15 @@ impl<E: Engine> Core<E> {
         key: &ChannelKey,
         kind: ChannelKind,
         req: &Subscribe,
+        replay_allowed: bool,
         out: &mut Outbox,
     ) {
         let position = self.engine.position(key);
-        let replay = req
-            .since
-            .as_ref()
-            .map(|since| self.recover(key, since, &position));
+        let replay = req.since.as_ref().map(|since| {
+            replay_allowed
+                .then(|| self.recover(key, since, &position))
+                .flatten()
+        });
         let presence = kind == ChannelKind::Presence;
         let mut reply = Subscribed {
             id: req.id.clone(),
@@ -260,6 +268,9 @@ impl<E: Engine> Core<E> {
         if !self.fault(Fault::PrecedenceNameBeforeShape) {
             check_event(&req.event)?; // ERR-12: shape before name
         }
+        if !self.fault(Fault::MessageIdUnbounded) {
+            check_message_id(req.message_id.as_deref())?; // CHAN-45, shape
+        }
         let kind = self.check_name(&req.channel)?;
         if self.fault(Fault::PrecedenceNameBeforeShape) {
             check_event(&req.event)?;
@@ -272,7 +283,23 @@ impl<E: Engine> Core<E> {
                 "clients cannot broadcast on resource: channels".into(),
             )); // CHAN-21
         }
+        self.authorize(conn, Right::Publish, &req.channel)?; // CHAN-38
         let (key, user) = self.subscribed_key(conn, &req.channel)?; // CHAN-20
+        let publish_key = req
+            .message_id
+            .clone()
+            .filter(|_| !self.fault(Fault::DedupIgnored))
+            .map(|id| (key.clone(), Some(user.clone()), id));
+        if let Some(earlier) = self.earlier_publish(publish_key.as_ref(), now) {
+            let ack = BroadcastAck {
+                id: req.id,
+                channel: req.channel,
+                seq: earlier.seq,
+                ts: earlier.ts,
+            };
+            out.send(conn, &ServerMessage::BroadcastAck(ack)); // CHAN-44: a retry
+            return Ok(());
+        }
         let limits = self.config.limits;
         let burst = limits.broadcast_burst;
         let seconds = self.fault(Fault::RetryAfterSeconds);
@@ -284,6 +311,7 @@ impl<E: Engine> Core<E> {
                 })?;
         }
         let (seq, frame) = self.publish(&key, req.event, req.data, Some(user.clone()), now)?;
+        self.remember_publish(publish_key, seq, now);
         if kind == ChannelKind::Presence {
             self.engine.touch_member(&key, &user, now); // PRES-24
         }
@@ -324,6 +352,33 @@ impl<E: Engine> Core<E> {
             })
         })?;
         Ok((seq, frame))
+    }
+}
+
+impl<E: Engine> Core<E> {
+    /// The accepted publish a `message_id` retries, within the window and the epoch.
+    pub(super) fn earlier_publish(
+        &mut self,
+        key: Option<&PublishKey>,
+        now: Millis,
+    ) -> Option<Published> {
+        let key = key?;
+        let epoch = self.engine.position(&key.0).epoch;
+        let window = self.config.limits.dedup_window_ms;
+        self.publish_ids.earlier(key, &epoch, now, window)
+    }
+
+    /// Remembers where a publish with a `message_id` landed.
+    pub(super) fn remember_publish(&mut self, key: Option<PublishKey>, seq: u64, now: Millis) {
+        if let Some(key) = key {
+            let epoch = self.engine.position(&key.0).epoch;
+            let published = Published {
+                seq,
+                ts: now,
+                epoch,
+            };
+            self.publish_ids.remember(key, published, now);
+        }
     }
 }
 
@@ -614,6 +669,34 @@ mod tests {
         let effects = d.core.refresh(a, None, session("mallory", ""), d.now);
         d.route(effects);
         assert_eq!(d.frames(a)[0]["code"], "unauthorized");
+    }
+
+    #[test]
+    fn a_subscriber_without_the_presence_right_only_watches() {
+        let mut d = Driver::new();
+        let b = d.connect("bob");
+        d.subscribe(b, "presence-doc");
+        let mut s = session("eve", "");
+        s.rights = Some(chorus_protocol::Rights {
+            subscribe: vec!["*".into()],
+            ..Default::default()
+        });
+        let e = d.connect_session(s);
+        let got = d.subscribe(e, "presence-doc");
+        assert_eq!(got["presence"].as_array().map(Vec::len), Some(1));
+        assert!(d.frames(b).is_empty(), "no user:joined for a watcher");
+        let got = d.ask(
+            e,
+            json!({"type": "presence:update", "channel": "presence-doc", "status": "away"}),
+        );
+        assert_eq!(got[0]["code"], "forbidden");
+        let got = d.ask(
+            e,
+            json!({"type": "broadcast", "channel": "presence-doc", "event": "e", "data": 1}),
+        );
+        assert_eq!(got[0]["code"], "forbidden", "no publish right either");
+        d.send(e, json!({"type": "unsubscribe", "channel": "presence-doc"}));
+        assert!(d.frames(b).is_empty(), "no user:left for a watcher");
     }
 
     #[test]

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use chorus_protocol::{
-    AuthRefreshed, ChannelKind, Extensible, Millis, Ping, Pong, RequestId, ServerMessage,
-    Unsubscribed, UserInfo, Welcome, PROTOCOL,
+    AuthRefreshed, Extensible, Millis, Ping, Pong, RequestId, Right, ServerMessage, Unsubscribed,
+    UserInfo, Welcome, PROTOCOL,
 };
 
 use super::faults::Fault;
-use super::limits::{grants_match, TokenBucket};
+use super::limits::{grants_match, rights_allow, TokenBucket};
 use super::{ConnId, Core, CoreError, Effect, Engine, Outbox, Session, Subscriptions};
 
 /// What the core knows about one open connection.
@@ -126,11 +126,15 @@ impl<E: Engine> Core<E> {
         let expires_at = session.expires_at;
         c.session = session;
         let keep = self.config.faults.on(Fault::RefreshKeepsRevoked);
+        let keep_unrighted = self.config.faults.on(Fault::RefreshKeepsUnrighted);
         let revoked: Vec<_> = c
             .subscriptions
             .iter()
             .filter(|name| {
-                name.kind() == ChannelKind::Private && !grants_match(&c.session.grants, name)
+                let granted = !name.needs_grant() || grants_match(&c.session.grants, name);
+                let righted = keep_unrighted
+                    || rights_allow(c.session.rights.as_ref(), Right::Subscribe, name);
+                !granted || !righted // CONN-17, CHAN-42
             })
             .filter(|_| !keep)
             .cloned()

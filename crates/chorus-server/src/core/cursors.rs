@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chorus_protocol::{Capability, ChannelKind, CursorState, CursorUpdate, Millis};
+use chorus_protocol::{Capability, ChannelKind, CursorState, CursorUpdate, Millis, Right};
 
 use super::engine::ChannelKey;
 use super::faults::Fault;
@@ -176,6 +176,7 @@ impl<E: Engine> Core<E> {
                 req.channel
             )));
         }
+        self.authorize(conn, Right::Presence, &req.channel)?; // CHAN-39
         let (key, user) = self.subscribed_key(conn, &req.channel)?;
         self.engine.touch_member(&key, &user, now); // PRES-23, without a frame (PRES-24)
         let cursor = CursorState {

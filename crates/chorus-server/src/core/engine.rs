@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use chorus_protocol::http::ChannelStats;
 use chorus_protocol::{
-    ChannelName, Member, Millis, PresenceStatus, StateData, StateSnapshot, StateVersion,
+    ChannelName, Epoch, Member, Millis, PresenceStatus, StateData, StateSnapshot, StateVersion,
     StreamItem, StreamPosition, UserId,
 };
 
@@ -41,6 +41,24 @@ pub struct Room {
     pub persist: bool,
     /// Creation time.
     pub created_at: Millis,
+}
+
+/// The compare-and-set conditions of a state write (STATE-19, STATE-32): the write applies
+/// only if the state is at `version` (when given) in `epoch` (when given).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Expected {
+    /// `expected_version`.
+    pub version: Option<u64>,
+    /// `expected_epoch`.
+    pub epoch: Option<Epoch>,
+}
+
+impl Expected {
+    /// Whether the state at `current` meets the conditions.
+    pub fn holds(&self, current: &StateVersion) -> bool {
+        self.version.is_none_or(|v| v == current.version)
+            && self.epoch.as_ref().is_none_or(|e| *e == current.epoch)
+    }
 }
 
 /// One accepted state write (state.md).
@@ -225,13 +243,13 @@ pub trait Engine {
 
     /// The whole state.
     fn state(&mut self, key: &ChannelKey) -> StateSnapshot;
-    /// Applies a write atomically when `expected` matches (STATE-19, STATE-20) and the
+    /// Applies a write atomically when `expected` holds (STATE-19, STATE-20, STATE-32) and the
     /// state stays within `max_bytes` (STATE-9); stores it durably; the new version.
     fn write_state(
         &mut self,
         key: &ChannelKey,
         write: &StateWrite,
-        expected: Option<u64>,
+        expected: &Expected,
         max_bytes: usize,
     ) -> Result<StateVersion, CoreError>;
 

@@ -44,6 +44,7 @@ faults! {
     AcceptStaleCas = "accept_stale_cas": "ignore expected_version (STATE-19)",
     MergeDeep = "merge_deep": "state:merge merges nested objects into the stored ones instead of replacing them (STATE-6)",
     DeleteMissingKeyRefused = "delete_missing_key_refused": "state:delete of a key that does not exist is refused with invalid_message (STATE-7)",
+    IgnoreExpectedEpoch = "ignore_expected_epoch": "ignore expected_epoch, so a version of an old epoch matches the new one (STATE-32)",
     DropReplyId = "drop_reply_id": "subscribed omits the request id (TRANS-9)",
     SeqGap = "seq_gap": "skip every third seq (CHAN-30)",
     RecoverySkips = "recovery_skips": "recovery replays all but the first missed item (HIST-7)",
@@ -99,6 +100,18 @@ faults! {
     PrecedenceSizeBeforeConflict = "precedence_size_before_conflict": "a stale and oversized state write gets limit_exceeded instead of conflict (ERR-12)",
     BucketStartsEmpty = "bucket_starts_empty": "a connection's broadcast bucket starts empty, not full, and fills at the rate (LIMIT-5)",
     RetryAfterSeconds = "retry_after_seconds": "retry_after_ms of a refused broadcast is given in whole seconds (LIMIT-6)",
+    // Rights, epochs, idempotent publish (issue 9 section 3).
+    RightsSubscribeIgnored = "rights_subscribe_ignored": "subscribe ignores the token's rights.subscribe (CHAN-37)",
+    RightsPublishIgnored = "rights_publish_ignored": "broadcast ignores the token's rights.publish (CHAN-38)",
+    RightsPresenceIgnored = "rights_presence_ignored": "presence membership ignores the token's rights.presence (CHAN-39)",
+    RightsStateIgnored = "rights_state_ignored": "state writes ignore the token's rights.state (CHAN-40)",
+    RightsHistoryIgnored = "rights_history_ignored": "history ignores the token's rights.history (CHAN-41)",
+    RefreshKeepsUnrighted = "refresh_keeps_unrighted": "auth:refresh keeps subscriptions the new rights.subscribe no longer allows (CHAN-42)",
+    HttpPublishRightsIgnored = "http_publish_rights_ignored": "POST /api/publish ignores the token's rights.publish (HTTP-37)",
+    DedupIgnored = "dedup_ignored": "a broadcast retried with the same message_id is published again (CHAN-44)",
+    MessageIdUnbounded = "message_id_unbounded": "broadcast accepts a message_id of any length (CHAN-45)",
+    HttpDedupIgnored = "http_dedup_ignored": "POST /api/publish retried with the same message_id is published again (HTTP-38)",
+    PrivatePresenceWithoutGrant = "private_presence_without_grant": "private-presence- channels need no grant (CHAN-43)",
     // The shell's faults (net/, server.rs).
     SeqRepeat = "seq_repeat": "fan-out delivers every message twice, repeating its seq (CHAN-30)",
     OversizeAccepted = "oversize_accepted": "frames over max_frame_bytes are read and processed (TRANS-16)",
@@ -136,6 +149,7 @@ faults! {
     PublishQueryToken = "publish_query_token": "POST /api/publish takes its token from a token query parameter (HTTP-10)",
     PublishTenantFromHeader = "publish_tenant_from_header": "POST /api/publish takes the tenant from X-Chorus-Tenant instead of the token (HTTP-11)",
     DevModeByDefault = "dev_mode_by_default": "tokenless connections are accepted as anonymous without --dev (SEC-2)",
+    RightsClaimUnchecked = "rights_claim_unchecked": "a token whose rights claim is malformed is accepted (CONN-23)",
     DuplicateCapability = "duplicate_capability": "welcome lists a capability twice (VER-4)",
 }
 

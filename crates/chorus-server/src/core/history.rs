@@ -1,7 +1,7 @@
 //! The `history` request (spec: history.md; the `event` filter: broadcast.md). Recovery
 //! (`subscribe` with `since`) lives with the subscribe in channels.rs.
 
-use chorus_protocol::{Capability, History, HistoryPage, ServerMessage};
+use chorus_protocol::{Capability, History, HistoryPage, Right, ServerMessage};
 
 use super::engine::HistoryQuery;
 use super::faults::Fault;
@@ -17,6 +17,7 @@ impl<E: Engine> Core<E> {
     ) -> Result<(), CoreError> {
         self.require(Capability::History)?;
         self.check_name(&req.channel)?;
+        self.authorize(conn, Right::History, &req.channel)?; // CHAN-41
         let (key, _) = self.subscribed_key(conn, &req.channel)?; // HIST-11
         let max = self.config.limits.history_limit;
         // `limit` is non-zero by its type (HIST-12 is answered at decoding).

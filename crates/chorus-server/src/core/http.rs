@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use chorus_protocol::http::{ChannelUsersResponse, PublishRequest, PublishResponse, StatsResponse};
-use chorus_protocol::{ChannelKind, ChannelName, Millis, UserId};
+use chorus_protocol::{ChannelKind, ChannelName, Millis, Right};
 
 use super::channels::check_event;
+use super::dedup::check_message_id;
 use super::faults::Fault;
-use super::limits::{grants_match, TokenBucket};
-use super::{Core, CoreError, Effect, Engine, Outbox};
+use super::limits::{grants_match, rights_allow, TokenBucket};
+use super::{Core, CoreError, Effect, Engine, Outbox, Session};
 
 /// Idle publish buckets are forgotten once there are this many.
 const MAX_IDLE_BUCKETS: usize = 10_000;
@@ -21,12 +22,12 @@ impl<E: Engine> Core<E> {
         &mut self,
         tenant: &str,
         req: PublishRequest,
-        from: Option<UserId>,
-        grants: Option<&[String]>,
+        publisher: Option<&Session>,
         now: Millis,
     ) -> Result<(PublishResponse, Vec<Effect>), CoreError> {
         let kind = self.check_name(&req.channel)?;
         check_event(&req.event)?;
+        check_message_id(req.message_id.as_deref())?;
         if req.channel.is_resource_feed() {
             return Err(CoreError::Forbidden(
                 "resource: channels carry server changes only".into(),
@@ -34,12 +35,22 @@ impl<E: Engine> Core<E> {
         }
         let tenant: Arc<str> = Arc::from(tenant);
         let key = self.key(&tenant, &req.channel);
-        if let Some(user) = &from {
-            if kind == ChannelKind::Private && !grants_match(grants.unwrap_or(&[]), &req.channel) {
+        let from = publisher.map(|s| s.user_id.clone());
+        if let (Some(user), Some(session)) = (&from, publisher) {
+            if req.channel.needs_grant() && !grants_match(&session.grants, &req.channel) {
                 return Err(CoreError::Forbidden(format!(
                     "no grant matches {}",
                     req.channel
                 )));
+            }
+            let ignore_rights = self.fault(Fault::HttpPublishRightsIgnored);
+            if !ignore_rights
+                && !rights_allow(session.rights.as_ref(), Right::Publish, &req.channel)
+            {
+                return Err(CoreError::Forbidden(format!(
+                    "the token's rights do not allow publish on {}",
+                    req.channel
+                ))); // HTTP-37
             }
             if kind == ChannelKind::Presence && self.engine.member(&key, user).is_none() {
                 return Err(CoreError::Forbidden(format!(
@@ -47,6 +58,21 @@ impl<E: Engine> Core<E> {
                     req.channel
                 ))); // HTTP-22
             }
+        }
+        let publish_key = req
+            .message_id
+            .clone()
+            .filter(|_| !self.fault(Fault::HttpDedupIgnored))
+            .map(|id| (key.clone(), from.clone(), id));
+        if let Some(earlier) = self.earlier_publish(publish_key.as_ref(), now) {
+            let reply = PublishResponse {
+                channel: req.channel,
+                seq: earlier.seq,
+                ts: earlier.ts,
+            };
+            return Ok((reply, Vec::new())); // HTTP-38: a retry
+        }
+        if let Some(user) = &from {
             self.take_publish_token(&tenant, user, now)?;
         }
         let publisher = from.clone();
@@ -55,6 +81,7 @@ impl<E: Engine> Core<E> {
             from => from,
         };
         let (seq, frame) = self.publish(&key, req.event, req.data, from, now)?;
+        self.remember_publish(publish_key, seq, now);
         let mut out = Outbox::default();
         self.fan_out(&key, &frame, None, &mut out);
         if let Some(user) = publisher.filter(|_| self.fault(Fault::PublishSkipsOwnConnections)) {

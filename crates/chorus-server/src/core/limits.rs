@@ -1,7 +1,7 @@
-//! Limits the core enforces itself: the broadcast token bucket (LIMIT-5, LIMIT-6) and the
-//! grant patterns of private channels (CHAN-5, CHAN-6).
+//! Limits the core enforces itself: the broadcast token bucket (LIMIT-5, LIMIT-6), the
+//! grant patterns of private channels (CHAN-5, CHAN-6) and the token's rights (CHAN-36).
 
-use chorus_protocol::{ChannelName, Millis};
+use chorus_protocol::{ChannelName, Millis, Right, Rights};
 
 /// A token bucket of capacity `burst`, starting full, refilling continuously at `rate`
 /// tokens per second.
@@ -40,6 +40,12 @@ impl TokenBucket {
         let elapsed = now.saturating_sub(self.at) as f64;
         self.tokens + elapsed * f64::from(rate) / 1000.0 >= f64::from(burst)
     }
+}
+
+/// Whether a `rights` claim allows `right` on `name`: no claim allows everything, a claim
+/// allows what one of the right's patterns matches (CHAN-36).
+pub(super) fn rights_allow(rights: Option<&Rights>, right: Right, name: &ChannelName) -> bool {
+    rights.is_none_or(|r| grants_match(r.patterns(right), name))
 }
 
 /// Whether any grant pattern matches the whole name (`*` = any run, CHAN-6).

@@ -48,7 +48,7 @@ use std::sync::Arc;
 use chorus_protocol::http::ResourceRecord;
 use chorus_protocol::{
     Capability, ChannelKind, ChannelName, ClientMessage, CloseCode, Heartbeat, Limits, Millis,
-    ServerMessage, UserId,
+    Right, Rights, ServerMessage, UserId,
 };
 use serde::Serialize;
 
@@ -58,6 +58,7 @@ mod changes;
 mod channels;
 mod connection;
 mod cursors;
+mod dedup;
 pub mod engine;
 mod errors;
 pub mod faults;
@@ -100,6 +101,8 @@ pub struct Session {
     pub tenant: String,
     /// `channels` glob patterns granting `private-` channels.
     pub grants: Vec<String>,
+    /// `rights`: per-operation patterns; `None` allows every operation (CHAN-36).
+    pub rights: Option<Rights>,
     /// `exp` × 1000.
     pub expires_at: Option<Millis>,
 }
@@ -264,6 +267,8 @@ pub struct Core<E: Engine = InProcessEngine> {
     publish_buckets: HashMap<(Arc<str>, UserId), TokenBucket>,
     /// When expired `Idempotency-Key`s of `POST /api/changes` are next forgotten.
     key_sweep_at: Millis,
+    /// Message ids of recent publishes (CHAN-44, HTTP-38).
+    publish_ids: dedup::PublishIds,
 }
 
 impl Core {
@@ -287,6 +292,7 @@ impl<E: Engine> Core<E> {
             cursors: Cursors::default(),
             publish_buckets: HashMap::new(),
             key_sweep_at: 0,
+            publish_ids: dedup::PublishIds::default(),
         }
     }
 
@@ -393,6 +399,33 @@ impl<E: Engine> Core<E> {
             Err(CoreError::Unsupported(format!(
                 "this server does not announce {}",
                 cap.as_str()
+            )))
+        }
+    }
+
+    /// CHAN-36 to CHAN-41: whether the connection's `rights` allow `right` on `name`.
+    fn may(&self, session: &Session, right: Right, name: &ChannelName) -> bool {
+        let ignored = match right {
+            Right::Subscribe => Fault::RightsSubscribeIgnored,
+            Right::Publish => Fault::RightsPublishIgnored,
+            Right::Presence => Fault::RightsPresenceIgnored,
+            Right::State => Fault::RightsStateIgnored,
+            Right::History => Fault::RightsHistoryIgnored,
+        };
+        if self.fault(ignored) {
+            return true;
+        }
+        limits::rights_allow(session.rights.as_ref(), right, name)
+    }
+
+    /// `forbidden` unless the connection's `rights` allow `right` on `name`.
+    fn authorize(&self, conn: ConnId, right: Right, name: &ChannelName) -> Result<(), CoreError> {
+        if self.may(&self.connection(conn)?.session, right, name) {
+            Ok(())
+        } else {
+            Err(CoreError::Forbidden(format!(
+                "the token's rights do not allow {} on {name}",
+                right.as_str()
             )))
         }
     }

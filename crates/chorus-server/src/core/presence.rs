@@ -3,7 +3,7 @@
 
 use chorus_protocol::{
     Capability, ChannelKind, Member, Millis, PresenceAck, PresenceList, PresenceRequest,
-    PresenceStatus, PresenceUpdate, PresenceUpdated, ServerMessage, UserJoined, UserLeft,
+    PresenceStatus, PresenceUpdate, PresenceUpdated, Right, ServerMessage, UserJoined, UserLeft,
 };
 
 use super::engine::{ChannelKey, LeaseTaken, Released};
@@ -101,17 +101,22 @@ impl<E: Engine> Core<E> {
         }
     }
 
-    /// The checks shared by `presence` and `presence:update` (VER-6, PRES-22, PRES-23).
+    /// The checks shared by `presence` and `presence:update` (VER-6, PRES-22, PRES-23), with
+    /// the right the request needs, if any (CHAN-39).
     fn presence_key(
         &self,
         conn: ConnId,
         channel: &chorus_protocol::ChannelName,
+        right: Option<Right>,
     ) -> Result<(ChannelKey, String), CoreError> {
         self.require(Capability::Presence)?;
         if self.check_name(channel)? != ChannelKind::Presence {
             return Err(CoreError::InvalidChannel(format!(
                 "{channel} is not a presence channel"
             )));
+        }
+        if let Some(right) = right {
+            self.authorize(conn, right, channel)?;
         }
         self.subscribed_key(conn, channel)
     }
@@ -123,7 +128,7 @@ impl<E: Engine> Core<E> {
         req: PresenceRequest,
         out: &mut Outbox,
     ) -> Result<(), CoreError> {
-        let (key, _) = self.presence_key(conn, &req.channel)?;
+        let (key, _) = self.presence_key(conn, &req.channel, None)?;
         let list = PresenceList {
             id: req.id,
             channel: req.channel,
@@ -145,7 +150,7 @@ impl<E: Engine> Core<E> {
         if !self.fault(Fault::PrecedenceKindBeforeShape) {
             check_update(&req)?; // ERR-12: shape first
         }
-        let (key, user) = self.presence_key(conn, &req.channel)?;
+        let (key, user) = self.presence_key(conn, &req.channel, Some(Right::Presence))?; // CHAN-39
         check_update(&req)?;
         let member = self
             .engine

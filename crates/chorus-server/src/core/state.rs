@@ -1,12 +1,12 @@
 //! Shared versioned state of a channel (spec: state.md).
 
 use chorus_protocol::{
-    Capability, ChannelKind, ChannelName, Millis, ServerMessage, StateAck, StateDelete,
+    Capability, ChannelKind, ChannelName, Millis, Right, ServerMessage, StateAck, StateDelete,
     StateDeleted, StateMerge, StateMerged, StateSync, StateSyncRequest, StateUpdate, StateUpdated,
     StateVersion,
 };
 
-use super::engine::{ChannelKey, StateWrite};
+use super::engine::{ChannelKey, Expected, StateWrite};
 use super::faults::Fault;
 use super::{frame_of, ConnId, Core, CoreError, Engine, Outbox};
 
@@ -29,7 +29,13 @@ impl<E: Engine> Core<E> {
             key: req.key,
             value: req.value,
         };
-        let (key, user, v) = self.write(conn, &req.channel, &write, req.expected_version, now)?;
+        let (key, user, v) = self.write(
+            conn,
+            &req.channel,
+            &write,
+            expect(req.expected_version, req.expected_epoch),
+            now,
+        )?;
         self.ack(conn, req.id, &req.channel, &v, out);
         let StateWrite::Update { key: k, value } = write else {
             return Ok(());
@@ -56,7 +62,13 @@ impl<E: Engine> Core<E> {
         out: &mut Outbox,
     ) -> Result<(), CoreError> {
         let write = StateWrite::Merge { data: req.data };
-        let (key, user, v) = self.write(conn, &req.channel, &write, req.expected_version, now)?;
+        let (key, user, v) = self.write(
+            conn,
+            &req.channel,
+            &write,
+            expect(req.expected_version, req.expected_epoch),
+            now,
+        )?;
         self.ack(conn, req.id, &req.channel, &v, out);
         let StateWrite::Merge { data } = write else {
             return Ok(());
@@ -85,7 +97,13 @@ impl<E: Engine> Core<E> {
         let write = StateWrite::Delete {
             key: req.key.clone(),
         };
-        let (key, user, v) = self.write(conn, &req.channel, &write, req.expected_version, now)?;
+        let (key, user, v) = self.write(
+            conn,
+            &req.channel,
+            &write,
+            expect(req.expected_version, req.expected_epoch),
+            now,
+        )?;
         self.ack(conn, req.id, &req.channel, &v, out);
         let msg = ServerMessage::StateDelete(StateDeleted {
             channel: req.channel,
@@ -128,7 +146,7 @@ impl<E: Engine> Core<E> {
         conn: ConnId,
         channel: &ChannelName,
         write: &StateWrite,
-        expected: Option<u64>,
+        mut expected: Expected,
         now: Millis,
     ) -> Result<(ChannelKey, String, StateVersion), CoreError> {
         self.require(Capability::State)?;
@@ -138,14 +156,20 @@ impl<E: Engine> Core<E> {
                 "resource: channels carry server changes only".into(),
             )); // STATE-11
         }
+        self.authorize(conn, Right::State, channel)?; // CHAN-40
         let (key, user) = self.subscribed_key(conn, channel)?;
-        let expected = expected.filter(|_| !self.fault(Fault::AcceptStaleCas));
+        if self.fault(Fault::AcceptStaleCas) {
+            expected.version = None;
+        }
+        if self.fault(Fault::IgnoreExpectedEpoch) {
+            expected.epoch = None;
+        }
         let max = self
             .config
             .limits
             .max_frame_bytes
             .saturating_sub(SNAPSHOT_HEADROOM) as usize;
-        let version = self.engine.write_state(&key, write, expected, max)?;
+        let version = self.engine.write_state(&key, write, &expected, max)?;
         if kind == ChannelKind::Presence {
             self.engine.touch_member(&key, &user, now); // PRES-24
         }
@@ -183,6 +207,11 @@ impl<E: Engine> Core<E> {
             .then_some(writer);
         self.fan_out(key, &frame_of(msg), except, out);
     }
+}
+
+/// The compare-and-set conditions of a write (STATE-19, STATE-32).
+fn expect(version: Option<u64>, epoch: Option<chorus_protocol::Epoch>) -> Expected {
+    Expected { version, epoch }
 }
 
 /// STATE-8: keys of 1 to 256 characters.

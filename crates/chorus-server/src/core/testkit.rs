@@ -34,6 +34,7 @@ pub fn session(user: &str, tenant: &str) -> Session {
         profile: json!({ "name": user }),
         tenant: tenant.to_owned(),
         grants: Vec::new(),
+        rights: None,
         expires_at: None,
     }
 }

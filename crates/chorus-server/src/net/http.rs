@@ -236,7 +236,7 @@ async fn broadcast(
 ) -> ApiResult<Response> {
     let tenant = api_access(&shared, &headers, Capability::HttpApi)?;
     let req: PublishRequest = shaped(json_body(&shared, body).await?)?;
-    let reply = shared.with_core(|core, now| core.server_publish(&tenant, req, None, None, now))?;
+    let reply = shared.with_core(|core, now| core.server_publish(&tenant, req, None, now))?;
     shared.durable().await;
     Ok(Json(reply).into_response())
 }
@@ -270,15 +270,8 @@ async fn publish(
         Some(header) if shared.faults.on(Fault::PublishTenantFromHeader) => header.to_owned(),
         _ => session.tenant.clone(),
     };
-    let reply = shared.with_core(|core, now| {
-        core.server_publish(
-            &tenant,
-            req,
-            Some(session.user_id.clone()),
-            Some(&session.grants),
-            now,
-        )
-    })?;
+    let reply =
+        shared.with_core(|core, now| core.server_publish(&tenant, req, Some(&session), now))?;
     shared.durable().await;
     Ok(Json(reply).into_response())
 }

@@ -13,8 +13,8 @@ use chorus_protocol::{
 };
 
 use super::engine::{
-    ChannelKey, Engine, GraceExpired, HistoryQuery, HistorySlice, LeaseTaken, RecordPage, Released,
-    Room, StateWrite,
+    ChannelKey, Engine, Expected, GraceExpired, HistoryQuery, HistorySlice, LeaseTaken, RecordPage,
+    Released, Room, StateWrite,
 };
 use super::faults::{Fault, Faults};
 use super::{frame_of, ConnId, CoreError, Frame};
@@ -520,7 +520,7 @@ impl Engine for InProcessEngine {
         &mut self,
         key: &ChannelKey,
         write: &StateWrite,
-        expected: Option<u64>,
+        expected: &Expected,
         max_bytes: usize,
     ) -> Result<StateVersion, CoreError> {
         let reuse = self.faults.on(Fault::ReuseVersion);
@@ -554,7 +554,7 @@ impl Engine for InProcessEngine {
                 limit: "max_frame_bytes",
             });
         }
-        if expected.is_some_and(|v| v != current.version) {
+        if !expected.holds(&current) {
             if self.faults.on(Fault::VersionReusedAfterConflict) {
                 ch.state.version = ch.state.version.saturating_sub(1);
             }
@@ -743,7 +743,8 @@ mod tests {
             key: "k".into(),
             value: json!(1),
         };
-        e.write_state(&state, &write, None, 1 << 20).unwrap();
+        e.write_state(&state, &write, &Expected::default(), 1 << 20)
+            .unwrap();
         publish(&mut e, &busy, "e");
         let mut at = 0;
         for _ in 0..10 {
