@@ -241,6 +241,13 @@ impl<'a> CaseRun<'a> {
         match result {
             Ok(()) => true,
             Err(Flow::Stop) => false,
+            Err(Flow::Error(e)) if self.degraded => {
+                // After a failed step a later one may miss what the failed step would have
+                // captured: that is a consequence, not a second finding above the real one.
+                let note = format!("step {path} not run after the failure above: {e}");
+                self.transcript.push("harness", EventKind::Note, note);
+                false
+            }
             Err(Flow::Error(e)) => {
                 self.out.error = Some(format!("step {path} ({}): {e}", step.action()));
                 false
@@ -257,6 +264,13 @@ impl<'a> CaseRun<'a> {
             }) => {
                 if self.degraded && kind == FailureKind::Message {
                     return true;
+                }
+                if let Some(why) = (!self.degraded)
+                    .then(|| self.unmet_limit(actual.as_deref()))
+                    .flatten()
+                {
+                    self.out.untestable = Some(format!("step {path} ({}): {why}", step.action()));
+                    return false;
                 }
                 self.transcript.push(
                     "harness",
@@ -278,6 +292,54 @@ impl<'a> CaseRun<'a> {
                 kind == FailureKind::Message
             }
         }
+    }
+
+    /// Why an unexpected refusal means the announced limits cannot meet the case's
+    /// preconditions (the case is then untestable, not failed): the server answered with
+    /// `limit_exceeded`, `room_full` or `rate_limited`, and the case expects that code
+    /// nowhere, so it grades something else and merely needs more room than this server
+    /// announces (a smaller plan is legal, LIMIT-1). A case about the limit expects the code
+    /// and fails as usual; LIMIT-3 cases catch a server stricter than it announces.
+    fn unmet_limit(&self, actual: Option<&str>) -> Option<String> {
+        // The frame (or HTTP `status body`, or the frames of a set, one per line) refused.
+        let actual = actual?;
+        let candidates = std::iter::once(actual)
+            .chain(actual.split_once(' ').map(|(_, body)| body))
+            .chain(actual.lines());
+        let parsed: Value = candidates
+            .filter_map(|t| serde_json::from_str::<Value>(t.trim()).ok())
+            .find(|v| v["type"] == "error" || v["error"].is_object())?;
+        let error = if parsed["type"] == "error" {
+            &parsed
+        } else {
+            &parsed["error"]
+        };
+        let code = error["code"].as_str()?;
+        let limits: &[&str] = match code {
+            "limit_exceeded" => &[],
+            "room_full" => &["max_room_users", "max_presence_members"],
+            "rate_limited" => &["broadcast_burst", "broadcast_rate_per_sec"],
+            _ => return None,
+        };
+        let fixture = serde_json::to_string(&self.fixture.steps).unwrap_or_default();
+        if fixture.contains(&format!("\"{code}\"")) {
+            return None;
+        }
+        let announced = &self.runner.welcome["limits"];
+        let named: Vec<&str> = match error["limit"].as_str() {
+            Some(limit) => vec![limit],
+            None => limits.to_vec(),
+        };
+        let values: Vec<String> = named
+            .iter()
+            .map(|l| format!("{l} = {}", announced[*l]))
+            .collect();
+        Some(format!(
+            "the server refused a request with {code} (announced {}): the case needs more \
+             than these limits allow and grades something else; a server announcing larger \
+             limits tests it",
+            values.join(", ")
+        ))
     }
 
     async fn dispatch(&mut self, step: &Step, path: &str) -> StepResult {
@@ -477,6 +539,9 @@ impl<'a> CaseRun<'a> {
             opts.headers.insert(k.clone(), self.scope.text(v)?);
         }
         opts.timeout = self.wait(s.within_ms.as_ref(), 2000)?;
+        if !crate::fixture::means_silence(self.fixture) {
+            opts.keepalive = self.runner.keepalive_interval();
+        }
         Ok(opts)
     }
 }

@@ -4,7 +4,7 @@
 //! Reusable outside fixtures (property tests drive it directly).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -28,6 +28,11 @@ use crate::transcript::{EventKind, Transcript};
 use crate::validate::{FrameSchema, Violation};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The sending half, shared with the keep-alive task.
+type Sink = Arc<tokio::sync::Mutex<SplitSink<Ws, Message>>>;
+
+/// The id prefix of the harness's own keep-alive pings; their pongs are not queued.
+pub const KEEPALIVE_ID: &str = "harness-keepalive-";
 
 /// How to open a connection.
 #[derive(Debug, Clone)]
@@ -46,6 +51,10 @@ pub struct ConnectOptions {
     pub headers: BTreeMap<String, String>,
     /// Time allowed for the upgrade.
     pub timeout: Duration,
+    /// Send a `ping` whenever the client has sent nothing for this long (the server's
+    /// heartbeat interval), so that a client a case merely keeps waiting is not closed for
+    /// silence (CONN-13). `None`: the client stays silent (a case that means silence).
+    pub keepalive: Option<Duration>,
 }
 
 impl ConnectOptions {
@@ -59,6 +68,7 @@ impl ConnectOptions {
             query: BTreeMap::new(),
             headers: BTreeMap::new(),
             timeout: Duration::from_secs(2),
+            keepalive: None,
         }
     }
 }
@@ -113,7 +123,9 @@ impl Inbound {
 /// An open (or ended) connection of one named client.
 pub struct Connection {
     name: String,
-    sink: Option<SplitSink<Ws, Message>>,
+    sink: Option<Sink>,
+    keepalive: Option<JoinHandle<()>>,
+    last_send: Arc<std::sync::Mutex<Instant>>,
     inbox: mpsc::UnboundedReceiver<Inbound>,
     pending: VecDeque<Inbound>,
     reader: JoinHandle<()>,
@@ -127,6 +139,9 @@ pub struct Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.reader.abort();
+        if let Some(k) = &self.keepalive {
+            k.abort();
+        }
     }
 }
 
@@ -230,9 +245,22 @@ impl Connection {
             transcript.clone(),
             paused_rx,
         ));
+        let sink = Arc::new(tokio::sync::Mutex::new(sink));
+        let last_send = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let keepalive = opts.keepalive.map(|every| {
+            tokio::spawn(keep_alive(
+                name.to_owned(),
+                Arc::downgrade(&sink),
+                last_send.clone(),
+                every,
+                transcript.clone(),
+            ))
+        });
         Ok(Connection {
             name: name.to_owned(),
             sink: Some(sink),
+            keepalive,
+            last_send,
             inbox,
             pending: VecDeque::new(),
             reader,
@@ -268,10 +296,12 @@ impl Connection {
 
     async fn write(&mut self, msg: Message, shown: String) -> Result<(), String> {
         self.transcript.push(&self.name, EventKind::Send, shown);
-        let Some(sink) = self.sink.as_mut() else {
+        let Some(sink) = self.sink.clone() else {
             return Err("the connection is closed".into());
         };
-        sink.send(msg).await.map_err(|e| {
+        let sent = sink.lock().await.send(msg).await;
+        self.touch();
+        sent.map_err(|e| {
             let text = format!("send failed: {e}");
             self.transcript
                 .push(&self.name, EventKind::Note, text.clone());
@@ -292,9 +322,10 @@ impl Connection {
             None => return Ok(()),
         };
         self.transcript.push(&self.name, EventKind::Send, shown);
-        let Some(sink) = self.sink.as_mut() else {
+        let Some(sink) = self.sink.clone() else {
             return Err("the connection is closed".into());
         };
+        let mut sink = sink.lock().await;
         let mut result = Ok(());
         for text in texts {
             result = sink.feed(Message::text(text)).await;
@@ -305,6 +336,8 @@ impl Connection {
         if result.is_ok() {
             result = sink.flush().await;
         }
+        drop(sink);
+        self.touch();
         result.map_err(|e| {
             let text = format!("send failed: {e}");
             self.transcript
@@ -357,8 +390,20 @@ impl Connection {
         self.abandon();
     }
 
+    /// Records that the client just sent something (the keep-alive waits a whole interval
+    /// after it).
+    fn touch(&self) {
+        *self
+            .last_send
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Instant::now();
+    }
+
     fn abandon(&mut self) {
         self.reader.abort();
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+        }
         self.sink = None;
         self.ended = true;
     }
@@ -416,6 +461,47 @@ fn hex(bytes: &[u8], max: usize) -> String {
     s
 }
 
+/// Sends `{"type":"ping","id":"harness-keepalive-N"}` whenever the client sent nothing for
+/// `every`; ends with the connection (the sink is held weakly so that dropping the
+/// connection closes the socket at once).
+async fn keep_alive(
+    name: String,
+    sink: Weak<tokio::sync::Mutex<SplitSink<Ws, Message>>>,
+    last_send: Arc<std::sync::Mutex<Instant>>,
+    every: Duration,
+    transcript: Transcript,
+) {
+    let last = || *last_send.lock().unwrap_or_else(|p| p.into_inner());
+    for n in 0u64.. {
+        loop {
+            let due = last() + every;
+            if Instant::now() >= due {
+                break;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+        let Some(sink) = sink.upgrade() else {
+            return;
+        };
+        let text = format!(r#"{{"type":"ping","id":"{KEEPALIVE_ID}{n}"}}"#);
+        transcript.push(&name, EventKind::Note, format!("[keep-alive] {text}"));
+        if sink.lock().await.send(Message::text(text)).await.is_err() {
+            return;
+        }
+        *last_send.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+}
+
+/// Whether `json` is the `pong` answering one of the harness's keep-alive pings.
+fn is_keepalive_pong(json: Option<&Value>) -> bool {
+    json.is_some_and(|v| {
+        v["type"] == "pong"
+            && v["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with(KEEPALIVE_ID))
+    })
+}
+
 async fn read_loop(
     name: String,
     mut stream: SplitStream<Ws>,
@@ -445,6 +531,9 @@ async fn read_loop(
                 let text = t.as_str().to_owned();
                 transcript.push(&name, EventKind::Recv, shown_text(&text));
                 let json = check_frame(&name, &text, &schema, &transcript);
+                if is_keepalive_pong(json.as_ref()) {
+                    continue;
+                }
                 Inbound::Text { text, json }
             }
             Ok(Message::Binary(b)) => {

@@ -447,6 +447,11 @@ pub struct ExpectClose {
     /// Frames matching any of these may arrive before the close; any other frame fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore: Vec<Value>,
+    /// When the connection simply stays open, the case is untestable for this reason
+    /// instead of failed: the spec calls that outcome inconclusive (a server whose bound is
+    /// larger than the case can reach).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_is_untestable: Option<String>,
 }
 
 /// `alive`.
@@ -977,6 +982,18 @@ pub fn unless_announced(f: &Fixture) -> Vec<Capability> {
         })
         .flatten()
         .collect()
+}
+
+/// The requirements of the server's heartbeat timeout: a case citing one grades what a
+/// silent client sees, so the harness does not keep its clients alive in it.
+pub const SILENCE_REQUIREMENTS: &[&str] = &["CONN-13", "CONN-14"];
+
+/// Whether the case means its clients to be silent (it grades the heartbeat timeout): its
+/// clients get no keep-alive pings from the harness.
+pub fn means_silence(f: &Fixture) -> bool {
+    f.requirements
+        .iter()
+        .any(|r| SILENCE_REQUIREMENTS.contains(&r.as_str()))
 }
 
 fn check_steps(

@@ -132,6 +132,16 @@ impl Runner {
         })
     }
 
+    /// How often the harness's clients ping when idle: the announced heartbeat interval
+    /// (a client's duty, CONN-12), so that a client a case keeps waiting is never closed for
+    /// silence. `None` when the server announced none.
+    pub fn keepalive_interval(&self) -> Option<Duration> {
+        self.welcome["heartbeat"]["interval_ms"]
+            .as_u64()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    }
+
     /// Capabilities the probe's `welcome` announced.
     pub fn capabilities(&self) -> Vec<String> {
         self.welcome["capabilities"]

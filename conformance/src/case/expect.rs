@@ -210,10 +210,15 @@ impl CaseRun<'_> {
             let elapsed = started.elapsed().as_millis() as u64;
             match ev {
                 None => {
+                    if let Some(why) = &s.open_is_untestable {
+                        return Err(Flow::Untestable(format!(
+                            "the connection stayed open: {why}"
+                        )));
+                    }
                     return Err(fail(
                         "the connection was not closed in time".into(),
                         "still open".into(),
-                    ))
+                    ));
                 }
                 Some(Inbound::Close {
                     code: Some(code),

@@ -25,6 +25,10 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     /// The harness could not run (setup failure or cases in error).
     pub const HARNESS: u8 = 2;
+    /// Nothing failed, but the grade is incomplete: some cases were untestable (a missing
+    /// `--api-key`, timers longer than `--max-wait-ms`, limits a case cannot work within).
+    /// Not "conformant": the summary lists why.
+    pub const INCOMPLETE: u8 = 3;
 }
 
 /// Inputs of [`assemble`] besides the cases.
@@ -96,6 +100,8 @@ fn summarize(cases: &[CaseResult], fail_on_should: bool) -> Summary {
         exit::FAILED
     } else if errors {
         exit::HARNESS
+    } else if s.untestable > 0 {
+        exit::INCOMPLETE
     } else {
         exit::OK
     };

@@ -1,6 +1,7 @@
 //! The terminal summary: cases grouped by spec area, each failure with its minimal
 //! reproduction (the transcript up to the failing step), then the totals.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::transcript::render as render_events;
@@ -123,10 +124,43 @@ fn totals(out: &mut String, r: &Report) {
     if !failed.is_empty() {
         let _ = writeln!(out, "requirements failed: {}", failed.join(", "));
     }
+    incomplete(out, r);
     let _ = writeln!(
         out,
         "exit code {} in {:.1} s",
         s.exit_code,
         r.duration_ms as f64 / 1000.0
     );
+}
+
+/// The loud line of an incomplete grade: how many cases were untestable, and why (the
+/// reasons without their step prefix, most frequent first).
+fn incomplete(out: &mut String, r: &Report) {
+    let untestable: Vec<&str> = r
+        .cases
+        .iter()
+        .filter(|c| c.verdict == crate::verdict::Verdict::Untestable)
+        .map(|c| {
+            let why = c.reason.as_deref().unwrap_or("no reason given");
+            // "step 3 (http): the case needs ..." -> "the case needs ..."
+            why.split_once("): ").map_or(why, |(_, rest)| rest)
+        })
+        .collect();
+    if untestable.is_empty() {
+        return;
+    }
+    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+    for why in &untestable {
+        *by_reason.entry(why).or_default() += 1;
+    }
+    let mut reasons: Vec<(&str, usize)> = by_reason.into_iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    let _ = writeln!(
+        out,
+        "INCOMPLETE GRADE: {} cases untestable, so this run does not show conformance (exit code 3):",
+        untestable.len()
+    );
+    for (why, n) in reasons.iter().take(5) {
+        let _ = writeln!(out, "  {n:>3} x {why}");
+    }
 }

@@ -2,7 +2,9 @@
 //! server started in-process) against the conformance fixtures, and write the reports.
 //!
 //! Exit codes: 0 conformant (known failures and warnings aside), 1 a MUST failed (or a
-//! SHOULD with `--fail-on should`, or a stale baseline entry), 2 the harness could not run.
+//! SHOULD with `--fail-on should`, or a stale baseline entry), 2 the harness could not run
+//! (or was given settings that cannot work), 3 nothing failed but cases were untestable (an
+//! incomplete grade).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -201,7 +203,15 @@ async fn execute(args: ConformArgs) -> Result<u8, String> {
     if args.coverage {
         return Ok(print_coverage(&suite));
     }
+    check_arguments(&args)?;
     let selected = suite.select(&args.run, &args.skip);
+    if !args.run.is_empty() && selected.is_empty() && selected_properties(&args).is_empty() {
+        return Err(format!(
+            "--run {} matches no case (see `chorus conform --list` for the case ids; globs \
+             use * and ?, e.g. --run 'presence.*')",
+            args.run.join(" --run ")
+        ));
+    }
     if args.list {
         for lf in &selected {
             let f = &lf.fixture;
@@ -238,6 +248,46 @@ async fn execute(args: ConformArgs) -> Result<u8, String> {
     let (report, outcomes) = run?;
     write_outputs(&args, &selected, &outcomes, &report)?;
     Ok(report.summary.exit_code)
+}
+
+/// Refuses settings that would make the run meaningless, before anything starts (exit 2):
+/// a misconfigured harness is not a failing server.
+fn check_arguments(args: &ConformArgs) -> Result<(), String> {
+    if !(args.timeout_scale.is_finite() && args.timeout_scale > 0.0) {
+        return Err(format!(
+            "--timeout-scale {} must be a positive factor (1 is the default; 2 doubles every wait)",
+            args.timeout_scale
+        ));
+    }
+    if args.repeat == 0 {
+        return Err("--repeat 0 would run nothing: give 1 (the default) or more".into());
+    }
+    if args.jobs == 0 {
+        return Err("--jobs 0 would run nothing: give 1 or more (default 8)".into());
+    }
+    for url in &args.urls {
+        check_ws_url(url)?;
+    }
+    Ok(())
+}
+
+/// A `--url` must be a WebSocket URL.
+fn check_ws_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "--url {url:?} has no scheme: give the WebSocket URL, e.g. ws://{url}"
+        ));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "ws" | "wss" => Ok(()),
+        "http" | "https" => Err(format!(
+            "--url {url:?} is an HTTP URL: use ws:// or wss:// (e.g. ws://{rest}); the HTTP \
+             base for the HTTP API and SSE is --http-url (derived from --url by default)"
+        )),
+        _ => Err(format!(
+            "--url {url:?}: unsupported scheme {scheme:?}; use ws:// or wss://"
+        )),
+    }
 }
 
 /// The properties whose id the `--run`/`--skip` globs select (none with --no-properties).
