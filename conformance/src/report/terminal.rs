@@ -154,7 +154,7 @@ fn incomplete(out: &mut String, r: &Report) {
         *by_reason.entry(why).or_default() += 1;
     }
     let mut reasons: Vec<(&str, usize)> = by_reason.into_iter().collect();
-    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
     let _ = writeln!(
         out,
         "INCOMPLETE GRADE: {} cases untestable, so this run does not show conformance (exit code 3):",
