@@ -321,8 +321,15 @@ impl<'a> CaseRun<'a> {
             "rate_limited" => &["broadcast_burst", "broadcast_rate_per_sec"],
             _ => return None,
         };
+        // A case citing a limits or errors requirement (boundaries, precedence) grades
+        // refusals themselves.
+        let grades_refusals = self
+            .fixture
+            .requirements
+            .iter()
+            .any(|r| r.starts_with("LIMIT-") || r.starts_with("ERR-") || r == "HTTP-4");
         let fixture = serde_json::to_string(&self.fixture.steps).unwrap_or_default();
-        if fixture.contains(&format!("\"{code}\"")) {
+        if grades_refusals || fixture.contains(&format!("\"{code}\"")) {
             return None;
         }
         let announced = &self.runner.welcome["limits"];
