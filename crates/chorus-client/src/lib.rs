@@ -217,7 +217,9 @@ impl ClientBuilder {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = watch::channel(Status::Connecting { attempt: 0 });
-        let (events, _) = broadcast::channel(4096);
+        // The first receiver exists before the task starts, so the first events() call
+        // misses nothing (not even the first `Connecting`).
+        let (events, first) = broadcast::channel(4096);
         let driver = Driver::new(self.options, rx, tx.clone(), status_tx, events.clone());
         tokio::spawn(driver.run());
         Ok(Client {
@@ -225,6 +227,7 @@ impl ClientBuilder {
                 commands: tx,
                 status: status_rx,
                 events,
+                first_events: std::sync::Mutex::new(Some(first)),
             }),
         })
     }
@@ -338,6 +341,7 @@ struct Inner {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<Status>,
     events: broadcast::Sender<ClientEvent>,
+    first_events: std::sync::Mutex<Option<broadcast::Receiver<ClientEvent>>>,
 }
 
 /// A Chorus client: one session over as many connections as it takes. Cheap to clone;
@@ -378,9 +382,17 @@ impl Client {
         self.inner.status.clone()
     }
 
-    /// A stream of connection events from now on (lagging receivers lose the oldest).
+    /// A stream of connection events. The first call gets every event since the client
+    /// started; later calls get the events from the moment of the call. A receiver that
+    /// lags more than 4096 events behind loses the oldest.
     pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
-        self.inner.events.subscribe()
+        let first = self
+            .inner
+            .first_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        first.unwrap_or_else(|| self.inner.events.subscribe())
     }
 
     /// Waits until a connection is open and returns its `welcome`, or the reason the client
