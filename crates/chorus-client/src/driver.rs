@@ -508,6 +508,26 @@ impl Driver {
                 // Send the Close reply tungstenite queued.
                 let _ = tokio::time::timeout(Duration::from_millis(500), ws.flush()).await;
             }
+            Ending::HeartbeatTimeout => {
+                // CLIENT-15: close the dead connection before opening the next one, with the
+                // registry's code for silence; no wait for a reply that will not come.
+                let frame = CloseFrame {
+                    code: WsCloseCode::from(4300),
+                    reason: "".into(),
+                };
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), ws.close(Some(frame))).await;
+                if let MaybeTlsStream::Plain(tcp) = ws.get_mut() {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = tokio::time::timeout(Duration::from_millis(100), tcp.shutdown()).await;
+                }
+                // A short grace for the peer's Close or EOF, so that the close is seen before
+                // the next upgrade; a dead peer costs these 50 ms.
+                let _ = tokio::time::timeout(Duration::from_millis(50), async {
+                    while let Some(Ok(_)) = ws.next().await {}
+                })
+                .await;
+            }
             _ => {}
         }
     }
