@@ -43,7 +43,7 @@ impl Backoff {
     /// The window of attempt `n`: min(30 s, 1 s × 2^n).
     pub fn window(&self, n: u32) -> Duration {
         let cap = if self.faults.has(Fault::BackoffCapLow) {
-            Duration::from_millis(1_500)
+            Duration::from_millis(500)
         } else if self.faults.has(Fault::BackoffCap120s) {
             Duration::from_millis(120_000)
         } else {
