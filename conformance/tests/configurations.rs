@@ -102,7 +102,7 @@ async fn the_smallest_limits_and_a_large_queue_pass() {
     config.max_subscriptions = 3;
     config.max_channel_name_len = 180;
     config.broadcast_rate_per_sec = 10;
-    config.broadcast_burst = 20;
+    config.broadcast_burst = 30;
     config.max_presence_members = 3;
     config.max_room_users = 2;
     config.history_limit = 10;
