@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use chorus_protocol::requirements::{build_registry, parse_requirements, Requirement};
+use chorus_protocol::requirements::{build_registry, parse_requirements, Level, Requirement};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -115,6 +115,13 @@ impl Suite {
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         let known: BTreeSet<&str> = self.requirements.iter().map(|r| r.id.as_str()).collect();
+        // A removed requirement grades nothing: its replacement must be cited instead.
+        let removed: BTreeSet<&str> = self
+            .requirements
+            .iter()
+            .filter(|r| r.level == Level::Removed)
+            .map(|r| r.id.as_str())
+            .collect();
         let mut ids = BTreeMap::new();
         let client = FrameSchema::client();
         for lf in &self.fixtures {
@@ -133,6 +140,8 @@ impl Suite {
             for r in &f.requirements {
                 if !known.contains(r.as_str()) {
                     out.push(format!("{}: unknown requirement id {r}", lf.file));
+                } else if removed.contains(r.as_str()) {
+                    out.push(format!("{}: cites removed requirement {r}", lf.file));
                 }
             }
             if let Ok(schema) = &client {
@@ -146,6 +155,8 @@ impl Suite {
         for id in self.unobservable.keys() {
             if !known.contains(id.as_str()) {
                 out.push(format!("unobservable.json: unknown requirement id {id}"));
+            } else if removed.contains(id.as_str()) {
+                out.push(format!("unobservable.json: removed requirement {id}"));
             }
         }
         out

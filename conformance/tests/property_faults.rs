@@ -89,7 +89,7 @@ fault_test!(
     unsubscribe_keeps_delivering,
     "unsubscribe_keeps_delivering",
     Channels,
-    ["CHAN-17"],
+    ["CHAN-34"],
     6
 );
 fault_test!(

@@ -83,7 +83,7 @@ impl Channel {
         json!({"epoch": self.epoch_matcher(), "seq": self.seq})
     }
 
-    /// The kind reported in `subscribed` (CHAN-3).
+    /// The kind reported in `subscribed` (CHAN-35).
     pub fn kind(&self) -> &'static str {
         if self.slot.is_presence() {
             "presence"
@@ -163,7 +163,7 @@ pub(crate) fn subscribe(m: &mut Model, plan: &mut Plan, c: ClientId, op: &Subscr
 /// position, and the snapshots and room settings of the channel's areas.
 fn snapshot_requirements(m: &Model, slot: Slot, op: &SubscribeOp) -> Vec<&'static str> {
     let ch = m.chan(slot);
-    let mut reqs = vec!["CHAN-8", "CHAN-9", "CHAN-3", "HIST-1"];
+    let mut reqs = vec!["CHAN-8", "CHAN-9", "CHAN-35", "HIST-1"];
     let new_epoch = !ch.epoch.revealed() && !ch.earlier_epochs.is_empty();
     if new_epoch {
         reqs.push("HIST-3");
