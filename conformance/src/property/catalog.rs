@@ -251,7 +251,11 @@ mod tests {
             .collect();
         for p in Property::ALL {
             for r in p.requirements().iter().chain(GRADING) {
-                assert!(known.contains(r), "{}: {r} is not a live requirement of the spec", p.name());
+                assert!(
+                    known.contains(r),
+                    "{}: {r} is not a live requirement of the spec",
+                    p.name()
+                );
             }
         }
     }
