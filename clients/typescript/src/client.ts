@@ -476,6 +476,12 @@ export class ChorusClient {
   private dispatch(p: Pending): void {
     const id = `c${this.nextId++}`;
     p.frame = { ...p.frame, id } as ClientMessage;
+    // CLIENT-19: a broadcast gets a message_id of its own when the server deduplicates, so
+    // that a repeat after an unknown outcome publishes once; a server announcing no
+    // dedup_window_ms may predate the member and is sent none.
+    if (p.frame.type === "broadcast" && p.frame.message_id === undefined && (this.welcomeFrame?.limits.dedup_window_ms ?? 0) > 0) {
+      p.frame.message_id = newMessageId();
+    }
     const refused = this.overLimit(p.frame) ?? this.unannounced(p.frame);
     if (refused) {
       p.reject(refused);
@@ -1054,10 +1060,16 @@ export class Channel {
     return this.client.unwant(this.rec);
   }
 
-  /** Publishes `data` as `event`; resolves with the `broadcast:ack` (its `seq`). */
-  publish(event: string, data: JsonObject, opts?: { echo?: boolean }): Promise<BroadcastAck> {
+  /**
+   * Publishes `data` as `event`; resolves with the `broadcast:ack` (its `seq`). `messageId`
+   * (CLIENT-19): repeat a publish that failed with an unknown outcome with the same id within
+   * the server's `dedup_window_ms` and it is published once (CHAN-44); without one, the client
+   * picks a fresh id per call when the server deduplicates.
+   */
+  publish(event: string, data: JsonObject, opts?: { echo?: boolean; messageId?: string }): Promise<BroadcastAck> {
     const frame: ClientFrame<"broadcast"> = { type: "broadcast", channel: this.rec.name, event, data };
     if (opts?.echo !== undefined) frame.echo = opts.echo;
+    if (opts?.messageId !== undefined) frame.message_id = opts.messageId;
     return this.client.broadcast(frame);
   }
 
@@ -1229,6 +1241,11 @@ export interface WriteOptions {
    * (STATE-19). `"current"` uses the version this client holds.
    */
   expectedVersion?: number | "current";
+  /**
+   * The epoch `expectedVersion` belongs to (STATE-32); defaults to the epoch of the state
+   * this client holds.
+   */
+  expectedEpoch?: string;
 }
 
 /** A channel's shared state: snapshot + ordered updates, with compare-and-set. */
@@ -1322,13 +1339,17 @@ export class SharedState {
     return this.rec.events.on("conflict", fn);
   }
 
-  private expect(frame: { expected_version?: number | null }, opts?: WriteOptions): void {
+  private expect(frame: { expected_version?: number | null; expected_epoch?: string | null }, opts?: WriteOptions): void {
     if (opts?.expectedVersion === undefined) return;
     if (opts.expectedVersion === "current") {
       const v = this.rec.state.version;
       if (v === null) throw new Error("no snapshot held yet: await state.ready()");
       frame.expected_version = v;
     } else frame.expected_version = opts.expectedVersion;
+    // STATE-33: the epoch of the state the version was read from, taken now, so that a
+    // snapshot of a new epoch arriving while the write waits cannot make it match.
+    const epoch = opts.expectedEpoch ?? this.rec.state.epoch;
+    if (epoch !== null && epoch !== undefined) frame.expected_epoch = epoch;
   }
 
   /** Waits until the held state reaches `version` (or another epoch). */
@@ -1376,4 +1397,11 @@ export class ResourceFeed {
   close(): Promise<void> {
     return this.client.unwant(this.rec);
   }
+}
+
+/** A message id unique to one publish (CLIENT-19): 128 random bits, hex. */
+function newMessageId(): string {
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }

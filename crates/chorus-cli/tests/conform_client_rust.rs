@@ -44,36 +44,28 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The faults file of `--mutation`, read from the doc comments of faults.rs: each fault's
-/// doc starts with the requirement ids it breaks (`/// CLIENT-3: …`, `/// STATE-28 / CLIENT-13: …`).
-fn faults_file() -> PathBuf {
-    let src = std::fs::read_to_string(root().join("crates/chorus-client/src/faults.rs"))
-        .expect("read faults.rs");
-    let mut faults = Vec::new();
-    let mut requirements: Option<Vec<String>> = None;
-    for line in src.lines().map(str::trim) {
-        if let Some(doc) = line.strip_prefix("///") {
-            if let Some((ids, _)) = doc.split_once(':') {
-                let ids: Vec<String> = ids.split('/').map(|s| s.trim().to_owned()).collect();
-                if ids.iter().all(|i| i.contains('-') && !i.contains(' ')) {
-                    requirements = Some(ids);
-                }
-            }
-        } else if let Some((_, name)) = line.split_once("= \"") {
-            if let (Some(name), Some(reqs)) = (name.strip_suffix("\","), requirements.take()) {
-                faults.push(serde_json::json!({"name": name, "requirements": reqs}));
-            }
-        }
-    }
-    assert!(faults.len() >= 15, "only {} faults parsed", faults.len());
+/// The faults file of `--mutation`, as the adapter prints it (`--mutation-file`): every
+/// gradable fault of faults.rs with the requirements it breaks.
+fn faults_file(adapter: &Path) -> PathBuf {
+    let out = Command::new(adapter)
+        .arg("--mutation-file")
+        .output()
+        .expect("run chorus-client-adapter --mutation-file");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let faults: serde_json::Value = serde_json::from_slice(&out.stdout).expect("faults JSON");
+    let n = faults["faults"].as_array().map_or(0, Vec::len);
+    assert!(n >= 20, "only {n} faults listed");
     let path =
         std::env::temp_dir().join(format!("chorus-client-faults-{}.json", std::process::id()));
-    std::fs::write(&path, serde_json::json!({"faults": faults}).to_string()).expect("write");
+    std::fs::write(&path, &out.stdout).expect("write");
     path
 }
 
 #[test]
-#[ignore = "chorus-client loses the events emitted before Client::events() is called (the adapter subscribes after connect), so `open` is missed now and then; enable once chorus-client hands out a receiver taken before its driver starts"]
 fn the_rust_client_passes_every_case() {
     let adapter = adapter();
     let _one = one_at_a_time();
@@ -92,10 +84,9 @@ fn the_rust_client_passes_every_case() {
 }
 
 #[test]
-#[ignore = "chorus-client loses the events emitted before Client::events() is called (the adapter subscribes after connect), so `open` is missed now and then; enable once chorus-client hands out a receiver taken before its driver starts"]
 fn the_mutation_run_catches_every_client_fault() {
     let adapter = adapter();
-    let faults = faults_file();
+    let faults = faults_file(adapter);
     let _one = one_at_a_time();
     let out = Command::new(env!("CARGO_BIN_EXE_chorus"))
         .current_dir(root())

@@ -280,6 +280,33 @@ impl ChannelHandle {
         }
     }
 
+    /// Publishes an event with a `message_id` the application chose (CLIENT-19). After
+    /// [`RequestError::OutcomeUnknown`], calling again with the same `message_id` within the
+    /// server's `limits.dedup_window_ms` publishes the event at most once (CHAN-44); the
+    /// reply to the repeat carries the first publish's `seq`.
+    pub async fn publish_once(
+        &self,
+        message_id: impl Into<String>,
+        event: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Result<Published, RequestError> {
+        let frame = ClientMessage::Broadcast(Broadcast {
+            id: None,
+            channel: self.name.clone(),
+            event: event.into(),
+            data,
+            echo: None,
+            message_id: Some(message_id.into()),
+        });
+        match self.request(frame).await? {
+            ServerMessage::BroadcastAck(ack) => Ok(Published {
+                seq: ack.seq,
+                ts: ack.ts,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Reads a page of the channel's retained messages.
     pub async fn history(&self, query: HistoryQuery) -> Result<HistoryPage, RequestError> {
         let frame = ClientMessage::History(History {

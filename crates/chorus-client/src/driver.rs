@@ -673,7 +673,10 @@ impl Driver {
                     let _ = reply.send(Ok(()));
                 }
             }
-            Command::Request { frame, reply } => self.queue.push_back(Outgoing { frame, reply }),
+            Command::Request { mut frame, reply } => {
+                self.stamp_epoch(&mut frame);
+                self.queue.push_back(Outgoing { frame, reply })
+            }
             Command::Fire { frame } => {
                 if let (true, ClientMessage::CursorUpdate(c)) = (open, &frame) {
                     // Coalesced: the newest position replaces one still waiting (CURS-18).
@@ -715,6 +718,7 @@ impl Driver {
                 continue;
             }
             let mut out = out;
+            self.stamp_message_id(&mut out.frame);
             let id = self.take_id();
             set_id(&mut out.frame, RequestId::Number(id));
             let text = to_json(&out.frame);
@@ -733,6 +737,51 @@ impl Driver {
         }
         self.queue = keep;
         Ok(())
+    }
+
+    /// A compare-and-set write carries the epoch of the state its version was read from
+    /// (STATE-33), taken when the application asks: a snapshot of a new epoch arriving while
+    /// the write waits must not make an old version match.
+    fn stamp_epoch(&self, frame: &mut ClientMessage) {
+        if self.has(Fault::NoExpectedEpoch) {
+            return;
+        }
+        let (channel, expected, epoch) = match frame {
+            ClientMessage::StateUpdate(m) => {
+                (&m.channel, m.expected_version, &mut m.expected_epoch)
+            }
+            ClientMessage::StateMerge(m) => (&m.channel, m.expected_version, &mut m.expected_epoch),
+            ClientMessage::StateDelete(m) => {
+                (&m.channel, m.expected_version, &mut m.expected_epoch)
+            }
+            _ => return,
+        };
+        if expected.is_none() || epoch.is_some() {
+            return;
+        }
+        if let Some(t) = self.tracked.get(channel) {
+            *epoch = t.state_epoch();
+        }
+    }
+
+    /// A `broadcast` gets a `message_id` of its own when the server deduplicates (CLIENT-19),
+    /// so that the application can repeat it safely after an unknown outcome; a server that
+    /// announces no `dedup_window_ms` may predate the member and is sent none.
+    fn stamp_message_id(&mut self, frame: &mut ClientMessage) {
+        let ClientMessage::Broadcast(b) = frame else {
+            return;
+        };
+        let dedup = self
+            .welcome
+            .as_ref()
+            .is_some_and(|w| w.limits.dedup_window_ms > 0);
+        if b.message_id.is_none() && dedup && !self.has(Fault::NoMessageId) {
+            b.message_id = Some(format!(
+                "{:016x}{:016x}",
+                rand::random::<u64>(),
+                rand::random::<u64>()
+            ));
+        }
     }
 
     fn missing_capability(&self, frame: &ClientMessage) -> Option<&'static str> {

@@ -111,6 +111,12 @@ faults! {
     /// CLIENT-17: ignores `retry_after_ms` of `rate_limited`.
     IgnoreRetryAfter = "ignore_retry_after",
         ["CLIENT-17"];
+    /// STATE-33: a compare-and-set write carries no `expected_epoch`.
+    NoExpectedEpoch = "no_expected_epoch",
+        ["STATE-33"];
+    /// CLIENT-19: a `broadcast` carries no `message_id` although the server deduplicates.
+    NoMessageId = "no_message_id",
+        ["CLIENT-19"];
     /// CLIENT-18: repeats an unanswered `broadcast` blindly after reconnecting.
     RetryUnknownOutcome = "retry_unknown_outcome",
         ["CLIENT-18"];

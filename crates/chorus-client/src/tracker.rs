@@ -74,6 +74,11 @@ impl Tracked {
         }
     }
 
+    /// The epoch of the state copy, when there is one (STATE-33).
+    pub fn state_epoch(&self) -> Option<chorus_protocol::Epoch> {
+        self.view().state.snapshot().map(|s| s.epoch.clone())
+    }
+
     fn view(&self) -> MutexGuard<'_, ChannelView> {
         self.view.lock().unwrap_or_else(|e| e.into_inner())
     }
