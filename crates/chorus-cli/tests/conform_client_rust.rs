@@ -2,17 +2,26 @@
 //! adapter: it passes every case, and the mutation run catches every fault of its `faults`
 //! build (crates/chorus-client/src/faults.rs) with a case citing the fault's requirement.
 //!
+//! Every case is graded on the clean client between the two tests: the mutation run starts
+//! with a clean run of every case (and fails if one does not pass), except the two cases
+//! that need the spec's long windows (the 30 s backoff cap, about two minutes of waiting,
+//! and the 30 s stability reset), which are untestable at the default `--max-wait-ms`; the
+//! other test grades those two with `--max-wait-ms 130000`. The two tests run side by side:
+//! the long cases mostly wait. The one fault only the long cap case can see,
+//! `backoff_cap_120s`, is reported untested by the mutation run here and caught by the
+//! documented long run (README, "Grading a client") and the unit tests of backoff.rs.
+//!
 //! The adapter is built here with the `faults` feature (faults are inert unless named).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Builds the adapter once; the runs of this file one at a time (timing cases).
+/// Builds the adapter once.
 fn adapter() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -39,11 +48,6 @@ fn adapter() -> &'static Path {
     })
 }
 
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The faults file of `--mutation`, as the adapter prints it (`--mutation-file`): every
 /// gradable fault of faults.rs with the requirements it breaks.
 fn faults_file(adapter: &Path) -> PathBuf {
@@ -66,19 +70,31 @@ fn faults_file(adapter: &Path) -> PathBuf {
 }
 
 #[test]
-fn the_rust_client_passes_every_case() {
+fn the_rust_client_passes_the_long_window_cases() {
     let adapter = adapter();
-    let _one = one_at_a_time();
     let out = Command::new(env!("CARGO_BIN_EXE_chorus"))
         .current_dir(root())
-        .args(["conform-client", "--quiet", "--brief", "--adapter"])
+        .args([
+            "conform-client",
+            "--quiet",
+            "--brief",
+            "--max-wait-ms",
+            "130000",
+        ])
+        .args([
+            "--run",
+            "client.backoff-cap-30s",
+            "--run",
+            "client.stable-reset",
+        ])
+        .arg("--adapter")
         .arg(adapter)
         .output()
         .expect("run conform-client");
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
+        out.status.success() && text.contains("2 cases: 2 passed"),
+        "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -87,7 +103,6 @@ fn the_rust_client_passes_every_case() {
 fn the_mutation_run_catches_every_client_fault() {
     let adapter = adapter();
     let faults = faults_file(adapter);
-    let _one = one_at_a_time();
     let out = Command::new(env!("CARGO_BIN_EXE_chorus"))
         .current_dir(root())
         .args(["conform-client", "--quiet", "--adapter"])
@@ -100,9 +115,17 @@ fn the_mutation_run_catches_every_client_fault() {
         .expect("run conform-client --mutation");
     let _ = std::fs::remove_file(&faults);
     let text = String::from_utf8_lossy(&out.stdout);
+    // Only the fault that needs the two-minute case may go untested (see the module doc).
+    let untested: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("UNTESTED"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     assert!(
-        out.status.success() && text.contains(", 0 missed"),
-        "{text}{}",
+        out.status.success()
+            && text.contains(", 0 missed")
+            && untested.iter().all(|f| *f == "backoff_cap_120s"),
+        "untested {untested:?}\n{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
