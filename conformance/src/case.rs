@@ -341,11 +341,16 @@ impl<'a> CaseRun<'a> {
             .iter()
             .map(|l| format!("{l} = {}", announced[*l]))
             .collect();
+        // An HTTP or SSE refusal names no limit: its message is the best account of it.
+        let what = if values.is_empty() {
+            format!("{:?}", error["message"].as_str().unwrap_or(""))
+        } else {
+            format!("announced {}", values.join(", "))
+        };
         Some(format!(
-            "the server refused a request with {code} (announced {}): the case needs more \
-             than these limits allow and grades something else; a server announcing larger \
-             limits tests it",
-            values.join(", ")
+            "the server refused a request with {code} ({what}): the case needs more than \
+             these limits allow and grades something else; a server announcing larger \
+             limits tests it"
         ))
     }
 
@@ -401,6 +406,7 @@ impl<'a> CaseRun<'a> {
             }
             // Evaluated by the runner before the case starts.
             Step::UnlessAnnounced(_) => Ok(()),
+            Step::Require(r) => self.require(r),
             Step::ConnectMany(s) => self.connect_many(s).await,
             Step::SendMany(s) => self.send_many(s).await,
             Step::PauseReading(s) => {
@@ -433,6 +439,23 @@ impl<'a> CaseRun<'a> {
         }
         self.scope.iteration = outer;
         Ok(())
+    }
+
+    /// A precondition on announced values (FIXTURES.md, "Conditions").
+    fn require(&self, r: &crate::fixture::Require) -> StepResult {
+        let have = self.scope.count(&r.require)?;
+        let need = self.scope.count(&r.at_least)?;
+        if have >= need {
+            return Ok(());
+        }
+        let shown = match &r.require {
+            NumExpr::Template(t) => t.trim_start_matches("${").replace('}', ""),
+            NumExpr::Literal(n) => n.to_string(),
+        };
+        Err(Flow::Untestable(format!(
+            "the case needs {shown} >= {need}, the server announces {have}: {}",
+            r.reason
+        )))
     }
 
     /// A duration from a fixture value (or default), scaled; untestable beyond the max wait.

@@ -127,7 +127,7 @@ fn is_default_placement(p: &TokenPlacement) -> bool {
 pub enum NumExpr {
     /// A literal number.
     Literal(u64),
-    /// A template: `${path}` with an optional `+n` / `-n`.
+    /// A template: `${path}` with an optional `+n`, `-n`, `*n`, ` min n` or ` max n`.
     Template(String),
 }
 
@@ -233,6 +233,8 @@ pub enum Step {
     SseClose(SseClose),
     /// A case condition: the case is skipped when the server announces any of these.
     UnlessAnnounced(UnlessAnnounced),
+    /// A precondition on announced values: the case is untestable when it does not hold.
+    Require(Require),
     /// Connect `count` generated clients, each sending and expecting the same frames.
     ConnectMany(ConnectMany),
     /// Send the same frame many times in a row (one transcript line).
@@ -533,8 +535,9 @@ pub struct HttpStep {
 pub struct SseOpen {
     /// Stream name (its own namespace; often the client's name).
     pub sse_open: String,
-    /// Channels (`channel=` query parameters).
-    pub channels: Vec<String>,
+    /// Channels (`channel=` query parameters): strings, or `{"$pad": n, "prefix": …}` for
+    /// a name sized from the announced limits.
+    pub channels: Vec<Value>,
     /// Whose token opens the stream (`token=` query); absent: no token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
@@ -601,6 +604,21 @@ pub struct UnlessAnnounced {
     /// The case runs only when the server's `welcome` announces none of these (it grades
     /// how a server without them answers, e.g. `error unsupported`).
     pub unless_announced: Vec<Capability>,
+}
+
+/// `require`: a precondition on what the server announced (a limit, a timer). When
+/// `require` is below `at_least` the case is `untestable` with `reason`: a legal server
+/// announcing that little cannot show the behaviour the case grades, which is not a
+/// failure of the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Require {
+    /// The announced value, e.g. `"${limits.history_limit}"`.
+    pub require: NumExpr,
+    /// The least value the case can work with.
+    pub at_least: NumExpr,
+    /// What the case needs the room for (shown with the verdict).
+    pub reason: String,
 }
 
 /// `connect_many`: `count` clients named `<prefix>0`, `<prefix>1`, … connect one after the
@@ -708,7 +726,7 @@ pub struct SseResumeReading {
 }
 
 /// The action keys, in the order they are tried; a step must have exactly one.
-pub const ACTIONS: [&str; 30] = [
+pub const ACTIONS: [&str; 31] = [
     "connect",
     "send",
     "send_raw",
@@ -739,6 +757,7 @@ pub const ACTIONS: [&str; 30] = [
     "sse_expect_end",
     "sse_pause_reading",
     "sse_resume_reading",
+    "require",
 ];
 
 impl<'de> Deserialize<'de> for Step {
@@ -806,6 +825,7 @@ fn step_from(action: &str, v: Value) -> Result<Step, serde_json::Error> {
         "sse_expect_comment" => Step::SseExpectComment(f(v)?),
         "sse_expect_end" => Step::SseExpectEnd(f(v)?),
         "sse_pause_reading" => Step::SsePauseReading(f(v)?),
+        "require" => Step::Require(f(v)?),
         _ => Step::SseResumeReading(f(v)?),
     })
 }
@@ -836,6 +856,7 @@ impl Step {
             Step::SseExpectNone(_) => "sse_expect_none",
             Step::SseClose(_) => "sse_close",
             Step::UnlessAnnounced(_) => "unless_announced",
+            Step::Require(_) => "require",
             Step::ConnectMany(_) => "connect_many",
             Step::SendMany(_) => "send_many",
             Step::PauseReading(_) => "pause_reading",
@@ -905,6 +926,7 @@ impl Step {
             | Step::Repeat(_)
             | Step::Http(_)
             | Step::UnlessAnnounced(_)
+            | Step::Require(_)
             | Step::ConnectMany(_) => return None,
         })
     }

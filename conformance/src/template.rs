@@ -247,6 +247,14 @@ fn whole_reference(s: &str) -> Option<(&str, Option<(char, u64)>)> {
     if tail.is_empty() {
         return Some((path, None));
     }
+    // ` min n` / ` max n` bound a size taken from the announced limits: a case needs a
+    // burst of 30 at most, fewer when the server announces fewer (`"${limits.broadcast_burst}
+    // min 30"`).
+    for (word, op) in [(" min ", '<'), (" max ", '>')] {
+        if let Some(n) = tail.strip_prefix(word) {
+            return Some((path, Some((op, n.trim().parse::<u64>().ok()?))));
+        }
+    }
     let mut chars = tail.chars();
     let sign = chars.next()?;
     if !matches!(sign, '+' | '-' | '*') {
@@ -257,6 +265,12 @@ fn whole_reference(s: &str) -> Option<(&str, Option<(char, u64)>)> {
 }
 
 fn arithmetic(v: &Value, sign: char, n: u64) -> Option<Value> {
+    if matches!(sign, '<' | '>') {
+        let x = v.as_f64()?;
+        let bound = n as f64;
+        let keep_x = if sign == '<' { x <= bound } else { x >= bound };
+        return Some(if keep_x { v.clone() } else { Value::from(n) });
+    }
     if let Some(x) = v.as_i64() {
         let n = i64::try_from(n).ok()?;
         let r = match sign {
@@ -317,6 +331,15 @@ mod tests {
             s.string("${limits.max_frame_bytes}*2").unwrap(),
             json!(2048)
         );
+    }
+
+    #[test]
+    fn min_and_max_bound_a_reference() {
+        let s = scope();
+        assert_eq!(s.string("${seq} min 30").unwrap(), json!(30));
+        assert_eq!(s.string("${seq} min 50").unwrap(), json!(41));
+        assert_eq!(s.string("${seq} max 50").unwrap(), json!(50));
+        assert_eq!(s.string("${seq} max 2").unwrap(), json!(41));
     }
 
     #[test]

@@ -119,3 +119,49 @@ async fn the_smallest_limits_and_a_large_queue_pass() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
     enough_passed(&cases);
 }
+
+/// The least a legal server may announce (LIMIT-1 asks only for positive values): one
+/// subscription, one member, a burst of one, a page of one, nesting of two, 4 KiB frames,
+/// 40-character names. Most cases cannot run; none may fail, and each says why it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tiniest_limits_pass_or_are_untestable() {
+    let mut config = Config::for_tests(SECRET, KEY);
+    config.max_frame_bytes = 4096;
+    config.queue_max_bytes = 64 * 1024;
+    config.max_subscriptions = 1;
+    config.max_channel_name_len = 40;
+    config.broadcast_rate_per_sec = 1;
+    config.broadcast_burst = 1;
+    config.max_presence_members = 1;
+    config.max_room_users = 1;
+    config.history_limit = 1;
+    config.history_retention = 1;
+    config.max_json_depth = 2;
+    config.presence_grace_ms = 1000;
+    config.heartbeat_interval_ms = 500;
+    config.heartbeat_timeout_ms = 1000;
+    let cases = grade(config).await;
+    let bad = unfair(&cases);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let passed = cases.iter().filter(|c| c.verdict == Verdict::Pass).count();
+    assert!(
+        passed * 2 >= cases.len(),
+        "{passed} of {} passed",
+        cases.len()
+    );
+}
+
+/// A core-only server (no optional capability at all): every case needing one is skipped,
+/// the rest pass; a case that fails here lacks its `capabilities` gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_only_server_passes_every_ungated_case() {
+    let mut config = Config::for_tests(SECRET, KEY);
+    config.disable_capabilities = chorus_protocol::Capability::ALL
+        .iter()
+        .map(|c| c.as_str().to_owned())
+        .collect();
+    let cases = grade(config).await;
+    let bad = unfair(&cases);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert!(cases.iter().any(|c| c.verdict == Verdict::Pass));
+}

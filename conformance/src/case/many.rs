@@ -128,7 +128,63 @@ impl CaseRun<'_> {
                 "the frame is not a valid client message ({v}); use send_raw for bad input"
             )));
         }
-        Ok(frame.to_string())
+        let text = frame.to_string();
+        self.within_announced(&frame, &text)?;
+        Ok(text)
+    }
+
+    /// A valid frame the server's announced limits forbid (a legal server may announce a
+    /// `max_json_depth` of 2 or a `max_frame_bytes` of 4096): sending it would grade the
+    /// limit, not what the case is about, so the case is untestable on this server.
+    fn within_announced(&self, frame: &Value, text: &str) -> Result<(), Flow> {
+        let limits = &self.runner.welcome["limits"];
+        let depth = json_depth(frame);
+        if let Some(max) = limits["max_json_depth"].as_u64().filter(|m| depth > *m) {
+            return Err(Flow::Untestable(format!(
+                "the case sends a frame nested {depth} levels deep, the server announces \
+                 max_json_depth = {max}"
+            )));
+        }
+        if let Some(max) = limits["max_frame_bytes"]
+            .as_u64()
+            .filter(|m| text.len() as u64 > *m)
+        {
+            return Err(Flow::Untestable(format!(
+                "the case sends a frame of {} bytes, the server announces max_frame_bytes = {max}",
+                text.len()
+            )));
+        }
+        match frame["channel"].as_str() {
+            Some(name) => self.name_fits(name),
+            None => Ok(()),
+        }
+    }
+
+    /// Channel names carry the run prefix (about 20 characters): a server announcing
+    /// shorter names cannot run the case, unless the case is about the name limit.
+    pub(super) fn name_fits(&self, name: &str) -> Result<(), Flow> {
+        let len = name.chars().count() as u64;
+        let Some(max) = self.runner.welcome["limits"]["max_channel_name_len"].as_u64() else {
+            return Ok(());
+        };
+        let grades_names = serde_json::to_string(&self.fixture.steps)
+            .is_ok_and(|t| t.contains("\"invalid_channel\""));
+        if len > max && !grades_names {
+            return Err(Flow::Untestable(format!(
+                "the case uses a channel name of {len} characters, the server announces \
+                 max_channel_name_len = {max}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Nesting depth of a JSON value as TRANS-19 counts it (`{}` and `[]` are 1, a scalar 0).
+fn json_depth(v: &Value) -> u64 {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(json_depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 

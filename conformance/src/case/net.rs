@@ -167,17 +167,28 @@ impl CaseRun<'_> {
             headers.insert(k.clone(), self.scope.text(v)?);
         }
         let body = match (&r.body, &r.raw_body) {
-            (Some(b), _) => Some(self.scope.value(b)?.to_string()),
+            (Some(b), _) => {
+                let body = self.scope.value(b)?;
+                if let Some(name) = body["channel"].as_str() {
+                    self.name_fits(name)?;
+                }
+                Some(body.to_string())
+            }
             (None, Some(raw)) => Some(self.scope.text(raw)?),
             _ => None,
         };
+        let path = self.scope.text(&r.path)?;
+        if let Some((_, query)) = path.split_once('?') {
+            // Fixture names need no percent-decoding ([a-z0-9-:] and the run prefix).
+            for pair in query.split('&') {
+                if let Some(name) = pair.strip_prefix("channel=") {
+                    self.name_fits(name)?;
+                }
+            }
+        }
         let req = Request {
             method: r.method.clone(),
-            url: format!(
-                "{}{}",
-                self.runner.config.http_url,
-                self.scope.text(&r.path)?
-            ),
+            url: format!("{}{}", self.runner.config.http_url, path),
             headers,
             body,
         };

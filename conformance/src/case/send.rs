@@ -36,7 +36,13 @@ impl CaseRun<'_> {
     pub(super) async fn send_raw(&mut self, s: &SendRaw) -> StepResult {
         let text = match (&s.text, &s.json) {
             (Some(t), _) => self.scope.text(t)?,
-            (None, Some(j)) => self.scope.value(j)?.to_string(),
+            (None, Some(j)) => {
+                let frame = self.scope.value(j)?;
+                if let Some(name) = frame["channel"].as_str() {
+                    self.name_fits(name)?;
+                }
+                frame.to_string()
+            }
             (None, None) => return Err(Flow::Error("send_raw needs text or json".into())),
         };
         self.write_text(&s.send_raw, &text).await

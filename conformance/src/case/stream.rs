@@ -20,10 +20,12 @@ impl CaseRun<'_> {
         let mut query: BTreeMap<String, String> = BTreeMap::new();
         let mut url = format!("{}/sse", self.runner.config.http_url);
         for c in &s.channels {
-            url = client::url_with_query(
-                &url,
-                &BTreeMap::from([("channel".to_owned(), self.scope.text(c)?)]),
-            );
+            let name = match self.scope.value(c)? {
+                Value::String(name) => name,
+                other => return Err(Flow::Error(format!("a channel must be a string: {other}"))),
+            };
+            self.name_fits(&name)?;
+            url = client::url_with_query(&url, &BTreeMap::from([("channel".to_owned(), name)]));
         }
         let token = s.client.as_deref().map(|c| self.token_of(c)).transpose()?;
         if let (Some(t), TokenPlacement::Query) = (&token, s.auth) {

@@ -320,12 +320,19 @@ impl Config {
             "queue_watermark",
             "must not exceed queue_capacity",
         )?;
-        for name in &self.disable_capabilities {
-            check(
-                capability(name).is_some(),
-                "disable_capabilities",
-                "names a capability this server does not have",
-            )?;
+        if let Some(name) = self
+            .disable_capabilities
+            .iter()
+            .find(|n| capability(n).is_none())
+        {
+            let valid: Vec<&str> = Capability::ALL.iter().map(|c| c.as_str()).collect();
+            return Err(ConfigError::Invalid {
+                setting: "disable_capabilities",
+                reason: format!(
+                    "{name:?} is not a capability of this server; valid names: {}",
+                    valid.join(", ")
+                ),
+            });
         }
         check(
             self.max_connections_per_user >= 1,
@@ -436,11 +443,22 @@ impl Config {
     }
 
     /// The capabilities switched off by `disable_capabilities` (names validated at load).
+    /// Without presence there are no rooms nor cursors either (VER-7: they are announced
+    /// only together with presence).
     pub fn disabled_capabilities(&self) -> Vec<Capability> {
-        self.disable_capabilities
+        let mut off: Vec<Capability> = self
+            .disable_capabilities
             .iter()
             .filter_map(|n| capability(n))
-            .collect()
+            .collect();
+        if off.contains(&Capability::Presence) {
+            for dependent in [Capability::Rooms, Capability::Cursors] {
+                if !off.contains(&dependent) {
+                    off.push(dependent);
+                }
+            }
+        }
+        off
     }
 
     /// The bounds of each connection's outbound queue.
@@ -611,14 +629,22 @@ mod tests {
             c.disabled_capabilities(),
             vec![Capability::Cursors, Capability::Sse]
         );
-        let err = Config::load(&parse(&["--dev", "--disable-capabilities", "telepathy"]));
-        assert!(matches!(
-            err,
-            Err(ConfigError::Invalid {
-                setting: "disable_capabilities",
-                ..
-            })
-        ));
+        let err = Config::load(&parse(&["--dev", "--disable-capabilities", "telepathy"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"telepathy\"") && err.contains("valid names: presence, rooms"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_presence_rooms_and_cursors_are_off_too() {
+        let c = Config::load(&parse(&["--dev", "--disable-capabilities", "presence"])).unwrap();
+        assert_eq!(
+            c.disabled_capabilities(),
+            vec![Capability::Presence, Capability::Rooms, Capability::Cursors]
+        );
     }
 
     #[test]
