@@ -1,9 +1,11 @@
 //! Crashes lose nothing acknowledged: `chorus serve` on a data directory takes a write storm
-//! (broadcasts and shared-state writes on several connections), is killed with SIGKILL at a
+//! (broadcasts and shared-state writes on several connections, records created through the
+//! HTTP resource API), is killed with SIGKILL at a
 //! random moment, and restarts on the same directory. Then every acknowledged broadcast is in
 //! the history with its `seq` and data (HIST-4, HIST-6), every acknowledged state write's
 //! version is reached (STATE-1), no `seq` or version is ever handed out twice (CHAN-30), and
-//! a subscriber resuming with `since` gets an honest `recovered` (HIST-7, HIST-8).
+//! a subscriber resuming with `since` gets an honest `recovered` (HIST-7, HIST-8); every record
+//! answered 201 Created can be read back.
 //!
 //! `cargo test` runs a few kill points in each durability mode (about 2 s); the long run is
 //! `CHORUS_CRASH_RUNS=50 cargo test --release -p chorus-cli --test crash -- --nocapture`.
@@ -41,6 +43,11 @@ const BROADCASTS: u64 = 90;
 /// State writes per writer and run, interleaved with the broadcasts (not rate-limited, so
 /// they stretch the storm over the kill window).
 const STATE_WRITES: u64 = 400;
+/// Records each run creates through the HTTP resource API, one request at a time.
+const RECORDS: u64 = 200;
+/// Concurrent record writers (each HTTP write awaits its sync: group commit batches them).
+const RECORD_WRITERS: usize = 4;
+const API_KEY: &str = "crash-test-api-key-0123456789";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -63,6 +70,7 @@ impl Server {
             .arg("--data-dir")
             .arg(dir)
             .args(["--durability", durability])
+            .args(["--api-key", API_KEY])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -205,6 +213,36 @@ async fn storm(port: u16, w: usize, run: usize, ready: Arc<Barrier>) -> Acked {
     acked
 }
 
+/// Creates records `r{run}-{writer}-{i}` one by one until the server dies; returns those answered
+/// 201 Created (acknowledged) with their bodies.
+async fn record_storm(
+    port: u16,
+    run: usize,
+    writer: usize,
+    ready: Arc<Barrier>,
+) -> Vec<(String, Value)> {
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/resources/note");
+    ready.wait().await;
+    let mut acked = Vec::new();
+    for i in 0..RECORDS {
+        let id = format!("r{run}-{writer}-{i}");
+        let body = json!({"id": id, "run": run, "i": i});
+        let sent = http
+            .post(&url)
+            .header("x-api-key", API_KEY)
+            .json(&body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status() == reqwest::StatusCode::CREATED => acked.push((id, body)),
+            Ok(r) => panic!("record {id}: {}", r.status()),
+            Err(_) => break,
+        }
+    }
+    acked
+}
+
 /// Reads the whole retained history of `channel` (pages of 100, oldest last).
 async fn history(ws: &mut Ws, channel: &str) -> (Value, BTreeMap<u64, Value>) {
     let page = request(
@@ -227,9 +265,12 @@ async fn history(ws: &mut Ws, channel: &str) -> (Value, BTreeMap<u64, Value>) {
 async fn one_run(dir: &Path, durability: &str, run: usize) -> (usize, Vec<String>) {
     let server = Server::start(dir, durability);
     let port = server.port;
-    let ready = Arc::new(Barrier::new(WRITERS + 1));
+    let ready = Arc::new(Barrier::new(WRITERS + RECORD_WRITERS + 1));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| tokio::spawn(storm(port, w, run, ready.clone())))
+        .collect();
+    let record_writers: Vec<_> = (0..RECORD_WRITERS)
+        .map(|w| tokio::spawn(record_storm(port, run, w, ready.clone())))
         .collect();
     // The kill point: some time after every writer subscribed (the storm of 3 x 490
     // requests takes about a second in a debug build, its state writes being
@@ -242,8 +283,15 @@ async fn one_run(dir: &Path, durability: &str, run: usize) -> (usize, Vec<String
     for w in writers {
         acked.push(w.await.expect("writer task"));
     }
+    let mut records = Vec::new();
+    for w in record_writers {
+        records.extend(w.await.expect("record task"));
+    }
     let in_storm: usize = acked.iter().map(|a| a.broadcasts.len()).sum();
-    eprintln!("run {run}: killed {delay} ms into the storm, {in_storm} broadcasts acknowledged");
+    eprintln!(
+        "run {run}: killed {delay} ms into the storm, {in_storm} broadcasts and {} records acknowledged",
+        records.len()
+    );
 
     let server = Server::start(dir, durability);
     let mut problems = Vec::new();
@@ -348,6 +396,26 @@ async fn one_run(dir: &Path, durability: &str, run: usize) -> (usize, Vec<String
                 }
             }
             let _ = resumer.close(None).await;
+        }
+    }
+    let http = reqwest::Client::new();
+    for (id, body) in &records {
+        checked += 1;
+        let url = format!("http://127.0.0.1:{}/api/resources/note/{id}", server.port);
+        let got = http.get(&url).header("x-api-key", API_KEY).send().await;
+        let got = match got {
+            Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+            _ => None,
+        };
+        // The record's fields as created (the server may add members of its own).
+        let kept = got.as_ref().is_some_and(|g| {
+            body.as_object().is_some_and(|b| {
+                b.iter()
+                    .all(|(k, v)| g.get(k) == Some(v) || g["data"].get(k) == Some(v))
+            })
+        });
+        if !kept {
+            problems.push(format!("record {id} acknowledged (201), now {got:?}"));
         }
     }
     let _ = ws.close(None).await;
