@@ -120,6 +120,12 @@ impl Inbound {
     }
 }
 
+/// A close status for people: `4001`, or `no status` for a close frame without one (never
+/// Rust's `Some(4001)`).
+pub fn close_status(code: Option<u16>) -> String {
+    code.map_or_else(|| "no status".to_owned(), |c| c.to_string())
+}
+
 /// An open (or ended) connection of one named client.
 pub struct Connection {
     name: String,

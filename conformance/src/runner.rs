@@ -92,6 +92,19 @@ pub enum RunError {
         /// What happened.
         message: String,
     },
+    /// The server refused `--api-key`: every HTTP API case would fail for the harness's
+    /// mistake, not the server's.
+    #[error(
+        "the server refused --api-key: {status} on GET {url} with that X-Api-Key. Pass the key \
+         the server was started with (chorus serve --api-key KEY or CHORUS_API_KEY), or leave \
+         --api-key out (the HTTP API cases are then untestable)"
+    )]
+    ApiKeyRefused {
+        /// The URL probed.
+        url: String,
+        /// The status it answered.
+        status: u16,
+    },
 }
 
 /// A run in progress: config, compiled schemas, the probe's `welcome`.
@@ -106,6 +119,9 @@ pub struct Runner {
     pub welcome: Value,
     /// Shared HTTP client.
     pub http: reqwest::Client,
+    /// The server accepted the probe's connection without any token: it runs in
+    /// development mode (CONN-11), where the authentication cases fail by design.
+    pub dev_mode: bool,
 }
 
 impl Runner {
@@ -123,12 +139,21 @@ impl Runner {
                 welcome = w;
             }
         }
+        let http = reqwest::Client::new();
+        let announces_api = welcome["capabilities"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| c == "http_api"));
+        if announces_api {
+            check_api_key(&config, &http).await?;
+        }
+        let dev_mode = accepts_no_token(&config, server_schema.clone()).await;
         Ok(Runner {
             config,
             server_schema,
             client_schema,
             welcome,
-            http: reqwest::Client::new(),
+            http,
+            dev_mode,
         })
     }
 
@@ -278,14 +303,68 @@ async fn probe(config: &RunConfig, url: &str, schema: Arc<FrameSchema>) -> Resul
         Some(Inbound::Text { json: Some(v), .. }) if v["type"] == "welcome" => v,
         Some(Inbound::Close { code, reason }) => {
             return Err(err(format!(
-                "closed with {code:?} {reason:?} instead of welcome (is the token secret right?)"
-            )))
+                "closed with {} {reason:?} instead of welcome (is the token secret right?)",
+                crate::client::close_status(code)
+            )));
         }
         other => return Err(err(format!("expected welcome, got {other:?}"))),
     };
     conn.close(1000, "probe done", Duration::from_millis(200))
         .await;
     Ok(welcome)
+}
+
+/// `GET /api/stats` with the run's `--api-key` (HTTP-8 names it among the endpoints the key
+/// opens; it changes nothing): a 401 means the key is wrong. Without `--api-key` nothing is
+/// checked (the cases that need it are untestable, with that reason).
+async fn check_api_key(config: &RunConfig, http: &reqwest::Client) -> Result<(), RunError> {
+    let Some(key) = &config.api_key else {
+        return Ok(());
+    };
+    let url = format!("{}/api/stats", config.http_url);
+    let mut req = http
+        .get(&url)
+        .header(chorus_protocol::http::API_KEY_HEADER, key)
+        .timeout(Duration::from_secs_f64(5.0 * config.timeout_scale));
+    for (k, v) in &config.headers {
+        req = req.header(k, v);
+    }
+    let status = req
+        .send()
+        .await
+        .map_err(|e| RunError::Probe {
+            url: url.clone(),
+            message: format!("HTTP API probe: {e}"),
+        })?
+        .status()
+        .as_u16();
+    if status == 401 {
+        return Err(RunError::ApiKeyRefused { url, status });
+    }
+    Ok(())
+}
+
+/// Whether the server welcomes a connection that carries no token at all (development
+/// mode). A server that refuses it, whichever way, is not in development mode.
+async fn accepts_no_token(config: &RunConfig, schema: Arc<FrameSchema>) -> bool {
+    let Some(url) = config.urls.first() else {
+        return false;
+    };
+    let mut opts = ConnectOptions::new(url, None);
+    opts.headers = config.headers.clone();
+    opts.timeout = Duration::from_secs_f64(5.0 * config.timeout_scale);
+    let Ok(mut conn) = Connection::open("probe-no-token", &opts, schema, Transcript::new()).await
+    else {
+        return false;
+    };
+    let deadline = tokio::time::Instant::now() + opts.timeout;
+    let welcomed = matches!(
+        conn.next_until(deadline).await,
+        Some(Inbound::Text { json: Some(v), .. }) if v["type"] == "welcome"
+    );
+    conn.close(1000, "probe done", Duration::from_millis(200))
+        .await;
+    welcomed
 }
 
 /// The longest a case may run (times `timeout_scale`); the slowest fixtures, waiting out

@@ -323,7 +323,7 @@ impl Instance<'_> {
                 self.transcript.push(
                     "server",
                     EventKind::Close,
-                    format!("client closed: {code:?}"),
+                    format!("client closed: {}", crate::client::close_status(code)),
                 );
                 self.conn_open = false;
                 self.closes.push_back((at, code));
@@ -582,10 +582,14 @@ impl Instance<'_> {
                                 n,
                                 step,
                                 FailureKind::Close,
-                                format!("the client closed with {got:?}, expected {code:?}"),
+                                format!(
+                                    "the client closed with {}, expected {}",
+                                    crate::client::close_status(got),
+                                    crate::client::close_status(*code)
+                                ),
                             );
                             f.expected = code.map(|c| c.to_string());
-                            f.actual = Some(format!("{got:?}"));
+                            f.actual = Some(crate::client::close_status(got));
                             return Err(f);
                         }
                         return self.not_before(at, started, *not_before_ms, n, step);
@@ -613,7 +617,10 @@ impl Instance<'_> {
                         let after = at.saturating_duration_since(started).as_millis();
                         return fail(
                             FailureKind::Close,
-                            format!("the client closed the connection ({code:?}) after {after} ms"),
+                            format!(
+                                "the client closed the connection ({}) after {after} ms",
+                                crate::client::close_status(*code)
+                            ),
                         );
                     }
                     if !self.upgrades.is_empty() {

@@ -159,7 +159,10 @@ impl<'e> Session<'e> {
                 }
                 Some(Inbound::Binary(_)) => continue,
                 Some(Inbound::Close { code, reason }) => {
-                    return Received::Ended(format!("closed by the server: {code:?} {reason:?}"))
+                    return Received::Ended(format!(
+                        "closed by the server: {} {reason:?}",
+                        crate::client::close_status(code)
+                    ))
                 }
                 Some(Inbound::Gone(why)) => return Received::Ended(why),
             }

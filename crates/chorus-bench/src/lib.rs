@@ -253,7 +253,7 @@ fn launcher(args: &BenchArgs, kinds: &[ServerKind]) -> Result<Launcher, BenchErr
 }
 
 /// Checks that each chosen server can be started at all (before an hour of runs).
-fn preflight(settings: &mut Settings, quick: bool) -> Result<(), BenchError> {
+fn preflight(settings: &mut Settings, quick: bool, named_node: bool) -> Result<(), BenchError> {
     if settings.kinds.contains(&ServerKind::Node)
         && !settings.launcher.node_dir.join("node_modules/ws").is_dir()
     {
@@ -261,7 +261,9 @@ fn preflight(settings: &mut Settings, quick: bool) -> Result<(), BenchError> {
             "Node baseline not installed: run `npm ci` in {}",
             settings.launcher.node_dir.display()
         );
-        if quick {
+        // A quick run of the default servers goes on without node; a run that names node,
+        // or has nothing else to measure, fails: empty tables are not a result.
+        if quick && !named_node && settings.kinds.len() > 1 {
             eprintln!("chorus bench: {hint}; skipping node");
             settings.kinds.retain(|k| *k != ServerKind::Node);
         } else {
@@ -279,6 +281,10 @@ fn preflight(settings: &mut Settings, quick: bool) -> Result<(), BenchError> {
 pub fn run(args: BenchArgs) -> ExitCode {
     match run_inner(&args) {
         Ok(code) => code,
+        Err(e @ BenchError::Options(_)) => {
+            eprintln!("chorus bench: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("chorus bench: {e}");
             ExitCode::FAILURE
@@ -297,7 +303,8 @@ fn run_inner(args: &BenchArgs) -> Result<ExitCode, BenchError> {
     if load_before > 0.3 {
         eprintln!("chorus bench: warning: load average {load_before:.2} > 0.3; other work will pollute the figures");
     }
-    preflight(&mut settings, args.quick)?;
+    let named_node = args.servers.iter().any(|s| s.trim() == "node");
+    preflight(&mut settings, args.quick, named_node)?;
     eprintln!(
         "chorus bench: servers {:?} on CPU {}, load generator on CPU {}, open-file limit {nofile}",
         settings.kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),

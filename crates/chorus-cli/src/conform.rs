@@ -105,6 +105,11 @@ pub struct ConformArgs {
     /// Run only the fixtures, not the generated properties.
     #[arg(long)]
     pub no_properties: bool,
+    /// Grade a server that runs in development mode (it welcomes connections without a
+    /// token) instead of refusing to: its authentication cases then fail, as they would for
+    /// that server in production.
+    #[arg(long)]
+    pub allow_dev_mode: bool,
     /// Cases run concurrently (each isolated by its own channel prefix); up to 4 of the
     /// properties run beside them.
     #[arg(long, default_value_t = 8, value_name = "N")]
@@ -391,6 +396,22 @@ async fn run_suite(
         skip: args.skip.clone(),
     };
     let runner = Runner::new(config).await.map_err(|e| e.to_string())?;
+    if runner.dev_mode && !args.allow_dev_mode {
+        return Err(format!(
+            "the server at {} welcomed a connection without any token: it runs in development \
+             mode (chorus serve --dev, CHORUS_DEV=1). Graded so, its authentication cases \
+             (security.dev-mode.off-by-default, connection.auth.missing-token, ...) fail. \
+             Restart it with a JWT secret and without development mode, or pass \
+             --allow-dev-mode to grade it as it is",
+            runner.config.urls.join(", ")
+        ));
+    }
+    if runner.dev_mode {
+        eprintln!(
+            "note: the server runs in development mode (it welcomes tokenless connections); \
+             its authentication cases are graded as for production and fail"
+        );
+    }
     let target = Target {
         urls: runner.config.urls.clone(),
         http_url: runner.config.http_url.clone(),

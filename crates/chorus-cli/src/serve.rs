@@ -61,8 +61,8 @@ pub fn run(mut cmd: ServeCmd) -> ExitCode {
     };
     match runtime.block_on(serve(config, faults, pages)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Said once, on stderr (not also as a log line: the same error twice reads as two).
         Err(e) => {
-            tracing::error!(error = %e, "server failed");
             eprintln!("chorus serve: {e}");
             ExitCode::FAILURE
         }

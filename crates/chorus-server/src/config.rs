@@ -128,7 +128,8 @@ macro_rules! settings {
 
 settings! {
     /// Address to bind [default: 0.0.0.0].
-    host: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED), env = "CHORUS_HOST";
+    host: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED), env = "CHORUS_HOST",
+        [value_parser = host_address];
     /// TCP port for WebSocket, HTTP API and SSE; 0 picks a free port [default: 3001].
     port: u16 = 3001, env = "CHORUS_PORT";
     /// Path of the WebSocket endpoint [default: /ws].
@@ -142,7 +143,8 @@ settings! {
     /// Keep everything in memory instead of --data-dir; nothing survives a restart
     /// [default: false].
     memory: bool = false, env = "CHORUS_MEMORY",
-        [num_args = 0..=1, default_missing_value = "true", value_name = "BOOL"];
+        [num_args = 0..=1, default_missing_value = "true", value_name = "BOOL",
+         value_parser = clap::builder::BoolishValueParser::new()];
     /// HS256 secret that verifies connection tokens (required unless --dev).
     jwt_secret: Option<String> = None, env = "CHORUS_JWT_SECRET",
         [hide_env_values = true, num_args = 1, value_parser = non_empty_secret];
@@ -152,7 +154,8 @@ settings! {
     /// Development mode: accept connections without a token (anonymous users). Never in
     /// production [default: false].
     dev: bool = false, env = "CHORUS_DEV",
-        [num_args = 0..=1, default_missing_value = "true", value_name = "BOOL"];
+        [num_args = 0..=1, default_missing_value = "true", value_name = "BOOL",
+         value_parser = clap::builder::BoolishValueParser::new()];
     /// Heartbeat interval announced in welcome, ms [default: 30000].
     heartbeat_interval_ms: u64 = 30_000, env = "CHORUS_HEARTBEAT_INTERVAL_MS";
     /// Silence after which a connection is closed with 4300, ms; at least twice the
@@ -251,6 +254,16 @@ settings! {
     log_level: String = "info".to_owned(), env = "CHORUS_LOG_LEVEL";
     /// Log format [default: text].
     log_format: LogFormat = LogFormat::Text, env = "CHORUS_LOG_FORMAT", [value_enum];
+}
+
+/// An IP address to bind, or `localhost` (the loopback address, 127.0.0.1).
+fn host_address(s: &str) -> Result<IpAddr, String> {
+    if s.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    s.parse().map_err(|_| {
+        format!("{s:?} is not an IP address: give one (127.0.0.1, 0.0.0.0, ::1) or localhost")
+    })
 }
 
 fn non_empty_secret(s: &str) -> Result<String, String> {
@@ -645,6 +658,21 @@ mod tests {
             c.disabled_capabilities(),
             vec![Capability::Presence, Capability::Rooms, Capability::Cursors]
         );
+    }
+
+    #[test]
+    fn localhost_is_a_host() {
+        assert_eq!(
+            parse(&["--host", "localhost"]).host,
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        );
+    }
+
+    #[test]
+    fn bool_flags_take_one_and_yes() {
+        assert!(parse(&["--dev=1"]).dev.unwrap());
+        assert!(parse(&["--memory=yes"]).memory.unwrap());
+        assert!(!parse(&["--dev=0"]).dev.unwrap());
     }
 
     #[test]
