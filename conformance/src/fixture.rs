@@ -108,6 +108,10 @@ pub struct ClientSpec {
     /// Sign the minted token with this secret instead of the server's (a bad signature).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret: Option<String>,
+    /// A near miss: the valid token with the last character of its signature changed (the
+    /// signature's bits change, so it must be refused as badly signed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub near_miss_signature: bool,
     /// Where the token goes on the upgrade request.
     #[serde(default, skip_serializing_if = "is_default_placement")]
     pub auth: TokenPlacement,
@@ -155,6 +159,10 @@ pub enum HttpAuth {
 pub enum AuthKeyword {
     /// The run's `--api-key`.
     ApiKey,
+    /// A near miss: the run's `--api-key` without its last character.
+    ApiKeyPrefix,
+    /// A near miss: the run's `--api-key` with its last character changed.
+    ApiKeyLastChanged,
     /// No credentials.
     None,
 }

@@ -98,10 +98,19 @@ impl CaseRun<'_> {
     ) -> Result<(), Flow> {
         match auth {
             None | Some(HttpAuth::Keyword(AuthKeyword::None)) => {}
-            Some(HttpAuth::Keyword(AuthKeyword::ApiKey)) => {
+            Some(HttpAuth::Keyword(
+                k @ (AuthKeyword::ApiKey
+                | AuthKeyword::ApiKeyPrefix
+                | AuthKeyword::ApiKeyLastChanged),
+            )) => {
                 let key = self.runner.config.api_key.clone().ok_or_else(|| {
                     Flow::Untestable("the case needs the HTTP API key: pass --api-key".into())
                 })?;
+                let key = match k {
+                    AuthKeyword::ApiKeyPrefix => near_miss_key(&key, false),
+                    AuthKeyword::ApiKeyLastChanged => near_miss_key(&key, true),
+                    _ => key,
+                };
                 headers.insert(chorus_protocol::http::API_KEY_HEADER.into(), key);
             }
             Some(HttpAuth::ApiKey { api_key }) => {
@@ -257,4 +266,14 @@ pub(super) fn check_status(want: Option<&CloseCodes>, status: u16, body: &str) -
         expected: Some(format!("status {expected}")),
         actual: Some(format!("{status} {body}")),
     })
+}
+
+/// The key without its last character, or with it replaced by another one.
+fn near_miss_key(key: &str, replace: bool) -> String {
+    let mut chars: Vec<char> = key.chars().collect();
+    let last = chars.pop();
+    if replace {
+        chars.push(if last == Some('x') { 'y' } else { 'x' });
+    }
+    chars.into_iter().collect()
 }

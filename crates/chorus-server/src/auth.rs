@@ -46,6 +46,7 @@ pub struct Authenticator {
     dev: bool,
     /// The `rights_claim_unchecked` fault: a malformed `rights` claim is dropped, not refused.
     drop_bad_rights: bool,
+    near_miss_signatures: bool,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -71,6 +72,7 @@ impl Authenticator {
             validation,
             dev,
             drop_bad_rights: false,
+            near_miss_signatures: false,
         }
     }
 
@@ -78,6 +80,13 @@ impl Authenticator {
     /// claim is malformed is accepted as if it had none.
     pub fn dropping_bad_rights(mut self) -> Authenticator {
         self.drop_bad_rights = true;
+        self
+    }
+
+    /// CONN-4 broken on purpose (the `signature_last_char_ignored` fault): a signature that
+    /// is right but for its last character is accepted.
+    pub fn accepting_near_miss_signatures(mut self) -> Authenticator {
+        self.near_miss_signatures = true;
         self
     }
 
@@ -120,8 +129,34 @@ impl Authenticator {
             None if self.dev => jsonwebtoken::dangerous::insecure_decode(token),
             None => return Err(AuthError::Invalid("no secret configured".into())),
         };
-        data.map(|data| data.claims)
-            .map_err(|e| AuthError::Invalid(e.to_string()))
+        match data {
+            Ok(data) => Ok(data.claims),
+            Err(_) if self.near_miss_signatures => self.near_miss(token),
+            Err(e) => Err(AuthError::Invalid(e.to_string())),
+        }
+    }
+
+    /// The fault's reading: any last character of the signature will do.
+    fn near_miss(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
+        let key = self
+            .key
+            .as_ref()
+            .ok_or_else(|| AuthError::Invalid("no secret configured".into()))?;
+        let cut = token.char_indices().last().map_or(0, |(i, _)| i);
+        let stem = &token[..cut];
+        const B64URL: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        B64URL
+            .chars()
+            .find_map(|c| {
+                jsonwebtoken::decode::<Map<String, Value>>(
+                    &format!("{stem}{c}"),
+                    key,
+                    &self.validation,
+                )
+                .ok()
+            })
+            .map(|data| data.claims)
+            .ok_or_else(|| AuthError::Invalid("bad signature".into()))
     }
 }
 

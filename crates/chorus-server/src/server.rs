@@ -137,6 +137,7 @@ impl Server {
         // SEC-2 broken on purpose: development mode on although not configured.
         let dev = config.dev || faults.on(Fault::DevModeByDefault);
         let unchecked_rights = faults.on(Fault::RightsClaimUnchecked);
+        let near_miss_signatures = faults.on(Fault::SignatureLastCharIgnored);
         let core = Core::new(core_config(&config, faults), store)?;
         let addr = config.bind_addr();
         let listener = TcpListener::bind(addr)
@@ -164,6 +165,9 @@ impl Server {
         let mut auth = Authenticator::new(config.jwt_secret.as_deref(), dev);
         if unchecked_rights {
             auth = auth.dropping_bad_rights(); // CONN-23 broken on purpose
+        }
+        if near_miss_signatures {
+            auth = auth.accepting_near_miss_signatures(); // CONN-4 broken on purpose
         }
         let shared = Arc::new(Shared::new(config, auth, core));
         let (stop_tx, stop_rx) = watch::channel(false);

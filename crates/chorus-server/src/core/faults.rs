@@ -151,6 +151,10 @@ faults! {
     DevModeByDefault = "dev_mode_by_default": "tokenless connections are accepted as anonymous without --dev (SEC-2)",
     RightsClaimUnchecked = "rights_claim_unchecked": "a token whose rights claim is malformed is accepted (CONN-23)",
     DuplicateCapability = "duplicate_capability": "welcome lists a capability twice (VER-4)",
+    ApiKeyPrefixAccepted = "api_key_prefix_accepted": "the HTTP API accepts an X-Api-Key that is a prefix of the configured key, compared over the given key's length (HTTP-8)",
+    SignatureLastCharIgnored = "signature_last_char_ignored": "a token whose signature differs from the valid one only in its last character is accepted (CONN-4)",
+    PasswordCaseFolded = "password_case_folded": "room passwords are compared case-insensitively (ROOM-10)",
+    PasswordTrimmed = "password_trimmed": "room passwords are trimmed of surrounding whitespace before they are compared, so \"s3cret \" opens a room protected by \"s3cret\" (ROOM-10)",
 }
 
 impl Fault {

@@ -37,6 +37,12 @@ impl<E: Engine> Core<E> {
         let req = if self.fault(Fault::PasswordTruncated) {
             truncated = bcrypt_like(req);
             &truncated
+        } else if self.fault(Fault::PasswordCaseFolded) {
+            truncated = normalised(req, str::to_lowercase);
+            &truncated
+        } else if self.fault(Fault::PasswordTrimmed) {
+            truncated = normalised(req, |p| p.trim().to_owned());
+            &truncated
         } else {
             req
         };
@@ -102,6 +108,17 @@ impl<E: Engine> Core<E> {
 
 /// The `password_truncated` fault: passwords cut to their first 72 bytes (on a char
 /// boundary), when the room is created and when it is joined.
+/// The `password_case_folded` and `password_trimmed` faults: passwords "normalised" before
+/// they are hashed and compared.
+fn normalised(req: &Subscribe, f: impl Fn(&str) -> String) -> Subscribe {
+    let mut req = req.clone();
+    req.password = req.password.as_deref().map(&f);
+    if let Some(room) = req.room.as_mut() {
+        room.password = room.password.as_deref().map(&f);
+    }
+    req
+}
+
 fn bcrypt_like(req: &Subscribe) -> Subscribe {
     let cut = |p: &String| {
         let mut end = p.len().min(72);

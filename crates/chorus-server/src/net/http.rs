@@ -169,7 +169,12 @@ fn api_access(shared: &Shared, headers: &HeaderMap, capability: Capability) -> A
         ));
     };
     let given = headers.get(API_KEY_HEADER).map(|v| v.as_bytes());
-    let key_ok = given.is_some_and(|given| constant_time_eq(given, expected.as_bytes()));
+    let key_ok = given.is_some_and(|given| {
+        constant_time_eq(given, expected.as_bytes())
+            || (shared.faults.on(Fault::ApiKeyPrefixAccepted)
+                && !given.is_empty()
+                && expected.as_bytes().starts_with(given))
+    });
     if !key_ok && !shared.faults.on(Fault::HttpApiWithoutKey) {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
