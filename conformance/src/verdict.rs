@@ -69,6 +69,17 @@ pub enum PartVerdict {
     NotChecked,
 }
 
+impl PartVerdict {
+    /// For people: "passed", "failed", "not checked".
+    pub fn as_words(self) -> &'static str {
+        match self {
+            PartVerdict::Pass => "passed",
+            PartVerdict::Fail => "failed",
+            PartVerdict::NotChecked => "not checked",
+        }
+    }
+}
+
 /// Which behaviour a failure concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

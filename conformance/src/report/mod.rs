@@ -4,6 +4,7 @@
 pub mod html;
 pub mod json;
 pub mod junit;
+pub mod markdown;
 pub mod terminal;
 
 use std::collections::BTreeMap;
@@ -255,7 +256,8 @@ mod tests {
                 verbose: false,
             },
         );
-        assert!(text.contains("presence: 0/1 passed"), "{text}");
+        assert!(text.contains("presence     0/1 passed, 1 failed"), "{text}");
+        assert!(text.contains("FAILED (1):"), "{text}");
         assert!(text.contains("expected: {\"type\":\"user:joined\"}"));
         assert!(
             text.contains("bob        <- {\"type\":\"pong\",\"ts\":1}"),
@@ -280,6 +282,12 @@ mod tests {
         assert!(page.contains("A server MUST announce a join once."));
         assert!(page.contains("&quot;pong&quot;"));
         assert!(page.contains("joins &lt;once&gt; &amp; only once"));
+        assert!(
+            page.contains("messages: failed · close: not checked"),
+            "{page}"
+        );
+        // Failures come before the area tables.
+        assert!(page.find("<h2>Failures").unwrap() < page.find("<h2>Areas").unwrap());
     }
 
     #[test]

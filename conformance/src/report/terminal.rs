@@ -29,7 +29,9 @@ fn mark(c: &CaseResult) -> &'static str {
     }
 }
 
-/// The whole summary as text.
+/// The whole summary as text: the areas with their counts (graded cases only in the
+/// fraction), then failures, warnings, errors and untestable cases (each with its
+/// reproduction), the skipped ones grouped by reason, and the totals last.
 pub fn render(report: &Report, opts: TerminalOptions) -> String {
     let mut out = String::new();
     let t = &report.target;
@@ -40,19 +42,97 @@ pub fn render(report: &Report, opts: TerminalOptions) -> String {
         t.protocol,
         t.urls.join(", ")
     );
+    let _ = writeln!(
+        out,
+        "\nareas (passed/graded; skipped and untestable cases are not graded):"
+    );
     for (area, cases) in super::by_area(&report.cases) {
-        let passed = cases.iter().filter(|c| c.verdict == Verdict::Pass).count();
-        let _ = writeln!(out, "\n{area}: {passed}/{} passed", cases.len());
+        let _ = writeln!(out, "  {area:<12} {}", area_counts(&cases));
+    }
+    let groups: [(&str, Verdict); 4] = [
+        ("FAILED", Verdict::Fail),
+        ("WARNINGS (SHOULD)", Verdict::Warn),
+        ("ERRORS (the harness could not run these)", Verdict::Error),
+        ("UNTESTABLE here", Verdict::Untestable),
+    ];
+    for (title, verdict) in groups {
+        let cases: Vec<&CaseResult> = report
+            .cases
+            .iter()
+            .filter(|c| c.verdict == verdict)
+            .collect();
+        if cases.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{title} ({}):", cases.len());
         for c in cases {
-            let interesting = c.verdict != Verdict::Pass || c.baseline.is_some() || c.flaky;
-            if !interesting && !opts.verbose {
-                continue;
-            }
             case_lines(&mut out, c, opts);
         }
     }
+    let others: Vec<&CaseResult> = report
+        .cases
+        .iter()
+        .filter(|c| {
+            matches!(c.verdict, Verdict::Pass | Verdict::Skipped)
+                && (opts.verbose || c.baseline.is_some() || c.flaky)
+        })
+        .collect();
+    if !others.is_empty() {
+        let _ = writeln!(out, "\nothers:");
+        for c in others {
+            case_lines(&mut out, c, opts);
+        }
+    }
+    skipped(&mut out, report);
     totals(&mut out, report);
     out
+}
+
+/// "12/14 passed, 2 failed, 3 skipped".
+fn area_counts(cases: &[&CaseResult]) -> String {
+    let n = |v: Verdict| cases.iter().filter(|c| c.verdict == v).count();
+    let graded = n(Verdict::Pass) + n(Verdict::Fail) + n(Verdict::Warn) + n(Verdict::Error);
+    let mut parts = vec![if graded == 0 {
+        "nothing graded".to_owned()
+    } else {
+        format!("{}/{graded} passed", n(Verdict::Pass))
+    }];
+    for (v, word) in [
+        (Verdict::Fail, "failed"),
+        (Verdict::Warn, "warning"),
+        (Verdict::Error, "error"),
+        (Verdict::Untestable, "untestable"),
+        (Verdict::Skipped, "skipped"),
+    ] {
+        let k = n(v);
+        let plural = if k > 1 && matches!(v, Verdict::Warn | Verdict::Error) {
+            "s"
+        } else {
+            ""
+        };
+        if k > 0 {
+            parts.push(format!("{k} {word}{plural}"));
+        }
+    }
+    parts.join(", ")
+}
+
+/// Skipped cases by reason (a capability not announced, or announced for a case about a
+/// server without it): one line each, not one per case (`--verbose` lists them).
+fn skipped(out: &mut String, r: &Report) {
+    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in r.cases.iter().filter(|c| c.verdict == Verdict::Skipped) {
+        *by_reason
+            .entry(c.reason.as_deref().unwrap_or("no reason given"))
+            .or_default() += 1;
+    }
+    if by_reason.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nskipped:");
+    for (why, n) in by_reason {
+        let _ = writeln!(out, "  {n:>3} x {why}");
+    }
 }
 
 fn case_lines(out: &mut String, c: &CaseResult, opts: TerminalOptions) {
