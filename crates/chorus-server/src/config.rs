@@ -65,6 +65,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which engine holds what connections share (cluster.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    /// Everything in this process (the embedded default).
+    InProcess,
+    /// Streams and shared state in Redis, shared by every node of a cluster.
+    Redis,
+}
+
 /// Declares every setting once: its type, default and help text. Generates the clap flags
 /// ([`ServeArgs`]), the file layer ([`FileSettings`]) and the merged [`Config`].
 macro_rules! settings {
@@ -250,6 +260,15 @@ settings! {
     pg_slot: String = "chorus".to_owned(), env = "CHORUS_PG_SLOT";
     /// Publication of the feed (created, or set to --pg-tables) [default: chorus].
     pg_publication: String = "chorus".to_owned(), env = "CHORUS_PG_PUBLICATION";
+    /// Engine: in-process (one server) or redis (a cluster of nodes sharing --redis-url)
+    /// [default: in-process].
+    engine: EngineKind = EngineKind::InProcess, env = "CHORUS_ENGINE", [value_enum];
+    /// Redis of the cluster engine, redis://host:port [default: redis://127.0.0.1:6379].
+    redis_url: String = "redis://127.0.0.1:6379".to_owned(), env = "CHORUS_REDIS_URL",
+        [hide_env_values = true];
+    /// Prefix of every Redis key of this deployment (several deployments may share one
+    /// Redis) [default: chorus].
+    redis_prefix: String = "chorus".to_owned(), env = "CHORUS_REDIS_PREFIX";
     /// Log filter, e.g. `info` or `chorus_server=debug` [default: info].
     log_level: String = "info".to_owned(), env = "CHORUS_LOG_LEVEL";
     /// Log format [default: text].

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod core;
 #[cfg(feature = "pgfeed")]

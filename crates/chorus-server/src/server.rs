@@ -16,8 +16,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
+use crate::cluster::{self, ServerEngine};
+use crate::config::EngineKind;
 use crate::config::{Config, ConfigError};
-use crate::core::{Core, CoreConfig, CoreError, Fault, Faults};
+use crate::core::{Core, CoreConfig, CoreError, Fault, Faults, InProcessEngine};
 use crate::net::{self, Page, Shared};
 use crate::store::{Store, StoreError};
 
@@ -47,6 +49,9 @@ pub enum ServerError {
     /// The PostgreSQL change feed is misconfigured (changes.md "Database feeds").
     #[error("{0}")]
     Feed(String),
+    /// The cluster engine could not join its Redis.
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] cluster::JoinError),
 }
 
 /// The reference server.
@@ -138,7 +143,23 @@ impl Server {
         let dev = config.dev || faults.on(Fault::DevModeByDefault);
         let unchecked_rights = faults.on(Fault::RightsClaimUnchecked);
         let near_miss_signatures = faults.on(Fault::SignatureLastCharIgnored);
-        let core = Core::new(core_config(&config, faults), store)?;
+        let core_config = core_config(&config, faults);
+        let retention = core_config
+            .retention
+            .max(core_config.limits.history_limit as usize);
+        let local = InProcessEngine::load(store, retention, core_config.faults.clone())?
+            .with_idle_ttl(core_config.channel_idle_ms);
+        let (engine, node) = match config.engine {
+            EngineKind::InProcess => (ServerEngine::InProcess(local), None),
+            EngineKind::Redis => {
+                let joined =
+                    cluster::join(&config.redis_url, &config.redis_prefix, local, retention)?;
+                tracing::info!(node = joined.node, "joined the cluster");
+                let node = (joined.node, joined.events, joined.bus, joined.keys);
+                (ServerEngine::Redis(joined.engine), Some(node))
+            }
+        };
+        let core = Core::with_engine(core_config, engine);
         let addr = config.bind_addr();
         let listener = TcpListener::bind(addr)
             .await
@@ -169,13 +190,27 @@ impl Server {
         if near_miss_signatures {
             auth = auth.accepting_near_miss_signatures(); // CONN-4 broken on purpose
         }
-        let shared = Arc::new(Shared::new(config, auth, core));
+        let first_conn = node
+            .as_ref()
+            .map_or(1, |n| (n.0 << cluster::NODE_SHIFT) + 1);
+        let shared = Arc::new(Shared::new(config, auth, core, first_conn));
+        let bus = node.map(|(_, events, bus, keys)| {
+            let task = tokio::spawn(cluster::run_bus(shared.clone(), keys, events));
+            (bus, task)
+        });
         let (stop_tx, stop_rx) = watch::channel(false);
         #[cfg(feature = "pgfeed")]
         let feed = feed.map(|s| tokio::spawn(crate::feed::run(shared.clone(), s, stop_rx.clone())));
         #[cfg(not(feature = "pgfeed"))]
         let feed = None;
-        let task = tokio::spawn(serve(listener, shared, stop_rx, pages, feed));
+        let task = tokio::spawn(async move {
+            let served = serve(listener, shared, stop_rx, pages, feed).await;
+            if let Some((bus, task)) = bus {
+                bus.close();
+                task.abort();
+            }
+            served
+        });
         tracing::info!(%addr, %path, "chorus server listening");
         Ok(RunningServer {
             addr,

@@ -147,8 +147,7 @@ impl<E: Engine> Core<E> {
         let mut seqs = Vec::with_capacity(2);
         for channel in channels {
             let key = self.key(&tenant, &channel);
-            let frame = self.engine.append(&key, &mut |seq| {
-                seqs.push(seq);
+            let (seq, frame) = self.engine.append(&key, &mut |seq| {
                 StreamItem::DataChange(DataChange {
                     channel: channel.clone(),
                     operation,
@@ -159,6 +158,7 @@ impl<E: Engine> Core<E> {
                     seq,
                 })
             })?;
+            seqs.push(seq);
             self.fan_out(&key, &frame, None, &mut out);
         }
         Ok((out.effects, seqs))

@@ -336,11 +336,9 @@ impl<E: Engine> Core<E> {
         from: Option<String>,
         now: Millis,
     ) -> Result<(u64, Frame), CoreError> {
-        let mut seq = 0;
         // The engine calls `build` once; moving the payload in saves a copy of `data`.
         let mut payload = Some((event, data, from));
-        let frame = self.engine.append(key, &mut |s| {
-            seq = s;
+        self.engine.append(key, &mut |s| {
             let (event, data, from) = payload.take().unwrap_or_default();
             StreamItem::Message(Message {
                 channel: key.name.clone(),
@@ -350,8 +348,7 @@ impl<E: Engine> Core<E> {
                 ts: now,
                 seq: s,
             })
-        })?;
-        Ok((seq, frame))
+        })
     }
 }
 

@@ -150,6 +150,29 @@ pub struct RecordPage {
     pub has_more: bool,
 }
 
+/// What a node's subscribers of a channel must be sent (see [`Engine::relay`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// These frames, in order.
+    Frames(Vec<Frame>),
+    /// This node lost the channel's continuity (a new epoch under live subscribers, or items
+    /// it missed that are no longer retained): its subscribers are closed with 4301 so that
+    /// they resubscribe with `since` and learn of the gap (CLUS-9), never a silent one.
+    Discontinuity,
+}
+
+/// A frame another node published for a channel's subscribers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remote {
+    /// The node that published it.
+    pub origin: u64,
+    /// For a stream item: its epoch and `seq`; `None` for an ephemeral frame (presence,
+    /// state, cursors), which has no place in the stream.
+    pub stream: Option<(Epoch, u64)>,
+    /// The frame as the origin serialized it.
+    pub frame: Frame,
+}
+
 /// Shared channel data behind one interface. Methods taking `&mut self` on a key create
 /// the channel (with a fresh epoch, HIST-3) when it does not exist yet.
 pub trait Engine {
@@ -157,13 +180,16 @@ pub trait Engine {
 
     /// The channel's current position.
     fn position(&mut self, key: &ChannelKey) -> StreamPosition;
-    /// Numbers, stores (durably) and retains one item built from its `seq` (`build` is
-    /// called exactly once); returns the item's frame, serialized once for every recipient.
+    /// Numbers, stores (durably) and retains one item built by `build` (called exactly
+    /// once); returns the item's `seq` and its frame, serialized once for every recipient.
+    /// `build` receives the `seq` when the engine knows it beforehand; an engine that numbers
+    /// the item elsewhere (a broker script, CLUS-1) passes a placeholder and writes the real
+    /// `seq` into the frame, so callers take the `seq` from the result, never from `build`.
     fn append(
         &mut self,
         key: &ChannelKey,
         build: &mut dyn FnMut(u64) -> StreamItem,
-    ) -> Result<Frame, CoreError>;
+    ) -> Result<(u64, Frame), CoreError>;
     /// The frames after `seq`, ascending, when every one of them is retained (HIST-7).
     fn replay_after(&self, key: &ChannelKey, seq: u64) -> Option<Vec<Frame>>;
     /// A history page.
@@ -178,8 +204,20 @@ pub trait Engine {
     fn add_subscriber(&mut self, key: &ChannelKey, conn: ConnId);
     /// Removes a connection from the channel's fan-out set.
     fn remove_subscriber(&mut self, key: &ChannelKey, conn: ConnId);
-    /// The channel's subscribed connections.
+    /// The channel's subscribed connections (on this node).
     fn subscribers(&self, key: &ChannelKey) -> impl Iterator<Item = ConnId> + '_;
+    /// Hands `frame`, about to be sent to this node's subscribers of `key`, to the other
+    /// nodes of a cluster, and says what this node's subscribers must get before it: stream
+    /// items other nodes appended that this node has not delivered yet (CLUS-1), or a
+    /// discontinuity (CLUS-9). A single-process engine has nothing to relay.
+    fn relay(&mut self, _key: &ChannelKey, _frame: &Frame) -> Delivery {
+        Delivery::Frames(Vec::new())
+    }
+    /// A frame another node relayed for `key`: what this node's subscribers must get, in
+    /// order (duplicates dropped, missed stream items filled in from the retained stream).
+    fn accept_remote(&mut self, _key: &ChannelKey, _remote: Remote) -> Delivery {
+        Delivery::Frames(Vec::new())
+    }
 
     // --- rooms (rooms.md) ---
 

@@ -67,6 +67,9 @@ pub enum CoreError {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The engine's broker failed (cluster engines).
+    #[error("engine: {0}")]
+    Engine(String),
 }
 
 impl From<ChannelNameError> for CoreError {
@@ -94,7 +97,7 @@ impl CoreError {
             CoreError::LimitExceeded { .. } => ErrorCode::LimitExceeded,
             CoreError::Unsupported(_) => ErrorCode::Unsupported,
             CoreError::NotFound(_) => ErrorCode::NotFound,
-            CoreError::Store(_) => ErrorCode::Internal,
+            CoreError::Store(_) | CoreError::Engine(_) => ErrorCode::Internal,
         }
     }
 

@@ -17,6 +17,8 @@
 //!   that is terminal for the client (PRES-33); otherwise presence leases enter their grace
 //!   period (PRES-26).
 //! - [`Core::tick`] at [`Core::next_deadline`]: grace expiry and cursor flushes.
+//! - [`Core::deliver_remote`]: a frame another node of a cluster published (the cluster
+//!   module's bus receives it from the broker); the engine orders and deduplicates it.
 //! - HTTP: [`Core::server_publish`], [`Core::resource_write`], [`Core::resource_read`],
 //!   [`Core::stats`], [`Core::channel_users`], [`Core::report_change`].
 //! - A database change feed (the shell's `feed` module): [`Core::feed_position`] at start,
@@ -74,7 +76,7 @@ mod state;
 mod testkit;
 
 pub use changes::{is_record_id, is_resource_name};
-pub use engine::{ChannelKey, Engine};
+pub use engine::{ChannelKey, Delivery, Engine, Remote};
 pub use errors::CoreError;
 pub use faults::{Fault, Faults};
 pub use in_process::{InProcessEngine, DEFAULT_IDLE_TTL_MS};
@@ -306,6 +308,11 @@ impl<E: Engine> Core<E> {
         &self.engine
     }
 
+    /// The engine, to collect what it reports to the shell (a cluster engine's failures).
+    pub fn engine_mut(&mut self) -> &mut E {
+        &mut self.engine
+    }
+
     /// Handles one decoded client frame: exactly one reply per request (TRANS-10), which
     /// echoes the request's `id` (TRANS-9) and, for an error, its channel (ERR-2).
     pub fn handle(&mut self, conn: ConnId, msg: ClientMessage, now: Millis) -> Vec<Effect> {
@@ -447,13 +454,65 @@ impl<E: Engine> Core<E> {
         Ok((self.key(&c.tenant, name), c.session.user_id.clone()))
     }
 
-    /// Sends one frame to every subscriber of `key` except `except`.
-    fn fan_out(&self, key: &ChannelKey, frame: &Frame, except: Option<ConnId>, out: &mut Outbox) {
+    /// Sends one frame to every subscriber of `key` except `except`, on every node: the
+    /// engine relays it and names what this node's subscribers must get first (CLUS-1).
+    fn fan_out(
+        &mut self,
+        key: &ChannelKey,
+        frame: &Frame,
+        except: Option<ConnId>,
+        out: &mut Outbox,
+    ) {
+        match self.engine.relay(key, frame) {
+            Delivery::Frames(missed) => {
+                for earlier in &missed {
+                    self.deliver_local(key, earlier, None, out);
+                }
+                self.deliver_local(key, frame, except, out);
+            }
+            Delivery::Discontinuity => self.evict_subscribers(key, out),
+        }
+    }
+
+    /// Sends one frame to this node's subscribers of `key` except `except`.
+    fn deliver_local(
+        &self,
+        key: &ChannelKey,
+        frame: &Frame,
+        except: Option<ConnId>,
+        out: &mut Outbox,
+    ) {
         for to in self.engine.subscribers(key) {
             if Some(to) != except {
                 out.frame(to, frame.clone(), false);
             }
         }
+    }
+
+    /// CLUS-9: closes this node's subscribers of `key` with 4301, so that each resubscribes
+    /// with `since` and is told `recovered: false` instead of missing items silently.
+    fn evict_subscribers(&self, key: &ChannelKey, out: &mut Outbox) {
+        for conn in self.engine.subscribers(key) {
+            out.effects.push(Effect::Close {
+                conn,
+                code: CloseCode::ReconnectRequested,
+            });
+        }
+    }
+
+    /// A frame another node of the cluster published for `key` (the shell receives it from
+    /// the broker): delivered to this node's subscribers in stream order, once.
+    pub fn deliver_remote(&mut self, key: &ChannelKey, remote: Remote) -> Vec<Effect> {
+        let mut out = Outbox::default();
+        match self.engine.accept_remote(key, remote) {
+            Delivery::Frames(frames) => {
+                for frame in &frames {
+                    self.deliver_local(key, frame, None, &mut out);
+                }
+            }
+            Delivery::Discontinuity => self.evict_subscribers(key, &mut out),
+        }
+        out.effects
     }
 }
 

@@ -22,7 +22,7 @@ impl<E: Engine> Core<E> {
 
     /// `user:joined` to every other subscriber (PRES-8).
     pub(super) fn announce_join(
-        &self,
+        &mut self,
         key: &ChannelKey,
         conn: ConnId,
         member: Member,

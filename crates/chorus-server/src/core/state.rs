@@ -196,7 +196,7 @@ impl<E: Engine> Core<E> {
 
     /// The server state frame to every subscriber, the writer included (STATE-15).
     fn fan_out_state(
-        &self,
+        &mut self,
         key: &ChannelKey,
         writer: ConnId,
         msg: &ServerMessage,

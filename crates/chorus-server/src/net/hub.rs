@@ -21,8 +21,9 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{watch, Notify};
 
 use crate::auth::Authenticator;
+use crate::cluster::ServerEngine;
 use crate::config::Config;
-use crate::core::{ConnId, Core, Effect, Fault, Faults, Frame, Session};
+use crate::core::{ChannelKey, ConnId, Core, Effect, Fault, Faults, Frame, Remote, Session};
 use crate::store::sync_wal;
 
 use super::admission::{Caps, Peers, Refused, UserKey};
@@ -42,9 +43,12 @@ pub fn deadline_at(at_ms: Millis) -> tokio::time::Instant {
     tokio::time::Instant::now() + wait
 }
 
+/// The core over the engine this server runs.
+pub type NodeCore = Core<ServerEngine>;
+
 /// The core and the queues of the connections it knows.
 struct Hub {
-    core: Core,
+    core: NodeCore,
     /// Group commit: effects produced after a store write, in order, each with the store's
     /// write count it must wait for; released once a log sync covers it.
     held: VecDeque<(u64, Held)>,
@@ -106,8 +110,9 @@ impl Drop for LiveGuard {
 }
 
 impl Shared {
-    /// Shared state over a built core.
-    pub fn new(config: Config, auth: Authenticator, core: Core) -> Shared {
+    /// Shared state over a built core; connection ids start at `first_conn` (a cluster
+    /// node's number in the high bits keeps them unique in the deployment, CLUS-5).
+    pub fn new(config: Config, auth: Authenticator, core: NodeCore, first_conn: u64) -> Shared {
         let store = core.engine().store();
         let (wal, written) = (store.wal_path().map(Path::to_owned), store.written());
         Shared {
@@ -122,7 +127,7 @@ impl Shared {
                 conns: FxHashMap::default(),
                 departed: FxHashMap::default(),
             }),
-            next_conn: AtomicU64::new(1),
+            next_conn: AtomicU64::new(first_conn.max(1)),
             timer: Notify::new(),
             timer_deadline: AtomicU64::new(u64::MAX),
             peers: Mutex::new(Peers::default()),
@@ -249,7 +254,7 @@ impl Shared {
     /// Runs `f` on the core (HTTP API) and carries out the effects it returns.
     pub fn with_core<T, E>(
         &self,
-        f: impl FnOnce(&mut Core, Millis) -> Result<(T, Vec<Effect>), E>,
+        f: impl FnOnce(&mut NodeCore, Millis) -> Result<(T, Vec<Effect>), E>,
     ) -> Result<T, E> {
         let mut hub = self.lock();
         let (value, effects) = f(&mut hub.core, now_ms())?;
@@ -258,7 +263,7 @@ impl Shared {
     }
 
     /// Reads from the core without effects.
-    pub fn read_core<T>(&self, f: impl FnOnce(&Core) -> T) -> T {
+    pub fn read_core<T>(&self, f: impl FnOnce(&NodeCore) -> T) -> T {
         f(&self.lock().core)
     }
 
@@ -355,7 +360,33 @@ impl Shared {
         self.synced.send_replace(hub.synced);
     }
 
+    /// A frame another node published (the cluster bus received it).
+    pub fn deliver_remote(&self, key: &ChannelKey, remote: Remote) {
+        let mut hub = self.lock();
+        let effects = hub.core.deliver_remote(key, remote);
+        self.apply(&mut hub, effects);
+    }
+
+    /// Closes every connection with `code` after what is queued for it (CLUS-10: the node
+    /// lost its broker and can no longer keep the cluster's promises).
+    pub fn close_all(&self, code: CloseCode) {
+        let hub = self.lock();
+        for handle in hub.conns.values() {
+            handle.close_after_queued(code);
+        }
+    }
+
     fn apply(&self, hub: &mut Hub, effects: Vec<Effect>) {
+        if let Some(failure) = hub.core.engine_mut().take_failure() {
+            // CLUS-10: what the failed call produced may rest on a wrong answer (a made-up
+            // position); none of it goes out, and every client reconnects elsewhere.
+            tracing::error!(%failure, "engine failure: closing every connection with 4301");
+            drop(effects);
+            for handle in hub.conns.values() {
+                handle.close_after_queued(CloseCode::ReconnectRequested);
+            }
+            return;
+        }
         if self.wal.is_some() {
             // Group commit: nothing produced after a write that no sync covers yet goes out
             // before that sync, and nothing overtakes what is already held (order).

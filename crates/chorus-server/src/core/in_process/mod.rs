@@ -244,7 +244,7 @@ impl Engine for InProcessEngine {
         &mut self,
         key: &ChannelKey,
         build: &mut dyn FnMut(u64) -> StreamItem,
-    ) -> Result<Frame, CoreError> {
+    ) -> Result<(u64, Frame), CoreError> {
         let retention = self.retention;
         let gap = self.faults.on(Fault::SeqGap);
         let ch = open(&mut self.channels, key);
@@ -268,7 +268,7 @@ impl Engine for InProcessEngine {
         while ch.retained.len() > retention {
             ch.retained.pop_front();
         }
-        Ok(frame)
+        Ok((seq, frame))
     }
 
     fn replay_after(&self, key: &ChannelKey, seq: u64) -> Option<Vec<Frame>> {

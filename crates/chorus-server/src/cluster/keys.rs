@@ -1,0 +1,98 @@
+//! Where a channel lives in Redis. Every key starts with the deployment's prefix, so that
+//! several deployments (or parallel test runs) share one Redis without meeting.
+//!
+//! A channel's id is `{tenant length}:{tenant}{name}`: tenants come from tokens and may
+//! contain any character, so the length, not a separator, tells where the tenant ends.
+
+use std::sync::Arc;
+
+use chorus_protocol::ChannelName;
+
+use crate::core::ChannelKey;
+
+/// The key names of one deployment.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (e.g. `chorus`).
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn channel(&self, kind: &str, key: &ChannelKey) -> String {
+        format!(
+            "{}:{kind}:{}:{}{}",
+            self.prefix,
+            key.tenant.len(),
+            key.tenant,
+            key.name.as_str()
+        )
+    }
+
+    /// Hash: `epoch`, `seq` (the stream's top), `sver` and `slen` (shared state's version
+    /// and summed entry lengths, STATE-9).
+    pub fn meta(&self, key: &ChannelKey) -> String {
+        self.channel("meta", key)
+    }
+
+    /// List: the retained stream items, oldest first, each an [`entry`](super::entry).
+    pub fn history(&self, key: &ChannelKey) -> String {
+        self.channel("hist", key)
+    }
+
+    /// Hash: shared-state key -> compact JSON value.
+    pub fn state(&self, key: &ChannelKey) -> String {
+        self.channel("state", key)
+    }
+
+    /// Pub/sub channel of the channel's frames; a node subscribes while it has subscribers.
+    pub fn bus(&self, key: &ChannelKey) -> String {
+        self.channel("bus", key)
+    }
+
+    /// The channel a bus name stands for.
+    pub fn channel_of_bus(&self, bus: &str) -> Option<ChannelKey> {
+        let rest = bus.strip_prefix(&self.prefix)?.strip_prefix(":bus:")?;
+        let (len, rest) = rest.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        let tenant = rest.get(..len)?;
+        let name = rest.get(len..)?;
+        Some(ChannelKey {
+            tenant: Arc::from(tenant),
+            name: ChannelName(name.to_owned()),
+        })
+    }
+
+    /// Counter handing out node numbers (connection ids embed them, CLUS-5).
+    pub fn node_counter(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    /// Every key of the deployment, for `SCAN MATCH` (tests clean up with it).
+    pub fn pattern(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bus_name_gives_back_its_channel_whatever_the_tenant_holds() {
+        let keys = Keys::new("t1");
+        for tenant in ["", "acme", "a:b:3:c"] {
+            let key = ChannelKey {
+                tenant: Arc::from(tenant),
+                name: ChannelName("chat:1".into()),
+            };
+            assert_eq!(keys.channel_of_bus(&keys.bus(&key)), Some(key));
+        }
+        assert_eq!(keys.channel_of_bus("other:bus:0:x"), None);
+    }
+}
