@@ -20,12 +20,8 @@ const KEY: &str = "cluster-test-key";
 /// Fixture id globs not clustered yet, each with the reason (see the cluster module's docs):
 /// their verdicts are printed, not asserted.
 const NOT_CLUSTERED: &[(&str, &str)] = &[
-    ("presence.*", "presence leases are per node"),
     ("rooms.*", "rooms are per node"),
     ("cursors.*", "cursors are per node"),
-    ("channels.rights.presence-*", "presence leases are per node"),
-    ("state.activity.*", "presence last_seen is per node"),
-    ("http.users.*", "presence members are per node"),
     (
         "http.stats.*",
         "channel statistics count this node's connections only",

@@ -152,8 +152,13 @@ impl Server {
         let (engine, node) = match config.engine {
             EngineKind::InProcess => (ServerEngine::InProcess(local), None),
             EngineKind::Redis => {
-                let joined =
-                    cluster::join(&config.redis_url, &config.redis_prefix, local, retention)?;
+                let joined = cluster::join(
+                    &config.redis_url,
+                    &config.redis_prefix,
+                    local,
+                    retention,
+                    config.presence_grace_ms,
+                )?;
                 tracing::info!(node = joined.node, "joined the cluster");
                 let node = (joined.node, joined.events, joined.bus, joined.keys);
                 (ServerEngine::Redis(joined.engine), Some(node))

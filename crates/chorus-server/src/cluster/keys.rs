@@ -25,13 +25,7 @@ impl Keys {
     }
 
     fn channel(&self, kind: &str, key: &ChannelKey) -> String {
-        format!(
-            "{}:{kind}:{}:{}{}",
-            self.prefix,
-            key.tenant.len(),
-            key.tenant,
-            key.name.as_str()
-        )
+        format!("{}:{kind}:{}", self.prefix, Keys::channel_id(key))
     }
 
     /// Hash: `epoch`, `seq` (the stream's top), `sver` and `slen` (shared state's version
@@ -57,15 +51,52 @@ impl Keys {
 
     /// The channel a bus name stands for.
     pub fn channel_of_bus(&self, bus: &str) -> Option<ChannelKey> {
-        let rest = bus.strip_prefix(&self.prefix)?.strip_prefix(":bus:")?;
-        let (len, rest) = rest.split_once(':')?;
+        Keys::channel_of_id(bus.strip_prefix(&self.prefix)?.strip_prefix(":bus:")?)
+    }
+
+    /// Hash: user -> member record (see [`presence_scripts`](super::presence_scripts)).
+    pub fn presence(&self, key: &ChannelKey) -> String {
+        self.channel("pres", key)
+    }
+
+    /// Hash: user -> the member's leases.
+    pub fn leases(&self, key: &ChannelKey) -> String {
+        self.channel("lease", key)
+    }
+
+    /// A channel's id inside other keys' values.
+    pub fn channel_id(key: &ChannelKey) -> String {
+        format!("{}:{}{}", key.tenant.len(), key.tenant, key.name.as_str())
+    }
+
+    /// The channel of an id from [`Keys::channel_id`].
+    pub fn channel_of_id(id: &str) -> Option<ChannelKey> {
+        let (len, rest) = id.split_once(':')?;
         let len: usize = len.parse().ok()?;
-        let tenant = rest.get(..len)?;
-        let name = rest.get(len..)?;
         Some(ChannelKey {
-            tenant: Arc::from(tenant),
-            name: ChannelName(name.to_owned()),
+            tenant: Arc::from(rest.get(..len)?),
+            name: ChannelName(rest.get(len..)?.to_owned()),
         })
+    }
+
+    /// Set: ids of the channels where `node` holds (or held) leases.
+    pub fn node_channels(&self, node: u64) -> String {
+        format!("{}:nodechans:{node}", self.prefix)
+    }
+
+    /// String with a TTL: `node` is alive while it exists (CLUS-8).
+    pub fn alive(&self, node: u64) -> String {
+        format!("{}:alive:{node}", self.prefix)
+    }
+
+    /// Set: the numbers of the nodes that joined and were not yet swept.
+    pub fn node_set(&self) -> String {
+        format!("{}:nodeset", self.prefix)
+    }
+
+    /// String: when a node was first found dead (the grace period counts from then).
+    pub fn dead(&self, node: u64) -> String {
+        format!("{}:dead:{node}", self.prefix)
     }
 
     /// Counter handing out node numbers (connection ids embed them, CLUS-5).

@@ -22,8 +22,9 @@
 //!   state's version ([`scripts::POSITION`], [`scripts::APPEND`], [`scripts::WRITE_STATE`]).
 //! - `P:hist:C` list of the retained items, `m<len>:<event><frame>` or `d<frame>`.
 //! - `P:state:C` hash of the shared state, compact JSON values.
-//! - `P:bus:C` pub/sub channel: `origin\nepoch\nseq\nframe` (epoch and seq empty for
-//!   ephemeral frames: presence, state and room events).
+//! - `P:bus:C` pub/sub channel: `origin\nepoch\nseq\nexcept\nframe` (epoch and seq
+//!   empty for ephemeral frames: presence and state events, which reach every node,
+//!   their origin included, in the order Redis publishes them, CLUS-7).
 //! - `P:nodes` counter: node numbers, the high bits of every connection id (CLUS-5).
 //!
 //! # Redis operations
@@ -35,14 +36,21 @@
 //!   cost the read script only when they recover.
 //! - state write: one `EVALSHA` plus a `PUBLISH` of the `state:updated` frame.
 //!
+//! - `P:pres:C`, `P:lease:C` hashes: presence members by user and their leases
+//!   ([`presence_scripts`]); `P:alive:N` (TTL), `P:nodeset`, `P:nodechans:N`, `P:dead:N`:
+//!   node liveness and the sweep of a dead node's leases (CLUS-8).
+//!
 //! # Not clustered yet (kept per node in its [`InProcessEngine`])
-//! Presence leases and members, rooms, cursors, resource records and ingestion marks,
-//! `active_channels` (HTTP stats). See spec/cluster.md for the requirements these leave
+//! Rooms, cursors, resource records and ingestion marks, `active_channels` (HTTP stats);
+//! ephemeral frames (presence, state) are not yet ordered against snapshots taken on
+//! another node. See spec/cluster.md for the requirements these leave
 //! unmet and the suite's list of what a multi-node run cannot grade yet.
 
 pub mod bus;
 pub mod keys;
+pub mod presence_scripts;
 pub mod redis_engine;
+mod redis_presence;
 pub mod scripts;
 
 use chorus_protocol::http::ChannelStats;
@@ -149,8 +157,8 @@ impl Engine for ServerEngine {
             ServerEngine::Redis(e) => Either::B(e.subscribers(key)),
         }
     }
-    fn relay(&mut self, key: &ChannelKey, frame: &Frame) -> Delivery {
-        both!(self, e => e.relay(key, frame))
+    fn relay(&mut self, key: &ChannelKey, frame: &Frame, except: Option<ConnId>) -> Delivery {
+        both!(self, e => e.relay(key, frame, except))
     }
     fn accept_remote(&mut self, key: &ChannelKey, remote: Remote) -> Delivery {
         both!(self, e => e.accept_remote(key, remote))
@@ -161,7 +169,7 @@ impl Engine for ServerEngine {
     fn create_room(&mut self, key: &ChannelKey, room: Room) -> Result<(), CoreError> {
         both!(self, e => e.create_room(key, room))
     }
-    fn member(&self, key: &ChannelKey, user: &str) -> Option<&Member> {
+    fn member(&self, key: &ChannelKey, user: &str) -> Option<Member> {
         both!(self, e => e.member(key, user))
     }
     fn member_count(&self, key: &ChannelKey) -> usize {
@@ -305,6 +313,9 @@ pub enum JoinError {
     /// The pub/sub connection failed.
     #[error(transparent)]
     Bus(#[from] bus::BusError),
+    /// The node could not announce itself alive.
+    #[error("redis: {0}")]
+    Liveness(String),
     /// Only plain TCP Redis URLs are supported.
     #[error("unsupported redis address {0} (only redis://host:port)")]
     Address(String),
@@ -316,6 +327,7 @@ pub fn join(
     prefix: &str,
     local: InProcessEngine,
     retention: usize,
+    grace_ms: Millis,
 ) -> Result<Joined, JoinError> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_connection()?;
@@ -334,7 +346,16 @@ pub fn join(
         .map(|p| (settings.username().unwrap_or(""), p));
     let (tx, events) = tokio::sync::mpsc::unbounded_channel();
     let bus = bus::Bus::connect(&addr, password, tx)?;
-    let engine = RedisEngine::new(local, conn, keys.clone(), node, retention, bus.clone());
+    let engine = RedisEngine::new(
+        local,
+        conn,
+        keys.clone(),
+        node,
+        retention,
+        bus.clone(),
+        grace_ms,
+    );
+    engine.renew_liveness().map_err(JoinError::Liveness)?;
     Ok(Joined {
         node,
         engine,

@@ -3,7 +3,7 @@
 //! module docs of [`cluster`](super) for what is clustered yet).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chorus_protocol::http::ChannelStats;
@@ -15,6 +15,7 @@ use redis::{FromRedisValue, Script, Value};
 
 use super::bus::Bus;
 use super::keys::Keys;
+use super::redis_presence::{GraceTimer, PresenceScripts};
 use super::scripts;
 use crate::core::engine::{
     Delivery, Expected, GraceExpired, HistoryQuery, HistorySlice, LeaseTaken, RecordPage, Released,
@@ -51,9 +52,17 @@ struct Delivered {
 /// The Redis engine of one node.
 pub struct RedisEngine {
     local: InProcessEngine,
-    redis: RefCell<redis::Connection>,
-    keys: Keys,
-    node: u64,
+    pub(super) redis: RefCell<redis::Connection>,
+    pub(super) keys: Keys,
+    pub(super) node: u64,
+    pub(super) presence: PresenceScripts,
+    /// This node's grace leases, by deadline.
+    pub(super) grace: BTreeSet<GraceTimer>,
+    /// The presence grace period: a dead node's leases end this long after it was found
+    /// dead (CLUS-8).
+    pub(super) grace_ms: Millis,
+    /// When the liveness key is next renewed and dead nodes looked for.
+    pub(super) next_liveness: Millis,
     retention: usize,
     bus: Arc<Bus>,
     scripts: Scripts,
@@ -80,12 +89,17 @@ impl RedisEngine {
         node: u64,
         retention: usize,
         bus: Arc<Bus>,
+        grace_ms: Millis,
     ) -> RedisEngine {
         RedisEngine {
             local,
             redis: RefCell::new(redis),
             keys,
             node,
+            presence: PresenceScripts::default(),
+            grace: BTreeSet::new(),
+            grace_ms,
+            next_liveness: 0,
             retention: retention.max(1),
             bus,
             scripts: Scripts {
@@ -116,14 +130,19 @@ impl RedisEngine {
         self.failed.get_mut().take()
     }
 
-    fn fail(&self, what: &str, e: impl std::fmt::Display) {
+    pub(super) fn fail(&self, what: &str, e: impl std::fmt::Display) {
         tracing::error!(error = %e, "redis {what} failed");
         self.failed
             .borrow_mut()
             .get_or_insert_with(|| format!("{what}: {e}"));
     }
 
-    fn run(&self, script: &Script, keys: &[String], args: &[Vec<u8>]) -> Result<Value, String> {
+    pub(super) fn run(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[Vec<u8>],
+    ) -> Result<Value, String> {
         let mut call = script.prepare_invoke();
         for k in keys {
             call.key(k);
@@ -263,12 +282,10 @@ impl RedisEngine {
         )
     }
 
-    fn bus_payload(&self, stream: Option<(&Epoch, u64)>, frame: &str) -> Vec<u8> {
-        let (epoch, seq) = match stream {
-            Some((e, s)) => (e.as_str().to_owned(), s.to_string()),
-            None => (String::new(), String::new()),
-        };
-        format!("{}\n{epoch}\n{seq}\n{frame}", self.node).into_bytes()
+    /// An ephemeral frame's bus payload (stream items are published by the append script).
+    fn bus_payload(&self, except: Option<ConnId>, frame: &str) -> Vec<u8> {
+        let except = except.map(|c| c.to_string()).unwrap_or_default();
+        format!("{}\n\n\n{except}\n{frame}", self.node).into_bytes()
     }
 }
 
@@ -328,7 +345,7 @@ fn split_at_seq(frame: &str) -> Result<(&str, &str), CoreError> {
     Ok((&frame[..at], &frame[at + placeholder.len()..]))
 }
 
-fn array(v: Value) -> Result<Vec<Value>, String> {
+pub(super) fn array(v: Value) -> Result<Vec<Value>, String> {
     match v {
         Value::Array(parts) => Ok(parts),
         other => Err(format!("unexpected reply {other:?}")),
@@ -345,7 +362,7 @@ fn string(v: Option<&Value>) -> Result<String, String> {
     String::from_redis_value(v.clone()).map_err(|e| e.to_string())
 }
 
-fn bytes(v: Value) -> Result<Vec<u8>, String> {
+pub(super) fn bytes(v: Value) -> Result<Vec<u8>, String> {
     match v {
         Value::BulkString(b) => Ok(b),
         Value::SimpleString(s) => Ok(s.into_bytes()),
@@ -353,14 +370,18 @@ fn bytes(v: Value) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Parses a bus payload `origin\nepoch\nseq\nframe` (epoch and seq empty for an ephemeral
-/// frame).
+/// Parses a bus payload `origin\nepoch\nseq\nexcept\nframe` (epoch and seq empty for an
+/// ephemeral frame, except empty when the frame is for every subscriber).
 pub fn parse_payload(payload: &[u8]) -> Option<Remote> {
     let text = std::str::from_utf8(payload).ok()?;
-    let mut parts = text.splitn(4, '\n');
+    let mut parts = text.splitn(5, '\n');
     let origin = parts.next()?.parse().ok()?;
     let epoch = parts.next()?;
     let seq = parts.next()?;
+    let except = match parts.next()? {
+        "" => None,
+        c => Some(c.parse().ok()?),
+    };
     let frame = parts.next()?;
     let stream = if epoch.is_empty() {
         None
@@ -370,6 +391,7 @@ pub fn parse_payload(payload: &[u8]) -> Option<Remote> {
     Some(Remote {
         origin,
         stream,
+        except,
         frame: Arc::from(frame),
     })
 }
@@ -526,6 +548,8 @@ impl Engine for RedisEngine {
             self.keys.meta(key),
             self.keys.history(key),
             self.keys.state(key),
+            self.keys.presence(key),
+            self.keys.leases(key),
         ];
         redis::cmd("DEL")
             .arg(&keys)
@@ -574,11 +598,12 @@ impl Engine for RedisEngine {
         self.local.subscribers(key)
     }
 
-    fn relay(&mut self, key: &ChannelKey, frame: &Frame) -> Delivery {
+    fn relay(&mut self, key: &ChannelKey, frame: &Frame, except: Option<ConnId>) -> Delivery {
         let appended = self.appended.take().is_some_and(|a| Arc::ptr_eq(&a, frame));
         if !appended {
-            // An ephemeral frame: no place in the stream, published as it is.
-            let payload = self.bus_payload(None, frame);
+            // An ephemeral frame: no place in the stream, published as it is, and delivered
+            // here when the bus brings it back, in the order every node sees (CLUS-7).
+            let payload = self.bus_payload(except, frame);
             let published = redis::cmd("PUBLISH")
                 .arg(self.keys.bus(key))
                 .arg(payload)
@@ -586,6 +611,11 @@ impl Engine for RedisEngine {
             if let Err(e) = published {
                 self.fail("publish", e);
             }
+            // Missed stream items stay pending: the next item of the channel sends them.
+            return match self.delivering.get(key) {
+                Some(d) if d.broken => Delivery::Discontinuity,
+                _ => Delivery::Relayed,
+            };
         }
         match self.delivering.get_mut(key) {
             Some(d) if d.broken => Delivery::Discontinuity,
@@ -599,9 +629,6 @@ impl Engine for RedisEngine {
             return Delivery::Frames(Vec::new()); // no subscriber here any more
         };
         let Some((epoch, seq)) = remote.stream else {
-            if remote.origin == self.node {
-                return Delivery::Frames(Vec::new()); // delivered when it was sent
-            }
             return Delivery::Frames(vec![remote.frame]);
         };
         if d.broken || epoch != d.epoch {
@@ -635,16 +662,16 @@ impl Engine for RedisEngine {
         self.local.create_room(key, room)
     }
 
-    fn member(&self, key: &ChannelKey, user: &str) -> Option<&Member> {
-        self.local.member(key, user)
+    fn member(&self, key: &ChannelKey, user: &str) -> Option<Member> {
+        self.redis_member(key, user)
     }
 
     fn member_count(&self, key: &ChannelKey) -> usize {
-        self.local.member_count(key)
+        self.redis_member_count(key)
     }
 
     fn members(&self, key: &ChannelKey) -> Vec<Member> {
-        self.local.members(key)
+        self.redis_members(key)
     }
 
     fn take_lease(
@@ -655,7 +682,7 @@ impl Engine for RedisEngine {
         profile: &serde_json::Value,
         now: Millis,
     ) -> LeaseTaken {
-        self.local.take_lease(key, conn, user, profile, now)
+        self.redis_take(key, conn, user, profile, now)
     }
 
     fn release_lease(
@@ -665,7 +692,7 @@ impl Engine for RedisEngine {
         user: &str,
         grace_until: Option<Millis>,
     ) -> Released {
-        self.local.release_lease(key, conn, user, grace_until)
+        self.redis_release(key, conn, user, grace_until)
     }
 
     fn update_member(
@@ -676,19 +703,20 @@ impl Engine for RedisEngine {
         data: Option<serde_json::Value>,
         now: Millis,
     ) -> Option<Member> {
-        self.local.update_member(key, user, status, data, now)
+        self.redis_update(key, user, status, data, now)
     }
 
     fn touch_member(&mut self, key: &ChannelKey, user: &str, now: Millis) {
-        self.local.touch_member(key, user, now)
+        self.redis_update(key, user, None, None, now);
     }
 
     fn expire_grace(&mut self, now: Millis) -> Vec<GraceExpired> {
-        self.local.expire_grace(now)
+        self.redis_expire(now)
     }
 
     fn next_grace_deadline(&self) -> Option<Millis> {
-        self.local.next_grace_deadline()
+        let own = self.grace.first().map(|t| t.deadline);
+        Some(own.map_or(self.next_liveness, |d| d.min(self.next_liveness)))
     }
 
     fn sweep_idle(&mut self, now: Millis) -> usize {
@@ -828,10 +856,11 @@ mod tests {
 
     #[test]
     fn bus_payloads_parse_back() {
-        let r = parse_payload(b"3\ne-1\n42\n{\"a\":\"x\\ny\"}").unwrap();
+        let r = parse_payload(b"3\ne-1\n42\n\n{\"a\":\"x\\ny\"}").unwrap();
         assert_eq!(r.origin, 3);
         assert_eq!(r.stream, Some((Epoch("e-1".into()), 42)));
-        let r = parse_payload(b"3\n\n\n{}").unwrap();
-        assert_eq!(r.stream, None);
+        assert_eq!(r.except, None);
+        let r = parse_payload(b"3\n\n\n7\n{}").unwrap();
+        assert_eq!((r.stream, r.except), (None, Some(7)));
     }
 }

@@ -36,7 +36,7 @@ local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local frame = ARGV[2] .. seq .. ARGV[3]
 redis.call('RPUSH', KEYS[2], ARGV[4] .. frame)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
-redis.call('PUBLISH', ARGV[8], ARGV[9] .. '\n' .. epoch .. '\n' .. seq .. '\n' .. frame)
+redis.call('PUBLISH', ARGV[8], ARGV[9] .. '\n' .. epoch .. '\n' .. seq .. '\n\n' .. frame)
 local out = {epoch, seq, 1}
 local after = tonumber(ARGV[7])
 if epoch == ARGV[6] and after >= 0 and after < seq - 1 then

@@ -87,7 +87,7 @@ impl<E: Engine> Core<E> {
             self.announce_join(&key, conn, member, out);
         } else if let Some(LeaseTaken::TookOver) = joined {
             if self.fault(Fault::TakeoverAnnouncesJoin) {
-                if let Some(member) = self.engine.member(&key, &user).cloned() {
+                if let Some(member) = self.engine.member(&key, &user) {
                     self.announce_join(&key, conn, member, out);
                 }
             }

@@ -155,6 +155,9 @@ pub struct RecordPage {
 pub enum Delivery {
     /// These frames, in order.
     Frames(Vec<Frame>),
+    /// Nothing now: the broker delivers the frame to this node as to every other, in the
+    /// order all nodes see (an ephemeral frame, CLUS-7).
+    Relayed,
     /// This node lost the channel's continuity (a new epoch under live subscribers, or items
     /// it missed that are no longer retained): its subscribers are closed with 4301 so that
     /// they resubscribe with `since` and learn of the gap (CLUS-9), never a silent one.
@@ -169,6 +172,8 @@ pub struct Remote {
     /// For a stream item: its epoch and `seq`; `None` for an ephemeral frame (presence,
     /// state, cursors), which has no place in the stream.
     pub stream: Option<(Epoch, u64)>,
+    /// The connection the frame is not for (the sender of an echo-less frame).
+    pub except: Option<ConnId>,
     /// The frame as the origin serialized it.
     pub frame: Frame,
 }
@@ -206,11 +211,13 @@ pub trait Engine {
     fn remove_subscriber(&mut self, key: &ChannelKey, conn: ConnId);
     /// The channel's subscribed connections (on this node).
     fn subscribers(&self, key: &ChannelKey) -> impl Iterator<Item = ConnId> + '_;
-    /// Hands `frame`, about to be sent to this node's subscribers of `key`, to the other
-    /// nodes of a cluster, and says what this node's subscribers must get before it: stream
-    /// items other nodes appended that this node has not delivered yet (CLUS-1), or a
-    /// discontinuity (CLUS-9). A single-process engine has nothing to relay.
-    fn relay(&mut self, _key: &ChannelKey, _frame: &Frame) -> Delivery {
+    /// Hands `frame`, about to be sent to this node's subscribers of `key` (but `except`),
+    /// to the other nodes of a cluster, and says what this node's subscribers must get
+    /// before it: stream items other nodes appended that this node has not delivered yet
+    /// (CLUS-1), or a discontinuity (CLUS-9); or that the broker delivers it to this node
+    /// too, in the one order every node sees (CLUS-7). A single-process engine has nothing
+    /// to relay.
+    fn relay(&mut self, _key: &ChannelKey, _frame: &Frame, _except: Option<ConnId>) -> Delivery {
         Delivery::Frames(Vec::new())
     }
     /// A frame another node relayed for `key`: what this node's subscribers must get, in
@@ -228,8 +235,8 @@ pub trait Engine {
 
     // --- presence (presence.md) ---
 
-    /// One member.
-    fn member(&self, key: &ChannelKey, user: &str) -> Option<&Member>;
+    /// One member (owned: a cluster engine reads it from its broker).
+    fn member(&self, key: &ChannelKey, user: &str) -> Option<Member>;
     /// How many members (live and grace).
     fn member_count(&self, key: &ChannelKey) -> usize;
     /// Every member, by `joined_at` then `user_id` (PRES-10).

@@ -463,13 +463,14 @@ impl<E: Engine> Core<E> {
         except: Option<ConnId>,
         out: &mut Outbox,
     ) {
-        match self.engine.relay(key, frame) {
+        match self.engine.relay(key, frame, except) {
             Delivery::Frames(missed) => {
                 for earlier in &missed {
                     self.deliver_local(key, earlier, None, out);
                 }
                 self.deliver_local(key, frame, except, out);
             }
+            Delivery::Relayed => {}
             Delivery::Discontinuity => self.evict_subscribers(key, out),
         }
     }
@@ -504,12 +505,17 @@ impl<E: Engine> Core<E> {
     /// the broker): delivered to this node's subscribers in stream order, once.
     pub fn deliver_remote(&mut self, key: &ChannelKey, remote: Remote) -> Vec<Effect> {
         let mut out = Outbox::default();
+        let except = remote.except;
         match self.engine.accept_remote(key, remote) {
             Delivery::Frames(frames) => {
-                for frame in &frames {
-                    self.deliver_local(key, frame, None, &mut out);
+                // Only the relayed frame itself (the last) skips `except`.
+                let last = frames.len().saturating_sub(1);
+                for (i, frame) in frames.iter().enumerate() {
+                    let skip = if i == last { except } else { None };
+                    self.deliver_local(key, frame, skip, &mut out);
                 }
             }
+            Delivery::Relayed => {}
             Delivery::Discontinuity => self.evict_subscribers(key, &mut out),
         }
         out.effects

@@ -375,8 +375,16 @@ impl Engine for InProcessEngine {
         Ok(())
     }
 
-    fn member(&self, key: &ChannelKey, user: &str) -> Option<&Member> {
-        Some(&self.channels.get(key)?.presence.members.get(user)?.member)
+    fn member(&self, key: &ChannelKey, user: &str) -> Option<Member> {
+        Some(
+            self.channels
+                .get(key)?
+                .presence
+                .members
+                .get(user)?
+                .member
+                .clone(),
+        )
     }
 
     fn member_count(&self, key: &ChannelKey) -> usize {

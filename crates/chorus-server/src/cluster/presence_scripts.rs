@@ -1,0 +1,159 @@
+//! Presence in Redis (CLUS-3, CLUS-4, CLUS-8): a channel's members keyed by user, each
+//! with the leases of the connections (on any node) that keep it.
+//!
+//! `P:pres:C` maps a user to `joined_at \t last_seen \t status \t profile \t data` (the
+//! last three compact JSON, which cannot hold a raw tab); `P:lease:C` maps the user to its
+//! leases, `conn:grace;` each (`grace` empty for a live lease, else the deadline of a grace
+//! lease). A connection id carries its node's number in its high bits, so a dead node's
+//! leases are found by their ids. Learned from Phoenix's tracker (presence entries owned
+//! by a node, removed when the node is gone); written for this project.
+
+/// Shared Lua helpers: lease lists and member records.
+const HELPERS: &str = r#"
+local function leases_of(s)
+  local out = {}
+  for conn, grace in string.gmatch(s or '', '(%d+):(%d*);') do
+    table.insert(out, {conn, grace})
+  end
+  return out
+end
+local function lease_text(ls)
+  local t = {}
+  for _, l in ipairs(ls) do table.insert(t, l[1] .. ':' .. l[2] .. ';') end
+  return table.concat(t)
+end
+local function touch(rec, now)
+  local j, ls, rest = string.match(rec, '^(%d+)\t(%d+)\t(.*)$')
+  if tonumber(now) > tonumber(ls) then ls = now end
+  return j .. '\t' .. ls .. '\t' .. rest, ls
+end
+local function remove_lease(pres, lease, user, ls, i)
+  table.remove(ls, i)
+  if #ls == 0 then
+    local rec = redis.call('HGET', pres, user)
+    redis.call('HDEL', pres, user)
+    redis.call('HDEL', lease, user)
+    local _, last = string.match(rec or '0\t0\t', '^(%d+)\t(%d+)\t')
+    return {'left', last}
+  end
+  redis.call('HSET', lease, user, lease_text(ls))
+  return {'kept'}
+end
+"#;
+
+/// Takes a lease for `ARGV[1]` (conn) of `ARGV[2]` (user) at `ARGV[3]` (now), creating the
+/// member with profile `ARGV[4]` (PRES-3), or taking over its oldest grace lease (PRES-28).
+///
+/// KEYS: pres, lease, the node's set of channels with leases. ARGV[5]: the channel id.
+/// Returns `{'joined', record}`, `{'added'}` or `{'took_over'}`.
+pub const TAKE: &str = r#"
+local conn, user, now = ARGV[1], ARGV[2], ARGV[3]
+redis.call('SADD', KEYS[3], ARGV[5])
+local rec = redis.call('HGET', KEYS[1], user)
+if not rec then
+  rec = now .. '\t' .. now .. '\t"online"\t' .. ARGV[4] .. '\t{}'
+  redis.call('HSET', KEYS[1], user, rec)
+  redis.call('HSET', KEYS[2], user, conn .. ':;')
+  return {'joined', rec}
+end
+redis.call('HSET', KEYS[1], user, (touch(rec, now)))
+local ls = leases_of(redis.call('HGET', KEYS[2], user))
+local oldest = nil
+for i, l in ipairs(ls) do
+  if l[2] ~= '' and (oldest == nil or tonumber(l[2]) < tonumber(ls[oldest][2])) then oldest = i end
+end
+if oldest then
+  ls[oldest] = {conn, ''}
+  redis.call('HSET', KEYS[2], user, lease_text(ls))
+  return {'took_over'}
+end
+table.insert(ls, {conn, ''})
+redis.call('HSET', KEYS[2], user, lease_text(ls))
+return {'added'}
+"#;
+
+/// Releases the live lease of `ARGV[1]` (conn) on `ARGV[2]` (user): now, or as a grace
+/// lease until `ARGV[3]` when not empty.
+///
+/// KEYS: pres, lease. Returns `{'none'}`, `{'kept'}` or `{'left', last_seen}`.
+pub const RELEASE: &str = r#"
+local conn, user, grace = ARGV[1], ARGV[2], ARGV[3]
+local ls = leases_of(redis.call('HGET', KEYS[2], user))
+for i, l in ipairs(ls) do
+  if l[1] == conn and l[2] == '' then
+    if grace ~= '' then
+      l[2] = grace
+      redis.call('HSET', KEYS[2], user, lease_text(ls))
+      return {'kept'}
+    end
+    return remove_lease(KEYS[1], KEYS[2], user, ls, i)
+  end
+end
+return {'none'}
+"#;
+
+/// Ends the grace lease of `ARGV[1]` (conn) on `ARGV[2]` (user) armed for `ARGV[3]`; a
+/// lease taken over since no longer matches (PRES-28).
+///
+/// KEYS: pres, lease. Returns like [`RELEASE`].
+pub const EXPIRE: &str = r#"
+local conn, user, deadline = ARGV[1], ARGV[2], ARGV[3]
+local ls = leases_of(redis.call('HGET', KEYS[2], user))
+for i, l in ipairs(ls) do
+  if l[1] == conn and l[2] == deadline then
+    return remove_lease(KEYS[1], KEYS[2], user, ls, i)
+  end
+end
+return {'none'}
+"#;
+
+/// Replaces status (`ARGV[2]`, JSON, or empty) and data (`ARGV[3]`, or empty) of member
+/// `ARGV[1]` and advances `last_seen` to `ARGV[4]` (PRES-16, PRES-24).
+///
+/// KEYS: pres. Returns the record, or false when the user is not a member.
+pub const UPDATE: &str = r#"
+local rec = redis.call('HGET', KEYS[1], ARGV[1])
+if not rec then return false end
+rec = touch(rec, ARGV[4])
+local j, ls, status, profile, data = string.match(rec, '^(%d+)\t(%d+)\t([^\t]*)\t([^\t]*)\t(.*)$')
+if ARGV[2] ~= '' then status = ARGV[2] end
+if ARGV[3] ~= '' then data = ARGV[3] end
+rec = j .. '\t' .. ls .. '\t' .. status .. '\t' .. profile .. '\t' .. data
+redis.call('HSET', KEYS[1], ARGV[1], rec)
+return rec
+"#;
+
+/// Removes every lease of node `ARGV[1]` (a dead node, CLUS-8) from the channel.
+///
+/// KEYS: pres, lease. Returns `{user, last_seen, ...}` of the members that left.
+pub const DROP_NODE: &str = r#"
+local node = tonumber(ARGV[1])
+local shift = 2 ^ tonumber(ARGV[2])
+local out = {}
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local user, ls = all[i], leases_of(all[i + 1])
+  local kept = {}
+  for _, l in ipairs(ls) do
+    if math.floor(tonumber(l[1]) / shift) ~= node then table.insert(kept, l) end
+  end
+  if #kept < #ls then
+    if #kept == 0 then
+      local rec = redis.call('HGET', KEYS[1], user)
+      redis.call('HDEL', KEYS[1], user)
+      redis.call('HDEL', KEYS[2], user)
+      local _, last = string.match(rec or '0\t0\t', '^(%d+)\t(%d+)\t')
+      table.insert(out, user)
+      table.insert(out, last)
+    else
+      redis.call('HSET', KEYS[2], user, lease_text(kept))
+    end
+  end
+end
+return out
+"#;
+
+/// The script with the helpers in front.
+pub fn with_helpers(body: &str) -> String {
+    format!("{HELPERS}{body}")
+}

@@ -1,0 +1,386 @@
+//! Presence of the [`RedisEngine`]: leases in Redis (see
+//! [`presence_scripts`](super::presence_scripts)), this node's grace timers, and the sweep
+//! of dead nodes' leases (CLUS-8).
+
+use chorus_protocol::{Member, Millis, PresenceStatus};
+use redis::{Script, Value};
+
+use super::keys::Keys;
+use super::presence_scripts::{self as scripts, with_helpers};
+use super::redis_engine::{array, bytes, RedisEngine};
+use super::NODE_SHIFT;
+use crate::core::engine::{GraceExpired, LeaseTaken, Released};
+use crate::core::{frame_of, ChannelKey, ConnId};
+
+/// How often a node renews its liveness key and looks for dead nodes.
+pub const LIVENESS_PERIOD_MS: Millis = 1000;
+/// How long a liveness key lives without renewal: a node is dead this long after its last
+/// renewal (CLUS-8 counts the grace period from when it was found dead).
+pub const LIVENESS_TTL_MS: Millis = 3000;
+
+/// The presence scripts, hashed once.
+pub struct PresenceScripts {
+    take: Script,
+    release: Script,
+    expire: Script,
+    update: Script,
+    drop_node: Script,
+}
+
+impl Default for PresenceScripts {
+    fn default() -> Self {
+        PresenceScripts {
+            take: Script::new(&with_helpers(scripts::TAKE)),
+            release: Script::new(&with_helpers(scripts::RELEASE)),
+            expire: Script::new(&with_helpers(scripts::EXPIRE)),
+            update: Script::new(&with_helpers(scripts::UPDATE)),
+            drop_node: Script::new(&with_helpers(scripts::DROP_NODE)),
+        }
+    }
+}
+
+/// A grace lease of this node, waiting for its deadline.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GraceTimer {
+    pub deadline: Millis,
+    pub conn: ConnId,
+    pub key: ChannelKey,
+    pub user: String,
+}
+
+/// `joined_at \t last_seen \t status \t profile \t data` back into a member.
+fn member_of(user: &str, record: &[u8]) -> Result<Member, String> {
+    let text = std::str::from_utf8(record).map_err(|e| e.to_string())?;
+    let mut parts = text.splitn(5, '\t');
+    let mut next = || {
+        parts
+            .next()
+            .ok_or_else(|| format!("short member record {text:.60}"))
+    };
+    let joined_at = next()?.parse().map_err(|_| "bad joined_at".to_owned())?;
+    let last_seen = next()?.parse().map_err(|_| "bad last_seen".to_owned())?;
+    let status = serde_json::from_str(next()?).map_err(|e| e.to_string())?;
+    let profile = serde_json::from_str(next()?).map_err(|e| e.to_string())?;
+    let data = serde_json::from_str(next()?).map_err(|e| e.to_string())?;
+    Ok(Member {
+        user_id: user.to_owned(),
+        profile,
+        status,
+        data,
+        joined_at,
+        last_seen,
+    })
+}
+
+fn word(parts: &[Value], i: usize) -> String {
+    parts
+        .get(i)
+        .cloned()
+        .and_then(|v| bytes(v).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
+fn released(parts: &[Value], user: &str) -> Released {
+    match word(parts, 0).as_str() {
+        "kept" => Released::Kept,
+        "left" => Released::Left {
+            user_id: user.to_owned(),
+            last_seen: word(parts, 1).parse().unwrap_or(0),
+        },
+        _ => Released::NoLease,
+    }
+}
+
+impl RedisEngine {
+    fn presence_keys(&self, key: &ChannelKey) -> Vec<String> {
+        vec![self.keys.presence(key), self.keys.leases(key)]
+    }
+
+    pub(super) fn redis_member(&self, key: &ChannelKey, user: &str) -> Option<Member> {
+        let got: Result<Option<Vec<u8>>, _> = redis::cmd("HGET")
+            .arg(self.keys.presence(key))
+            .arg(user)
+            .query(&mut *self.redis.borrow_mut());
+        match got {
+            Ok(record) => record.and_then(|r| member_of(user, &r).ok()),
+            Err(e) => {
+                self.fail("member", e);
+                None
+            }
+        }
+    }
+
+    pub(super) fn redis_members(&self, key: &ChannelKey) -> Vec<Member> {
+        let got: Result<Vec<(String, Vec<u8>)>, _> = redis::cmd("HGETALL")
+            .arg(self.keys.presence(key))
+            .query(&mut *self.redis.borrow_mut());
+        let mut members: Vec<Member> = match got {
+            Ok(all) => all
+                .iter()
+                .filter_map(|(u, r)| member_of(u, r).ok())
+                .collect(),
+            Err(e) => {
+                self.fail("members", e);
+                Vec::new()
+            }
+        };
+        members.sort_by(|a, b| (a.joined_at, &a.user_id).cmp(&(b.joined_at, &b.user_id)));
+        members
+    }
+
+    pub(super) fn redis_member_count(&self, key: &ChannelKey) -> usize {
+        redis::cmd("HLEN")
+            .arg(self.keys.presence(key))
+            .query(&mut *self.redis.borrow_mut())
+            .unwrap_or_else(|e| {
+                self.fail("member count", e);
+                0
+            })
+    }
+
+    pub(super) fn redis_take(
+        &mut self,
+        key: &ChannelKey,
+        conn: ConnId,
+        user: &str,
+        profile: &serde_json::Value,
+        now: Millis,
+    ) -> LeaseTaken {
+        let profile = if profile.is_object() {
+            frame_of(profile).to_string()
+        } else {
+            "{}".to_owned()
+        };
+        let mut keys = self.presence_keys(key);
+        keys.push(self.keys.node_channels(self.node));
+        let args = [
+            conn.to_string().into_bytes(),
+            user.as_bytes().to_vec(),
+            now.to_string().into_bytes(),
+            profile.into_bytes(),
+            Keys::channel_id(key).into_bytes(),
+        ];
+        let parts = match self.run(&self.presence.take, &keys, &args).and_then(array) {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail("lease", e);
+                return LeaseTaken::Added;
+            }
+        };
+        match word(&parts, 0).as_str() {
+            "joined" => match member_of(user, word(&parts, 1).as_bytes()) {
+                Ok(m) => LeaseTaken::Joined(m),
+                Err(e) => {
+                    self.fail("lease", e);
+                    LeaseTaken::Added
+                }
+            },
+            "took_over" => LeaseTaken::TookOver,
+            _ => LeaseTaken::Added,
+        }
+    }
+
+    pub(super) fn redis_release(
+        &mut self,
+        key: &ChannelKey,
+        conn: ConnId,
+        user: &str,
+        grace_until: Option<Millis>,
+    ) -> Released {
+        let args = [
+            conn.to_string().into_bytes(),
+            user.as_bytes().to_vec(),
+            grace_until
+                .map(|g| g.to_string())
+                .unwrap_or_default()
+                .into_bytes(),
+        ];
+        let keys = self.presence_keys(key);
+        match self
+            .run(&self.presence.release, &keys, &args)
+            .and_then(array)
+        {
+            Ok(parts) => {
+                let r = released(&parts, user);
+                if let (Some(deadline), Released::Kept) = (grace_until, &r) {
+                    self.grace.insert(GraceTimer {
+                        deadline,
+                        conn,
+                        key: key.clone(),
+                        user: user.to_owned(),
+                    });
+                }
+                r
+            }
+            Err(e) => {
+                self.fail("release", e);
+                Released::NoLease
+            }
+        }
+    }
+
+    pub(super) fn redis_update(
+        &mut self,
+        key: &ChannelKey,
+        user: &str,
+        status: Option<PresenceStatus>,
+        data: Option<serde_json::Value>,
+        now: Millis,
+    ) -> Option<Member> {
+        let args = [
+            user.as_bytes().to_vec(),
+            status
+                .map(|s| frame_of(&s).to_string())
+                .unwrap_or_default()
+                .into_bytes(),
+            data.map(|d| frame_of(&d).to_string())
+                .unwrap_or_default()
+                .into_bytes(),
+            now.to_string().into_bytes(),
+        ];
+        let keys = [self.keys.presence(key)];
+        match self.run(&self.presence.update, &keys, &args) {
+            Ok(Value::Nil) => None,
+            Ok(v) => bytes(v).ok().and_then(|r| member_of(user, &r).ok()),
+            Err(e) => {
+                self.fail("presence update", e);
+                None
+            }
+        }
+    }
+
+    /// Grace leases of this node due at `now`, then (once a period) the liveness renewal
+    /// and the sweep of dead nodes.
+    pub(super) fn redis_expire(&mut self, now: Millis) -> Vec<GraceExpired> {
+        let mut gone = Vec::new();
+        while let Some(t) = self.grace.first().filter(|t| t.deadline <= now).cloned() {
+            self.grace.remove(&t);
+            let args = [
+                t.conn.to_string().into_bytes(),
+                t.user.as_bytes().to_vec(),
+                t.deadline.to_string().into_bytes(),
+            ];
+            let keys = self.presence_keys(&t.key);
+            match self
+                .run(&self.presence.expire, &keys, &args)
+                .and_then(array)
+            {
+                Ok(parts) => {
+                    if let Released::Left { user_id, last_seen } = released(&parts, &t.user) {
+                        gone.push(GraceExpired {
+                            key: t.key,
+                            user_id,
+                            last_seen,
+                        });
+                    }
+                }
+                Err(e) => self.fail("grace expiry", e),
+            }
+        }
+        if now >= self.next_liveness {
+            self.next_liveness = now + LIVENESS_PERIOD_MS;
+            if let Err(e) = self.renew_liveness() {
+                self.fail("liveness", e);
+            }
+            match self.sweep_dead_nodes(now) {
+                Ok(mut left) => gone.append(&mut left),
+                Err(e) => self.fail("dead-node sweep", e),
+            }
+        }
+        gone
+    }
+
+    /// Announces this node alive for [`LIVENESS_TTL_MS`].
+    pub(super) fn renew_liveness(&self) -> Result<(), String> {
+        let mut conn = self.redis.borrow_mut();
+        redis::pipe()
+            .cmd("SET")
+            .arg(self.keys.alive(self.node))
+            .arg(1)
+            .arg("PX")
+            .arg(LIVENESS_TTL_MS)
+            .ignore()
+            .cmd("SADD")
+            .arg(self.keys.node_set())
+            .arg(self.node)
+            .ignore()
+            .query::<()>(&mut *conn)
+            .map_err(|e| e.to_string())
+    }
+
+    /// CLUS-8: the leases of every node whose liveness key expired at least the grace
+    /// period ago are removed; the members that had no other lease left.
+    fn sweep_dead_nodes(&mut self, now: Millis) -> Result<Vec<GraceExpired>, String> {
+        let nodes: Vec<u64> = redis::cmd("SMEMBERS")
+            .arg(self.keys.node_set())
+            .query(&mut *self.redis.borrow_mut())
+            .map_err(|e| e.to_string())?;
+        let mut gone = Vec::new();
+        let me = self.node;
+        for node in nodes.into_iter().filter(|n| *n != me) {
+            let alive: bool = redis::cmd("EXISTS")
+                .arg(self.keys.alive(node))
+                .query(&mut *self.redis.borrow_mut())
+                .map_err(|e| e.to_string())?;
+            if alive {
+                continue;
+            }
+            // The first node to find it dead stamps the time; every node reads the stamp.
+            let (_, since): (bool, Millis) = redis::pipe()
+                .cmd("SET")
+                .arg(self.keys.dead(node))
+                .arg(now)
+                .arg("NX")
+                .cmd("GET")
+                .arg(self.keys.dead(node))
+                .query(&mut *self.redis.borrow_mut())
+                .map_err(|e| e.to_string())?;
+            if now < since + self.grace_ms {
+                continue;
+            }
+            gone.extend(self.drop_node(node)?);
+        }
+        Ok(gone)
+    }
+
+    fn drop_node(&mut self, node: u64) -> Result<Vec<GraceExpired>, String> {
+        let channels: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.node_channels(node))
+            .query(&mut *self.redis.borrow_mut())
+            .map_err(|e| e.to_string())?;
+        let mut gone = Vec::new();
+        for id in channels {
+            let Some(key) = Keys::channel_of_id(&id) else {
+                continue;
+            };
+            let args = [
+                node.to_string().into_bytes(),
+                NODE_SHIFT.to_string().into_bytes(),
+            ];
+            let keys = self.presence_keys(&key);
+            let parts = array(self.run(&self.presence.drop_node, &keys, &args)?)?;
+            for pair in parts.chunks(2) {
+                gone.push(GraceExpired {
+                    key: key.clone(),
+                    user_id: word(pair, 0),
+                    last_seen: word(pair, 1).parse().unwrap_or(0),
+                });
+            }
+        }
+        // Whoever removes the node from the set announces; a node that raced and found
+        // the leases already gone got nothing back from the script.
+        redis::pipe()
+            .cmd("SREM")
+            .arg(self.keys.node_set())
+            .arg(node)
+            .ignore()
+            .cmd("DEL")
+            .arg(self.keys.node_channels(node))
+            .arg(self.keys.dead(node))
+            .ignore()
+            .query::<()>(&mut *self.redis.borrow_mut())
+            .map_err(|e| e.to_string())?;
+        Ok(gone)
+    }
+}
