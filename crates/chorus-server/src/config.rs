@@ -158,7 +158,8 @@ settings! {
     /// HS256 secret that verifies connection tokens (required unless --dev).
     jwt_secret: Option<String> = None, env = "CHORUS_JWT_SECRET",
         [hide_env_values = true, num_args = 1, value_parser = non_empty_secret];
-    /// Key clients of the HTTP API send in X-Api-Key; without one the API answers 401.
+    /// Key clients of the HTTP API send in X-Api-Key; without one the server does not
+    /// announce http_api and the API's endpoints answer 404.
     api_key: Option<String> = None, env = "CHORUS_API_KEY",
         [hide_env_values = true, num_args = 1, value_parser = non_empty_secret];
     /// Development mode: accept connections without a token (anonymous users). Never in
