@@ -16,7 +16,9 @@ export type {
   StreamPosition,
   UserInfo,
 } from "./generated/server.js";
-export type { PresenceStatus, RoomOptions } from "./generated/client.js";
+export type { RoomOptions } from "./generated/client.js";
+/** A member's status; `offline` is never sent (PRES-4), a client shows it after `user:left`. */
+export type PresenceStatus = import("./generated/server.js").Member["status"];
 
 /** The server frame whose `type` is `T`. */
 export type ServerFrame<T extends ServerMessage["type"]> = Extract<ServerMessage, { type: T }>;

@@ -33,13 +33,25 @@ pub struct Subscribe {
     )]
     pub since: Option<StreamPosition>,
     /// Room password, for presence channels created with one (ROOM requirements).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub password: Option<String>,
     /// Room options, applied only when this subscribe creates the room.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub room: Option<RoomOptions>,
     /// Ask for the channel's shared-state snapshot inside `subscribed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub state: Option<bool>,
 }
 
@@ -134,11 +146,19 @@ pub struct Broadcast {
     /// Application payload.
     pub data: serde_json::Value,
     /// Also deliver the `message` to the sending connection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub echo: Option<bool>,
     /// Client-chosen id, 1 to 128 characters: a retry with the same id within
     /// `limits.dedup_window_ms` publishes nothing and gets the first ack (CHAN-44).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     #[schemars(length(min = 1, max = 128))]
     pub message_id: Option<String>,
 }

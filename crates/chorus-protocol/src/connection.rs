@@ -136,7 +136,8 @@ pub struct Limits {
     pub max_presence_members: u32,
     /// Upper bound on a room's `max_users`.
     pub max_room_users: u32,
-    /// Messages retained per channel and returned by one `history` request at most.
+    /// Most items in one `history:page`, and its default size (HIST-15); a server announcing
+    /// `history` or `recovery` retains at least this many items per channel (HIST-5).
     pub history_limit: u32,
     /// Deepest JSON nesting accepted in a frame.
     pub max_json_depth: u32,
@@ -239,7 +240,8 @@ pub enum Capability {
     DataChange,
     /// The SSE stream (sse.md).
     Sse,
-    /// The HTTP API with an API key: stats, channel users, server broadcast, resources (http.md).
+    /// The HTTP API with an API key: `/api/stats`, `/api/channel/users` and `/api/broadcast`
+    /// (HTTP-5; the resource API belongs to `data_change`).
     HttpApi,
     /// HTTP publish for clients without a WebSocket (http.md).
     HttpPublish,

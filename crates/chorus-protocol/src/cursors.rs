@@ -17,7 +17,12 @@ pub struct CursorUpdate {
     /// Vertical position (application units).
     pub y: f64,
     /// Optional extra (selection, tool, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
+    #[schemars(extend("not" = {"type": "null"}))]
     pub data: Option<serde_json::Value>,
 }
 
@@ -32,6 +37,7 @@ pub struct CursorState {
     pub y: f64,
     /// Extra data given with the position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("not" = {"type": "null"}))]
     pub data: Option<serde_json::Value>,
     /// Server time the position was received.
     pub ts: Millis,

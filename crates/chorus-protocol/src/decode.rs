@@ -100,10 +100,87 @@ pub fn json_depth(value: &serde_json::Value) -> usize {
     max
 }
 
+/// Parses the JSON text of one client frame into a value, refusing what RFC 8259 leaves
+/// to the parser: an object with a repeated member name (TRANS-30; parsers disagree on which
+/// one wins, so a proxy and a server could read different frames) and a string escaping a
+/// lone surrogate (TRANS-31; it is no Unicode text). Trailing content is refused too.
+pub fn parse_frame(text: &str) -> Result<serde_json::Value, String> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = unique::UniqueValue
+        .deserialize(&mut de)
+        .map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+/// A JSON value whose objects have unique member names.
+mod unique {
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+    use std::fmt;
+
+    pub struct UniqueValue;
+
+    impl<'de> DeserializeSeed<'de> for UniqueValue {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for UniqueValue {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E: Error>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E: Error>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E: Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element_seed(UniqueValue)? {
+                items.push(item);
+            }
+            Ok(Value::Array(items))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut members = Map::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if members.contains_key(&name) {
+                    return Err(A::Error::custom(format!(
+                        "duplicate member name {name:?} (TRANS-30)"
+                    )));
+                }
+                let value = map.next_value_seed(UniqueValue)?;
+                members.insert(name, value);
+            }
+            Ok(Value::Object(members))
+        }
+    }
+}
+
 /// Decodes one text frame. `max_depth` is the server's `limits.max_json_depth`.
 pub fn decode_client(text: &str, max_depth: usize) -> Result<ClientMessage, DecodeError> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+    let value = parse_frame(text).map_err(DecodeError::InvalidJson)?;
     let depth = json_depth(&value);
     if depth > max_depth {
         return Err(DecodeError::InvalidJson(format!(

@@ -24,13 +24,25 @@ pub struct History {
     pub channel: ChannelName,
     /// At most this many messages, at least 1; above `limits.history_limit` it is lowered
     /// to it (HIST-12, HIST-15).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub limit: Option<std::num::NonZeroU32>,
     /// Only messages with `seq` below this (paging backwards).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub before_seq: Option<u64>,
     /// Only messages with this event name (the seeds' broadcast sub-channels, BCAST).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub event: Option<String>,
 }
 

@@ -67,7 +67,11 @@ pub struct PublishRequest {
     pub data: serde_json::Value,
     /// Client-chosen id, 1 to 128 characters: a retry with the same id within
     /// `limits.dedup_window_ms` publishes nothing and gets the first reply (HTTP-38).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     #[schemars(length(min = 1, max = 128))]
     pub message_id: Option<String>,
 }
@@ -100,8 +104,10 @@ pub struct ResourceRecord {
 pub struct ResourceList {
     /// The resource name.
     pub resource: String,
-    /// Its records, ordered by id.
+    /// Its records in creation order, starting after the `after` parameter's record (HTTP-28).
     pub records: Vec<ResourceRecord>,
+    /// Whether more records follow this page (HTTP-28).
+    pub has_more: bool,
 }
 
 /// Body of `POST /api/changes` (API key): a change the application committed in its own

@@ -87,6 +87,21 @@ pub fn non_null_id<'de, D: Deserializer<'de>>(
     RequestId::deserialize(deserializer).map(Some)
 }
 
+/// Deserializes an optional member of a client frame where an explicit `null` is an error,
+/// not an absent member (TRANS-29): absence is spelled by omitting the member. Use with
+/// `#[serde(default, deserialize_with = "crate::ids::non_null")]`; serde calls it only when
+/// the member is present, so `None` here can only come from `null`.
+pub fn non_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    match Option::<T>::deserialize(deserializer)? {
+        Some(value) => Ok(Some(value)),
+        None => Err(serde::de::Error::custom(
+            "null is not a value of an optional member: omit the member (TRANS-29)",
+        )),
+    }
+}
+
 /// Opaque identifier of one numbering of a channel's stream and state. It changes whenever
 /// the server can no longer continue the previous numbering (history or state lost, e.g. a
 /// restart of a server that does not persist the channel); a client that sees a new epoch
@@ -154,8 +169,8 @@ pub fn strict_position<'de, D: Deserializer<'de>>(
         epoch: Epoch,
         seq: u64,
     }
-    Ok(Option::<Strict>::deserialize(deserializer)?
-        .map(|Strict { epoch, seq }| StreamPosition { epoch, seq }))
+    non_null::<D, Strict>(deserializer)
+        .map(|s| s.map(|Strict { epoch, seq }| StreamPosition { epoch, seq }))
 }
 
 /// Server time in milliseconds since the Unix epoch. Always set by the server, never taken

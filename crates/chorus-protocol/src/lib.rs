@@ -103,7 +103,8 @@ pub use connection::{
 };
 pub use cursors::{CursorMoved, CursorState, CursorUpdate};
 pub use decode::{
-    decode_client, decode_server, decode_server_value, json_depth, DecodeError, ServerDecodeError,
+    decode_client, decode_server, decode_server_value, json_depth, parse_frame, DecodeError,
+    ServerDecodeError,
 };
 pub use errors::{CloseAction, CloseCode, ErrorCode, ErrorFrame};
 pub use extensible::{Extensible, WireToken};

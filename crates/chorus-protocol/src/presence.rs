@@ -17,8 +17,8 @@ pub enum PresenceStatus {
     Away,
     /// Do not disturb.
     Busy,
-    /// Gone; only ever reported by the server, never settable by a client.
-    Offline,
+    // No `offline`: a server never sends it (PRES-4) and a client cannot set it (PRES-15);
+    // it is what a client shows after `user:left`.
 }
 
 /// One user in a presence channel: keyed by user id, however many connections it holds.
@@ -53,10 +53,19 @@ pub struct PresenceUpdate {
     /// The presence channel.
     pub channel: ChannelName,
     /// New status (`online`, `away` or `busy`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub status: Option<PresenceStatus>,
     /// New custom data (replaces the previous data).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
+    #[schemars(extend("not" = {"type": "null"}))]
     pub data: Option<serde_json::Value>,
 }
 

@@ -10,16 +10,34 @@ use crate::ids::Millis;
 #[serde(deny_unknown_fields)]
 pub struct RoomOptions {
     /// Password later joiners must give.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub password: Option<String>,
-    /// Most distinct users at once (at most `limits.max_room_users`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Most distinct users at once: at least 1 (ROOM-7), at most `limits.max_room_users`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
+    #[schemars(range(min = 1))]
     pub max_users: Option<u32>,
     /// Application metadata shown to every joiner.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
+    #[schemars(extend("not" = {"type": "null"}))]
     pub metadata: Option<serde_json::Value>,
     /// Keep the room (options, metadata, state, history) across emptiness and restarts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub persist: Option<bool>,
 }
 

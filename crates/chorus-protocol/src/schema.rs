@@ -29,10 +29,45 @@ fn generate<T: JsonSchema>(file: &str) -> Value {
     let generator = SchemaSettings::draft2020_12().into_generator();
     let schema = generator.into_root_schema_for::<T>();
     let mut value = schema.to_value();
+    drop_null(&mut value);
     if let Value::Object(map) = &mut value {
         map.insert("$id".into(), Value::String(format!("{SCHEMA_BASE}{file}")));
     }
     value
+}
+
+/// Removes `null` from every schema: an optional member is omitted when absent, never
+/// `null` (TRANS-29), but schemars lets every `Option<T>` be `null`. `"type": [T, "null"]`
+/// becomes `"type": T`, and an `anyOf` branch `{"type": "null"}` is dropped (the `anyOf`
+/// collapses into its one remaining branch). Any-JSON members (`data`, `value`) keep `null`
+/// as a value: their schema lists no type, so this never touches them.
+fn drop_null(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let only = types.remove(0);
+                    map.insert("type".into(), only);
+                }
+            }
+            let null = serde_json::json!({"type": "null"});
+            if let Some(Value::Array(branches)) = map.get_mut("anyOf") {
+                branches.retain(|b| *b != null);
+                if branches.len() == 1 {
+                    if let Some(Value::Object(only)) = branches.pop() {
+                        map.remove("anyOf");
+                        for (k, v) in only {
+                            map.entry(k).or_insert(v);
+                        }
+                    }
+                }
+            }
+            map.values_mut().for_each(drop_null);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_null),
+        _ => {}
+    }
 }
 
 /// Closes a generated schema (the strict view of the same types):
@@ -110,6 +145,21 @@ fn inline_tagged_variant(map: &mut serde_json::Map<String, Value>, defs: &Value)
     }
 }
 
+/// Opens a generated schema (the HTTP bodies' types deny unknown members, which their
+/// schemas say with `additionalProperties: false`): every object admits further members.
+fn open(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if map.get("additionalProperties") == Some(&Value::Bool(false)) {
+                map.remove("additionalProperties");
+            }
+            map.values_mut().for_each(open);
+        }
+        Value::Array(items) => items.iter_mut().for_each(open),
+        _ => {}
+    }
+}
+
 /// Drops `$defs` entries that nothing reachable from the root refers to.
 fn prune_defs(value: &mut Value) {
     fn refs(value: &Value, out: &mut Vec<String>) {
@@ -180,8 +230,18 @@ pub fn server_consumer_schema() -> Value {
     value
 }
 
-/// The bodies of the HTTP API, gathered under `$defs` of one document.
+/// The bodies of the HTTP API, gathered under `$defs` of one document (strict).
 pub fn http_schema() -> Value {
+    let mut value = http_bodies("http.schema.json");
+    strict(&mut value);
+    // The root only gathers the bodies; nothing is validated against it.
+    if let Value::Object(map) = &mut value {
+        map.remove("additionalProperties");
+    }
+    value
+}
+
+fn http_bodies(file: &str) -> Value {
     #[derive(JsonSchema)]
     #[allow(dead_code)]
     /// Bodies of the Chorus HTTP API (http.md); each is a `$defs` entry.
@@ -197,11 +257,34 @@ pub fn http_schema() -> Value {
         error: HttpErrorBody,
         health: Health,
     }
-    let mut value = generate::<HttpBodies>("http.schema.json");
-    strict(&mut value);
-    // The root only gathers the bodies; nothing is validated against it.
+    generate::<HttpBodies>(file)
+}
+
+/// Consumer schema of the HTTP bodies: the responses as a client must read them from any
+/// `chorus.v1` server (VER-9), objects admitting members this revision does not define and
+/// error codes admitting any string. Generate client types from this one; servers are
+/// graded, and request bodies validated, with [`http_schema`].
+pub fn http_consumer_schema() -> Value {
+    let mut value = http_bodies("http.consumer.schema.json");
+    open(&mut value);
+    if let Some(Value::Object(code)) = value.pointer_mut("/$defs/ErrorCode") {
+        let known = Value::Object(std::mem::take(code));
+        code.insert(
+            "anyOf".into(),
+            Value::Array(vec![known, crate::extensible::unknown_token_schema()]),
+        );
+    }
     if let Value::Object(map) = &mut value {
-        map.remove("additionalProperties");
+        map.insert(
+            "description".into(),
+            Value::String(
+                "Bodies of the Chorus HTTP API as a client must read them (VER-9): objects \
+                 admit members this revision does not define, error codes admit any string. \
+                 Generate client types from this schema; servers are graded with \
+                 http.schema.json."
+                    .into(),
+            ),
+        );
     }
     value
 }
@@ -213,6 +296,7 @@ pub fn files() -> Vec<(&'static str, String)> {
         ("server.schema.json", server_schema()),
         ("server.consumer.schema.json", server_consumer_schema()),
         ("http.schema.json", http_schema()),
+        ("http.consumer.schema.json", http_consumer_schema()),
     ]
     .into_iter()
     .map(|(name, value)| {

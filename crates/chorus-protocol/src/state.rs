@@ -48,10 +48,18 @@ pub struct StateUpdate {
     /// The new value.
     pub value: serde_json::Value,
     /// Compare-and-set: apply only if the state is at this version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub expected_version: Option<u64>,
     /// Compare-and-set across epochs: apply only if the state is in this epoch (STATE-32).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub expected_epoch: Option<Epoch>,
 }
 
@@ -72,10 +80,18 @@ pub struct StateMerge {
     /// Keys and their new values.
     pub data: StateData,
     /// Compare-and-set: apply only if the state is at this version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub expected_version: Option<u64>,
     /// Compare-and-set across epochs: apply only if the state is in this epoch (STATE-32).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub expected_epoch: Option<Epoch>,
 }
 
@@ -96,10 +112,18 @@ pub struct StateDelete {
     /// The key.
     pub key: String,
     /// Compare-and-set: apply only if the state is at this version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub expected_version: Option<u64>,
     /// Compare-and-set across epochs: apply only if the state is in this epoch (STATE-32).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::ids::non_null"
+    )]
     pub expected_epoch: Option<Epoch>,
 }
 

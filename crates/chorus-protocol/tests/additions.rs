@@ -157,3 +157,17 @@ fn client_frames_stay_strict_inside_positions() {
     let v = validator(schema::client_schema());
     assert!(!v.is_valid(&serde_json::from_str::<Value>(text).unwrap()));
 }
+
+/// The HTTP bodies have a consumer schema too: an error body with a later revision's code
+/// and member fits it, and the strict schema rejects it.
+#[test]
+fn http_error_body_with_additions_fits_only_the_consumer_schema() {
+    let body =
+        json!({"error": {"code": "quota_exceeded", "message": "m", "quota": 3}, "trace": "t"});
+    let with_defs =
+        |s: Value| validator(json!({"$defs": s["$defs"], "$ref": "#/$defs/HttpErrorBody"}));
+    assert!(with_defs(schema::http_consumer_schema()).is_valid(&body));
+    assert!(!with_defs(schema::http_schema()).is_valid(&body));
+    let known = json!({"error": {"code": "forbidden", "message": "m"}});
+    assert!(with_defs(schema::http_schema()).is_valid(&known));
+}

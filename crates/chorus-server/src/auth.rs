@@ -47,6 +47,8 @@ pub struct Authenticator {
     /// The `rights_claim_unchecked` fault: a malformed `rights` claim is dropped, not refused.
     drop_bad_rights: bool,
     near_miss_signatures: bool,
+    /// The `fractional_exp_refused` fault: an `exp` with a fraction is an invalid claim.
+    refuse_fractional_exp: bool,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -73,6 +75,7 @@ impl Authenticator {
             dev,
             drop_bad_rights: false,
             near_miss_signatures: false,
+            refuse_fractional_exp: false,
         }
     }
 
@@ -87,6 +90,13 @@ impl Authenticator {
     /// is right but for its last character is accepted.
     pub fn accepting_near_miss_signatures(mut self) -> Authenticator {
         self.near_miss_signatures = true;
+        self
+    }
+
+    /// CONN-24 broken on purpose (the `fractional_exp_refused` fault): an `exp` with a
+    /// fraction, which RFC 7519 allows, makes the token invalid.
+    pub fn refusing_fractional_exp(mut self) -> Authenticator {
+        self.refuse_fractional_exp = true;
         self
     }
 
@@ -113,6 +123,10 @@ impl Authenticator {
                     claims.remove("rights");
                 }
             }
+        }
+        let fractional = claims.get("exp").is_some_and(|e| e.is_f64());
+        if self.refuse_fractional_exp && fractional {
+            return Err(AuthError::Claims("exp must be an integer".into()));
         }
         let session = session_from_claims(claims)?;
         match session.expires_at {

@@ -143,6 +143,7 @@ impl Server {
         let dev = config.dev || faults.on(Fault::DevModeByDefault);
         let unchecked_rights = faults.on(Fault::RightsClaimUnchecked);
         let near_miss_signatures = faults.on(Fault::SignatureLastCharIgnored);
+        let refuse_fractional_exp = faults.on(Fault::FractionalExpRefused);
         let core_config = core_config(&config, faults);
         let retention = core_config
             .retention
@@ -194,6 +195,9 @@ impl Server {
         }
         if near_miss_signatures {
             auth = auth.accepting_near_miss_signatures(); // CONN-4 broken on purpose
+        }
+        if refuse_fractional_exp {
+            auth = auth.refusing_fractional_exp(); // CONN-24 broken on purpose
         }
         let first_conn = node
             .as_ref()

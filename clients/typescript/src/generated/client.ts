@@ -34,19 +34,13 @@ export type ClientMessage =
       /**
        * Room password, for presence channels created with one (ROOM requirements).
        */
-      password?: string | null;
-      /**
-       * Room options, applied only when this subscribe creates the room.
-       */
-      room?: RoomOptions | null;
-      /**
-       * Last position the client saw; the server replays what follows (HIST requirements).
-       */
-      since?: StreamPosition | null;
+      password?: string;
+      room?: RoomOptions;
+      since?: StreamPosition;
       /**
        * Ask for the channel's shared-state snapshot inside `subscribed`.
        */
-      state?: boolean | null;
+      state?: boolean;
       type: "subscribe";
     }
   | {
@@ -72,7 +66,7 @@ export type ClientMessage =
       /**
        * Also deliver the `message` to the sending connection.
        */
-      echo?: boolean | null;
+      echo?: boolean;
       /**
        * Event name, 1 to 128 characters (e.g. `chat:message`).
        */
@@ -85,14 +79,14 @@ export type ClientMessage =
        * Client-chosen id, 1 to 128 characters: a retry with the same id within
        * `limits.dedup_window_ms` publishes nothing and gets the first ack (CHAN-44).
        */
-      message_id?: string | null;
+      message_id?: string;
       type: "broadcast";
     }
   | {
       /**
        * Only messages with `seq` below this (paging backwards).
        */
-      before_seq?: number | null;
+      before_seq?: number;
       /**
        * The channel.
        */
@@ -100,7 +94,7 @@ export type ClientMessage =
       /**
        * Only messages with this event name (the seeds' broadcast sub-channels, BCAST).
        */
-      event?: string | null;
+      event?: string;
       /**
        * Correlation id.
        */
@@ -109,7 +103,7 @@ export type ClientMessage =
        * At most this many messages, at least 1; above `limits.history_limit` it is lowered
        * to it (HIST-12, HIST-15).
        */
-      limit?: number | null;
+      limit?: number;
       type: "history";
     }
   | {
@@ -139,7 +133,7 @@ export type ClientMessage =
       /**
        * New status (`online`, `away` or `busy`).
        */
-      status?: PresenceStatus | null;
+      status?: "online" | "away" | "busy";
       type: "presence:update";
     }
   | {
@@ -169,11 +163,11 @@ export type ClientMessage =
       /**
        * Compare-and-set across epochs: apply only if the state is in this epoch (STATE-32).
        */
-      expected_epoch?: Epoch | null;
+      expected_epoch?: string;
       /**
        * Compare-and-set: apply only if the state is at this version.
        */
-      expected_version?: number | null;
+      expected_version?: number;
       /**
        * Correlation id.
        */
@@ -202,11 +196,11 @@ export type ClientMessage =
       /**
        * Compare-and-set across epochs: apply only if the state is in this epoch (STATE-32).
        */
-      expected_epoch?: Epoch | null;
+      expected_epoch?: string;
       /**
        * Compare-and-set: apply only if the state is at this version.
        */
-      expected_version?: number | null;
+      expected_version?: number;
       /**
        * Correlation id.
        */
@@ -221,11 +215,11 @@ export type ClientMessage =
       /**
        * Compare-and-set across epochs: apply only if the state is in this epoch (STATE-32).
        */
-      expected_epoch?: Epoch | null;
+      expected_epoch?: string;
       /**
        * Compare-and-set: apply only if the state is at this version.
        */
-      expected_version?: number | null;
+      expected_version?: number;
       /**
        * Correlation id.
        */
@@ -247,26 +241,15 @@ export type ClientMessage =
       id?: string | number;
       type: "state:sync:request";
     };
-/**
- * A member's status.
- */
-export type PresenceStatus = "online" | "away" | "busy" | "offline";
-/**
- * Opaque identifier of one numbering of a channel's stream and state. It changes whenever
- * the server can no longer continue the previous numbering (history or state lost, e.g. a
- * restart of a server that does not persist the channel); a client that sees a new epoch
- * knows its positions and versions are void (HIST, STATE requirements).
- */
-export type Epoch = string;
 
 /**
- * Options given by the `subscribe` that creates a room; ignored when the room exists.
+ * Room options, applied only when this subscribe creates the room.
  */
 export interface RoomOptions {
   /**
-   * Most distinct users at once (at most `limits.max_room_users`).
+   * Most distinct users at once: at least 1 (ROOM-7), at most `limits.max_room_users`.
    */
-  max_users?: number | null;
+  max_users?: number;
   /**
    * Application metadata shown to every joiner.
    */
@@ -274,15 +257,14 @@ export interface RoomOptions {
   /**
    * Password later joiners must give.
    */
-  password?: string | null;
+  password?: string;
   /**
    * Keep the room (options, metadata, state, history) across emptiness and restarts.
    */
-  persist?: boolean | null;
+  persist?: boolean;
 }
 /**
- * A point in a channel's stream: the epoch and the `seq` of the last message covered. A
- * channel whose stream is empty is at `seq` 0 (HIST requirements).
+ * Last position the client saw; the server replays what follows (HIST requirements).
  */
 export interface StreamPosition {
   /**

@@ -61,7 +61,7 @@ export type StreamItem =
       /**
        * The sender's user id; absent for server-originated messages.
        */
-      from?: string | null;
+      from?: string;
       /**
        * Position in the channel: previous `seq` + 1.
        */
@@ -140,7 +140,7 @@ export interface Welcome {
   /**
    * When the token expires (ms); absent for tokens without `exp`.
    */
-  expires_at?: number | null;
+  expires_at?: number;
   heartbeat: Heartbeat;
   limits: Limits;
   /**
@@ -193,7 +193,8 @@ export interface Limits {
    */
   dedup_window_ms?: number;
   /**
-   * Messages retained per channel and returned by one `history` request at most.
+   * Most items in one `history:page`, and its default size (HIST-15); a server announcing
+   * `history` or `recovery` retains at least this many items per channel (HIST-5).
    */
   history_limit: number;
   /**
@@ -260,7 +261,7 @@ export interface AuthRefreshed {
   /**
    * The new expiry (ms); absent for a token without `exp`.
    */
-  expires_at?: number | null;
+  expires_at?: number;
   /**
    * The `auth:refresh`'s id.
    */
@@ -279,7 +280,7 @@ export interface Subscribed {
   /**
    * Presence channels with the cursors capability: the latest cursor of each other member.
    */
-  cursors?: CursorState[] | null;
+  cursors?: CursorState[];
   /**
    * The `subscribe`'s id.
    */
@@ -292,20 +293,14 @@ export interface Subscribed {
   /**
    * Presence channels: every member, self included.
    */
-  presence?: Member[] | null;
+  presence?: Member[];
   /**
    * Present when `since` was given: true when every missed message follows this frame,
    * false when the gap cannot be filled (new epoch or beyond retention).
    */
-  recovered?: boolean | null;
-  /**
-   * Presence channels: the room's settings.
-   */
-  room?: RoomInfo | null;
-  /**
-   * Shared state, when the subscribe asked for it.
-   */
-  state?: StateSnapshot | null;
+  recovered?: boolean;
+  room?: RoomInfo;
+  state?: StateSnapshot;
 }
 /**
  * The latest cursor of one user.
@@ -368,14 +363,14 @@ export interface Member {
   /**
    * Current status.
    */
-  status: "online" | "away" | "busy" | "offline";
+  status: "online" | "away" | "busy";
   /**
    * The user id.
    */
   user_id: string;
 }
 /**
- * A room's settings, as reported in `subscribed`.
+ * Presence channels: the room's settings.
  */
 export interface RoomInfo {
   /**
@@ -400,7 +395,7 @@ export interface RoomInfo {
   protected: boolean;
 }
 /**
- * A full copy of a channel's state.
+ * Shared state, when the subscribe asked for it.
  */
 export interface StateSnapshot {
   /**
@@ -435,7 +430,7 @@ export interface Unsubscribed {
   /**
    * Why the server removed the subscription, when it did so on its own.
    */
-  reason?: string | null;
+  reason?: string;
 }
 /**
  * `broadcast:ack` (server): the message was accepted and numbered.
@@ -479,7 +474,7 @@ export interface Message {
   /**
    * The sender's user id; absent for server-originated messages.
    */
-  from?: string | null;
+  from?: string;
   /**
    * Position in the channel: previous `seq` + 1.
    */
@@ -591,7 +586,7 @@ export interface Member1 {
   /**
    * Current status.
    */
-  status: "online" | "away" | "busy" | "offline";
+  status: "online" | "away" | "busy";
   /**
    * The user id.
    */
@@ -649,7 +644,7 @@ export interface Member2 {
   /**
    * Current status.
    */
-  status: "online" | "away" | "busy" | "offline";
+  status: "online" | "away" | "busy";
   /**
    * The user id.
    */
@@ -735,7 +730,7 @@ export interface StateUpdated {
   /**
    * The writer's user id; absent for server-originated writes.
    */
-  from?: string | null;
+  from?: string;
   /**
    * The key.
    */
@@ -775,7 +770,7 @@ export interface StateMerged {
   /**
    * The writer's user id; absent for server-originated writes.
    */
-  from?: string | null;
+  from?: string;
   /**
    * Server time of the write.
    */
@@ -801,7 +796,7 @@ export interface StateDeleted {
   /**
    * The writer's user id; absent for server-originated writes.
    */
-  from?: string | null;
+  from?: string;
   /**
    * The key.
    */
@@ -859,16 +854,13 @@ export interface ErrorFrame {
    * The `channel` string of the request answered, verbatim, even when it is not a valid
    * channel name (ERR-2).
    */
-  channel?: string | null;
+  channel?: string;
   /**
    * Machine-readable reason. A client handles a code it does not know like `internal`
    * (client.md).
    */
   code: ErrorCode | string;
-  /**
-   * With `conflict`: the state's current version.
-   */
-  current?: StateVersion | null;
+  current?: StateVersion;
   /**
    * The failed request's id, when it had one and it could be read.
    */
@@ -876,7 +868,7 @@ export interface ErrorFrame {
   /**
    * With `limit_exceeded`: the name of the limit, as in `welcome.limits`.
    */
-  limit?: string | null;
+  limit?: string;
   /**
    * Human-readable explanation; not stable.
    */
@@ -884,10 +876,10 @@ export interface ErrorFrame {
   /**
    * With `rate_limited`: how long to wait before retrying.
    */
-  retry_after_ms?: number | null;
+  retry_after_ms?: number;
 }
 /**
- * A state version: strictly increasing within an epoch, 0 for the empty initial state.
+ * With `conflict`: the state's current version.
  */
 export interface StateVersion {
   /**

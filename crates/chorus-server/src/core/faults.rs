@@ -113,6 +113,10 @@ faults! {
     HttpDedupIgnored = "http_dedup_ignored": "POST /api/publish retried with the same message_id is published again (HTTP-38)",
     PrivatePresenceWithoutGrant = "private_presence_without_grant": "private-presence- channels need no grant (CHAN-43)",
     // The shell's faults (net/, server.rs).
+    NullAsAbsent = "null_as_absent": "a client member whose value is null is read as absent (TRANS-29)",
+    DuplicateNameLastWins = "duplicate_name_last_wins": "a client frame with a repeated member name is read with the last one (TRANS-30)",
+    LoneSurrogateReplaced = "lone_surrogate_replaced": "an escaped lone surrogate in a client string is read as U+FFFD (TRANS-31)",
+    IntegralFloatAccepted = "integral_float_accepted": "an integer member written 7.0 is read as 7 (TRANS-32)",
     SeqRepeat = "seq_repeat": "fan-out delivers every message twice, repeating its seq (CHAN-30)",
     OversizeAccepted = "oversize_accepted": "frames over max_frame_bytes are read and processed (TRANS-16)",
     FrameLimitOffByOne = "frame_limit_off_by_one": "a frame of exactly max_frame_bytes is refused (LIMIT-3)",
@@ -149,6 +153,7 @@ faults! {
     PublishQueryToken = "publish_query_token": "POST /api/publish takes its token from a token query parameter (HTTP-10)",
     PublishTenantFromHeader = "publish_tenant_from_header": "POST /api/publish takes the tenant from X-Chorus-Tenant instead of the token (HTTP-11)",
     DevModeByDefault = "dev_mode_by_default": "tokenless connections are accepted as anonymous without --dev (SEC-2)",
+    FractionalExpRefused = "fractional_exp_refused": "a token whose exp has a fraction (RFC 7519 allows it) is refused with 4001 (CONN-24)",
     RightsClaimUnchecked = "rights_claim_unchecked": "a token whose rights claim is malformed is accepted (CONN-23)",
     DuplicateCapability = "duplicate_capability": "welcome lists a capability twice (VER-4)",
     ApiKeyPrefixAccepted = "api_key_prefix_accepted": "the HTTP API accepts an X-Api-Key that is a prefix of the configured key, compared over the given key's length (HTTP-8)",

@@ -17,6 +17,7 @@ pub mod hub;
 pub mod outbound;
 pub mod pages;
 pub mod resume;
+pub mod rewrite;
 pub mod sse;
 pub mod ws;
 

@@ -45,17 +45,17 @@ pub async fn upgrade(
     }
     let foreign_ok = shared.faults.on(Fault::ForeignSubprotocolAccepted);
     if !offered.is_empty() && !offered.iter().any(|p| p == PROTOCOL) && !foreign_ok {
-        // TRANS-2
-        return (
-            StatusCode::BAD_REQUEST,
-            [(header::CONTENT_TYPE, "text/plain")],
+        // TRANS-2, with the error body of every refused HTTP request (HTTP-2).
+        return super::http::ApiError::new(
+            ErrorCode::InvalidMessage,
             "no supported subprotocol offered (this server speaks chorus.v1)",
         )
-            .into_response();
+        .into_response();
     }
     if !origin_allowed(&shared.config, &headers) {
-        // SEC-9
-        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+        // SEC-9, HTTP-2
+        return super::http::ApiError::new(ErrorCode::Forbidden, "origin not allowed")
+            .into_response();
     }
     let token = query_param(query.as_deref(), "token");
     let query_wins = token.is_some() && shared.faults.on(Fault::QueryTokenWins);
@@ -298,7 +298,8 @@ impl Reader {
 
     fn on_text(&mut self, text: &str) -> Step {
         let depth = self.shared.config.max_json_depth as usize;
-        let protocol_error = match decode_client(text, depth) {
+        let text = super::rewrite::client_text(text, &self.shared.faults);
+        let protocol_error = match decode_client(&text, depth) {
             Ok(ClientMessage::AuthRefresh(refresh)) => {
                 self.refresh(refresh);
                 false
