@@ -298,7 +298,7 @@ impl<'a> CaseRun<'a> {
     /// preconditions (the case is then untestable, not failed): the server answered with
     /// `limit_exceeded`, `room_full` or `rate_limited`, and the case expects that code
     /// nowhere, so it grades something else and merely needs more room than this server
-    /// announces (a smaller plan is legal, LIMIT-1). A case about the limit expects the code
+    /// announces (a smaller plan is legal, LIMIT-11). A case about the limit expects the code
     /// and fails as usual; LIMIT-3 cases catch a server stricter than it announces.
     fn unmet_limit(&self, actual: Option<&str>) -> Option<String> {
         // The frame (or HTTP `status body`, or the frames of a set, one per line) refused.

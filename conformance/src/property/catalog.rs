@@ -80,7 +80,7 @@ impl Property {
         }
     }
 
-    /// The grading level: every obligation is a MUST except the retention fallback (HIST-5).
+    /// The grading level: every obligation is a MUST except the retention fallback (HIST-18).
     pub fn level(self) -> CaseLevel {
         CaseLevel::Must
     }
@@ -127,7 +127,7 @@ const HISTORY: &[&str] = &[
     "CONN-6", "CONN-7", "CONN-12", "TRANS-6", "TRANS-7", "TRANS-10", "TRANS-23", "TRANS-26",
     "ERR-2", "CHAN-35", "CHAN-8", "CHAN-9", "CHAN-33", "CHAN-12", "CHAN-15", "CHAN-16", "CHAN-34",
     "CHAN-20", "CHAN-24", "CHAN-25", "CHAN-26", "CHAN-27", "CHAN-28", "CHAN-29", "CHAN-30",
-    "CHAN-31", "HIST-1", "HIST-5", "HIST-6", "HIST-7", "HIST-8", "HIST-9", "HIST-11", "HIST-13",
+    "CHAN-31", "HIST-1", "HIST-18", "HIST-6", "HIST-7", "HIST-8", "HIST-9", "HIST-11", "HIST-13",
     "HIST-14", "HIST-15", "HIST-16", "BCAST-1", "BCAST-2", "BCAST-3", "STATE-23",
 ];
 
@@ -174,7 +174,7 @@ const MIXED: &[&str] = &[
     "CONN-6", "CONN-7", "CONN-12", "TRANS-6", "TRANS-7", "TRANS-10", "TRANS-23", "TRANS-26",
     "ERR-2", "ERR-3", "CHAN-35", "CHAN-8", "CHAN-9", "CHAN-33", "CHAN-12", "CHAN-15", "CHAN-16",
     "CHAN-34", "CHAN-20", "CHAN-24", "CHAN-25", "CHAN-26", "CHAN-27", "CHAN-28", "CHAN-29",
-    "CHAN-30", "CHAN-31", "HIST-1", "HIST-3", "HIST-5", "HIST-6", "HIST-7", "HIST-8", "HIST-9",
+    "CHAN-30", "CHAN-31", "HIST-1", "HIST-3", "HIST-18", "HIST-6", "HIST-7", "HIST-8", "HIST-9",
     "HIST-11", "HIST-13", "HIST-14", "HIST-15", "HIST-16", "BCAST-1", "BCAST-2", "BCAST-3",
     "PRES-1", "PRES-2", "PRES-3", "PRES-5", "PRES-7", "PRES-8", "PRES-9", "PRES-11", "PRES-12",
     "PRES-13", "PRES-14", "PRES-15", "PRES-16", "PRES-17", "PRES-18", "PRES-19", "PRES-21",

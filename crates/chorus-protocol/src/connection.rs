@@ -150,6 +150,29 @@ pub struct Limits {
     /// it: such a server deduplicates nothing.
     #[serde(default)]
     pub dedup_window_ms: u64,
+    /// Largest `presence:update` `data`, in bytes of its compact JSON (PRES-34). Like the
+    /// other keys below, it decodes as 0 from a server of an earlier revision: unknown.
+    #[serde(default)]
+    pub max_presence_data_bytes: u64,
+    /// Largest token `profile`, in bytes of its compact JSON (CONN-25).
+    #[serde(default)]
+    pub max_profile_bytes: u64,
+    /// Largest `cursor:update` `data`, in bytes of its compact JSON (CURS-21).
+    #[serde(default)]
+    pub max_cursor_data_bytes: u64,
+    /// Largest room `metadata`, in bytes of its compact JSON (ROOM-22).
+    #[serde(default)]
+    pub max_room_metadata_bytes: u64,
+    /// Largest shared state of one channel, in bytes of its compact JSON; at most
+    /// `max_frame_bytes` - 4096, so that a snapshot fits in one frame (STATE-34, LIMIT-12).
+    #[serde(default)]
+    pub max_state_bytes: u64,
+    /// Stream items each channel retains, newest first, for `history` and recovery (HIST-17).
+    #[serde(default)]
+    pub retention_items: u64,
+    /// How long after its publication a retained item is kept at least, ms (HIST-17).
+    #[serde(default)]
+    pub retention_ms: u64,
 }
 
 impl Default for Limits {
@@ -168,6 +191,13 @@ impl Default for Limits {
             cursor_interval_ms: 50,
             presence_grace_ms: 5000,
             dedup_window_ms: 120_000,
+            max_presence_data_bytes: 4096,
+            max_profile_bytes: 4096,
+            max_cursor_data_bytes: 1024,
+            max_room_metadata_bytes: 4096,
+            max_state_bytes: 1024 * 1024 - 4096,
+            retention_items: 1000,
+            retention_ms: 600_000,
         }
     }
 }

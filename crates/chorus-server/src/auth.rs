@@ -49,6 +49,8 @@ pub struct Authenticator {
     near_miss_signatures: bool,
     /// The `fractional_exp_refused` fault: an `exp` with a fraction is an invalid claim.
     refuse_fractional_exp: bool,
+    /// `limits.max_profile_bytes` (CONN-25); `None` checks no size.
+    max_profile_bytes: Option<u64>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -76,6 +78,7 @@ impl Authenticator {
             drop_bad_rights: false,
             near_miss_signatures: false,
             refuse_fractional_exp: false,
+            max_profile_bytes: None,
         }
     }
 
@@ -90,6 +93,12 @@ impl Authenticator {
     /// is right but for its last character is accepted.
     pub fn accepting_near_miss_signatures(mut self) -> Authenticator {
         self.near_miss_signatures = true;
+        self
+    }
+
+    /// Tokens whose `profile` is larger than `max` bytes of compact JSON are invalid (CONN-25).
+    pub fn with_max_profile_bytes(mut self, max: u64) -> Authenticator {
+        self.max_profile_bytes = Some(max);
         self
     }
 
@@ -129,6 +138,15 @@ impl Authenticator {
             return Err(AuthError::Claims("exp must be an integer".into()));
         }
         let session = session_from_claims(claims)?;
+        let profile_bytes = crate::core::json_bytes(&session.profile);
+        if self
+            .max_profile_bytes
+            .is_some_and(|max| profile_bytes > max)
+        {
+            return Err(AuthError::Claims(format!(
+                "profile is {profile_bytes} bytes, above max_profile_bytes"
+            )));
+        }
         match session.expires_at {
             Some(at) if at <= now => Err(AuthError::Expired),
             _ => Ok(session),

@@ -193,7 +193,7 @@ settings! {
     history_retention: usize = crate::core::DEFAULT_RETENTION, env = "CHORUS_HISTORY_RETENTION";
     /// How long a channel nobody uses (no subscriber, presence member, shared state or
     /// room, and no publish) keeps its retained stream before it is forgotten, ms; below
-    /// 300000 departs from HIST-5 [default: 600000].
+    /// 300000 departs from HIST-17 [default: 600000].
     channel_idle_ms: u64 = crate::core::DEFAULT_IDLE_TTL_MS, env = "CHORUS_CHANNEL_IDLE_MS";
     /// Deepest JSON nesting accepted in a client frame [default: 32].
     max_json_depth: u32 = 32, env = "CHORUS_MAX_JSON_DEPTH";
@@ -204,6 +204,18 @@ settings! {
     /// How long a publish's message_id is remembered for deduplication, ms; at least 1000
     /// [default: 120000].
     dedup_window_ms: u64 = 120_000, env = "CHORUS_DEDUP_WINDOW_MS";
+    /// Largest presence data (presence:update), bytes of compact JSON [default: 4096].
+    max_presence_data_bytes: u64 = 4096, env = "CHORUS_MAX_PRESENCE_DATA_BYTES";
+    /// Largest token profile, bytes of compact JSON; larger tokens are invalid
+    /// [default: 4096].
+    max_profile_bytes: u64 = 4096, env = "CHORUS_MAX_PROFILE_BYTES";
+    /// Largest cursor data (cursor:update), bytes of compact JSON [default: 1024].
+    max_cursor_data_bytes: u64 = 1024, env = "CHORUS_MAX_CURSOR_DATA_BYTES";
+    /// Largest room metadata, bytes of compact JSON [default: 4096].
+    max_room_metadata_bytes: u64 = 4096, env = "CHORUS_MAX_ROOM_METADATA_BYTES";
+    /// Largest shared state of one channel, bytes of compact JSON; announced as at most
+    /// max_frame_bytes - 4096 [default: 1044480].
+    max_state_bytes: u64 = 1024 * 1024 - 4096, env = "CHORUS_MAX_STATE_BYTES";
     /// Frames queued per connection before it is closed as a slow consumer (4200)
     /// [default: 1024].
     queue_capacity: usize = 1024, env = "CHORUS_QUEUE_CAPACITY";
@@ -392,6 +404,20 @@ impl Config {
             "max_json_depth",
             "must be at least 1",
         )?;
+        for (value, setting) in [
+            (self.max_presence_data_bytes, "max_presence_data_bytes"),
+            (self.max_profile_bytes, "max_profile_bytes"),
+            (self.max_cursor_data_bytes, "max_cursor_data_bytes"),
+            (self.max_room_metadata_bytes, "max_room_metadata_bytes"),
+        ] {
+            // `{}` must fit: LIMIT-11 asks for positive values.
+            check(value >= 2, setting, "must be at least 2")?;
+        }
+        check(
+            self.max_state_bytes >= 2,
+            "max_state_bytes",
+            "must be at least 2",
+        )?;
         check(
             self.history_retention >= self.history_limit as usize,
             "history_retention",
@@ -518,6 +544,18 @@ impl Config {
             cursor_interval_ms: self.cursor_interval_ms,
             presence_grace_ms: self.presence_grace_ms,
             dedup_window_ms: self.dedup_window_ms,
+            max_presence_data_bytes: self.max_presence_data_bytes,
+            max_profile_bytes: self.max_profile_bytes,
+            max_cursor_data_bytes: self.max_cursor_data_bytes,
+            max_room_metadata_bytes: self.max_room_metadata_bytes,
+            // LIMIT-12: a snapshot of the whole state fits in one frame.
+            max_state_bytes: self
+                .max_state_bytes
+                .min(self.max_frame_bytes.saturating_sub(4096)),
+            // HIST-17: items are dropped only past this count, or with their channel after
+            // channel_idle_ms without use (an item younger than that had a write after it).
+            retention_items: self.history_retention.max(self.history_limit as usize) as u64,
+            retention_ms: self.channel_idle_ms,
         }
     }
 
@@ -543,6 +581,13 @@ impl Config {
         self.cursor_interval_ms = limits.cursor_interval_ms;
         self.presence_grace_ms = limits.presence_grace_ms;
         self.dedup_window_ms = limits.dedup_window_ms;
+        self.max_presence_data_bytes = limits.max_presence_data_bytes;
+        self.max_profile_bytes = limits.max_profile_bytes;
+        self.max_cursor_data_bytes = limits.max_cursor_data_bytes;
+        self.max_room_metadata_bytes = limits.max_room_metadata_bytes;
+        self.max_state_bytes = limits.max_state_bytes;
+        self.history_retention = limits.retention_items as usize;
+        self.channel_idle_ms = limits.retention_ms;
     }
 }
 

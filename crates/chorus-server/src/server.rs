@@ -144,10 +144,14 @@ impl Server {
         let unchecked_rights = faults.on(Fault::RightsClaimUnchecked);
         let near_miss_signatures = faults.on(Fault::SignatureLastCharIgnored);
         let refuse_fractional_exp = faults.on(Fault::FractionalExpRefused);
+        let profile_unbounded = faults.on(Fault::ProfileUnbounded);
         let core_config = core_config(&config, faults);
-        let retention = core_config
+        let mut retention = core_config
             .retention
             .max(core_config.limits.history_limit as usize);
+        if core_config.faults.on(Fault::RetentionBelowAnnounced) {
+            retention = retention.saturating_sub(1); // HIST-17 broken on purpose
+        }
         let local = InProcessEngine::load(store, retention, core_config.faults.clone())?
             .with_idle_ttl(core_config.channel_idle_ms);
         let (engine, node) = match config.engine {
@@ -190,6 +194,10 @@ impl Server {
             ));
         }
         let mut auth = Authenticator::new(config.jwt_secret.as_deref(), dev);
+        if !profile_unbounded {
+            auth = auth.with_max_profile_bytes(config.limits().max_profile_bytes);
+            // CONN-25
+        }
         if unchecked_rights {
             auth = auth.dropping_bad_rights(); // CONN-23 broken on purpose
         }

@@ -202,6 +202,10 @@ export interface Limits {
    */
   max_channel_name_len: number;
   /**
+   * Largest `cursor:update` `data`, in bytes of its compact JSON (CURS-21).
+   */
+  max_cursor_data_bytes?: number;
+  /**
    * Largest accepted frame in bytes; larger frames close the connection with 1009.
    */
   max_frame_bytes: number;
@@ -210,13 +214,31 @@ export interface Limits {
    */
   max_json_depth: number;
   /**
+   * Largest `presence:update` `data`, in bytes of its compact JSON (PRES-34). Like the
+   * other keys below, it decodes as 0 from a server of an earlier revision: unknown.
+   */
+  max_presence_data_bytes?: number;
+  /**
    * Members one presence channel may hold.
    */
   max_presence_members: number;
   /**
+   * Largest token `profile`, in bytes of its compact JSON (CONN-25).
+   */
+  max_profile_bytes?: number;
+  /**
+   * Largest room `metadata`, in bytes of its compact JSON (ROOM-22).
+   */
+  max_room_metadata_bytes?: number;
+  /**
    * Upper bound on a room's `max_users`.
    */
   max_room_users: number;
+  /**
+   * Largest shared state of one channel, in bytes of its compact JSON; at most
+   * `max_frame_bytes` - 4096, so that a snapshot fits in one frame (STATE-34, LIMIT-12).
+   */
+  max_state_bytes?: number;
   /**
    * Channels one connection may be subscribed to at once.
    */
@@ -225,6 +247,14 @@ export interface Limits {
    * How long an abruptly closed connection keeps its presence leases.
    */
   presence_grace_ms: number;
+  /**
+   * Stream items each channel retains, newest first, for `history` and recovery (HIST-17).
+   */
+  retention_items?: number;
+  /**
+   * How long after its publication a retained item is kept at least, ms (HIST-17).
+   */
+  retention_ms?: number;
 }
 /**
  * The authenticated identity.

@@ -190,7 +190,7 @@ fn a_lenient_outcome_fails_at_its_own_level() {
         "position": {"epoch": "e-1", "seq": 2}, "recovered": false});
     let e = grade(&plan, &mut c, BOB, &[frame]).unwrap_err();
     assert_eq!(e.level, CaseLevel::Should);
-    assert_eq!(e.requirements, ["HIST-5"]);
+    assert_eq!(e.requirements, ["HIST-18"]);
 }
 
 fn cursor_plan() -> (Model, Plan, Ctx) {

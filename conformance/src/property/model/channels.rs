@@ -2,7 +2,7 @@
 //! fan-out set.
 //!
 //! A public channel that loses its last subscriber may keep its numbering or restart it under
-//! a new epoch (retention is the server's choice, HIST-5 is only a SHOULD). The model cannot
+//! a new epoch (retention is the server's choice, HIST-18 is only a SHOULD). The model cannot
 //! know which, so it never reuses such a channel: the slot moves to a fresh name
 //! (`chat-{run}-g1`, …). Presence channels of a server with rooms are different: ROOM-17 and
 //! ROOM-18 fix what happens, and the model follows them (see [`super::rooms`]).

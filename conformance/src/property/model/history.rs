@@ -1,7 +1,7 @@
 //! History and recovery (spec: history.md, broadcast.md): retained items, `subscribe` with
 //! `since`, the `history` request.
 //!
-//! The model assumes what HIST-5 asks (at least `history_limit` items retained for five
+//! The model assumes what HIST-18 asks (at least `history_limit` items retained for five
 //! minutes) and only asks for gaps within that; a server that retains less is graded on the
 //! SHOULD, not on HIST-7.
 
@@ -102,11 +102,11 @@ pub fn recover(ch: &super::channels::Channel, since: &SinceRef) -> (bool, Vec<It
 }
 
 /// The weaker outcome of a recovery: `recovered: false` is allowed only by retaining less
-/// than HIST-5 asks.
+/// than HIST-18 asks.
 pub fn not_retained(frame: Value) -> Expected {
     Expected {
         frame,
-        requirements: vec!["HIST-5"],
+        requirements: vec!["HIST-18"],
         level: CaseLevel::Should,
         what: "subscribed with recovered: false although the gap is within history_limit".into(),
         lenient: None,

@@ -40,7 +40,7 @@ pub struct Expected {
     pub what: String,
     /// A weaker outcome the spec allows only at a lower level: a frame matching it instead
     /// fails with its level and requirements (e.g. `recovered: false` where retention per
-    /// HIST-5 would have allowed recovery).
+    /// HIST-18 would have allowed recovery).
     pub lenient: Option<Box<Expected>>,
 }
 

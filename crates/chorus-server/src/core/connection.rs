@@ -28,7 +28,13 @@ impl<E: Engine> Core<E> {
     /// Registers a connection whose token the shell verified; returns its `welcome`
     /// (CONN-6 to CONN-9). Connection ids must not be reused while the core runs.
     pub fn connect(&mut self, conn: ConnId, session: Session, now: Millis) -> Vec<Effect> {
-        let limits = self.config.limits;
+        let mut limits = self.config.limits;
+        if self.fault(Fault::StateLimitUnclamped) {
+            limits.max_state_bytes = limits.max_frame_bytes; // LIMIT-12 broken on purpose
+        }
+        if self.fault(Fault::LimitKeyZero) {
+            limits.max_cursor_data_bytes = 0; // LIMIT-11 broken on purpose
+        }
         let welcome = Welcome {
             protocol: PROTOCOL.to_owned(),
             connection_id: format!("c-{conn:x}"),

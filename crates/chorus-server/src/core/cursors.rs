@@ -8,6 +8,7 @@ use chorus_protocol::{Capability, ChannelKind, CursorState, CursorUpdate, Millis
 
 use super::engine::ChannelKey;
 use super::faults::Fault;
+use super::limits::check_size;
 use super::{frame_of, ConnId, Core, CoreError, Engine, Frame, Outbox};
 
 /// Every channel's cursors and the pending flushes.
@@ -178,6 +179,10 @@ impl<E: Engine> Core<E> {
         }
         self.authorize(conn, Right::Presence, &req.channel)?; // CHAN-39
         let (key, user) = self.subscribed_key(conn, &req.channel)?;
+        if !self.fault(Fault::CursorDataUnbounded) {
+            let max = self.config.limits.max_cursor_data_bytes;
+            check_size(req.data.as_ref(), max, "max_cursor_data_bytes")?; // CURS-21
+        }
         self.engine.touch_member(&key, &user, now); // PRES-23, without a frame (PRES-24)
         let cursor = CursorState {
             user_id: user,

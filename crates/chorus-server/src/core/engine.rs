@@ -289,7 +289,7 @@ pub trait Engine {
     /// The whole state.
     fn state(&mut self, key: &ChannelKey) -> StateSnapshot;
     /// Applies a write atomically when `expected` holds (STATE-19, STATE-20, STATE-32) and the
-    /// state stays within `max_bytes` (STATE-9); stores it durably; the new version.
+    /// state stays within `max_bytes` (STATE-34); stores it durably; the new version.
     fn write_state(
         &mut self,
         key: &ChannelKey,

@@ -112,7 +112,16 @@ faults! {
     MessageIdUnbounded = "message_id_unbounded": "broadcast accepts a message_id of any length (CHAN-45)",
     HttpDedupIgnored = "http_dedup_ignored": "POST /api/publish retried with the same message_id is published again (HTTP-38)",
     PrivatePresenceWithoutGrant = "private_presence_without_grant": "private-presence- channels need no grant (CHAN-43)",
+    // Bounds and retention (issue 9 section 3).
+    PresenceDataUnbounded = "presence_data_unbounded": "presence:update accepts data of any size (PRES-34)",
+    CursorDataUnbounded = "cursor_data_unbounded": "cursor:update accepts data of any size (CURS-21)",
+    RoomMetadataUnbounded = "room_metadata_unbounded": "a room accepts metadata of any size (ROOM-22)",
+    StateLimitOffByOne = "state_limit_off_by_one": "a write making the state exactly max_state_bytes is refused (STATE-34)",
+    StateLimitUnclamped = "state_limit_unclamped": "welcome announces max_state_bytes above max_frame_bytes - 4096 (LIMIT-12)",
+    LimitKeyZero = "limit_key_zero": "welcome.limits announces max_cursor_data_bytes 0 (LIMIT-11)",
+    RetentionBelowAnnounced = "retention_below_announced": "channels retain one stream item fewer than limits.retention_items (HIST-17)",
     // The shell's faults (net/, server.rs).
+    ProfileUnbounded = "profile_unbounded": "tokens with a profile of any size are accepted (CONN-25)",
     NullAsAbsent = "null_as_absent": "a client member whose value is null is read as absent (TRANS-29)",
     DuplicateNameLastWins = "duplicate_name_last_wins": "a client frame with a repeated member name is read with the last one (TRANS-30)",
     LoneSurrogateReplaced = "lone_surrogate_replaced": "an escaped lone surrogate in a client string is read as U+FFFD (TRANS-31)",

@@ -3,6 +3,26 @@
 
 use chorus_protocol::{ChannelName, Millis, Right, Rights};
 
+use super::errors::CoreError;
+
+/// The size limits of values (PRES-34, CURS-21, ROOM-22, CONN-25, STATE-34): bytes of the
+/// value's compact JSON serialisation, UTF-8.
+pub fn json_bytes(value: &serde_json::Value) -> u64 {
+    serde_json::to_string(value).map_or(u64::MAX, |s| s.len() as u64)
+}
+
+/// `limit_exceeded` naming `limit` when `value` is larger than `max` bytes.
+pub(super) fn check_size(
+    value: Option<&serde_json::Value>,
+    max: u64,
+    limit: &'static str,
+) -> Result<(), CoreError> {
+    match value {
+        Some(v) if json_bytes(v) > max => Err(CoreError::LimitExceeded { limit }),
+        _ => Ok(()),
+    }
+}
+
 /// A token bucket of capacity `burst`, starting full, refilling continuously at `rate`
 /// tokens per second.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -81,6 +81,7 @@ pub use errors::CoreError;
 pub use faults::{Fault, Faults};
 pub use in_process::{InProcessEngine, DEFAULT_IDLE_TTL_MS};
 pub use ingest::{ExternalChange, CHANGE_KEY_TTL_MS};
+pub use limits::json_bytes;
 
 use connection::Connection;
 use cursors::Cursors;
@@ -277,7 +278,10 @@ impl Core {
     /// Builds a core over `store` with the in-process engine, loading everything it
     /// persisted (HIST-4, STATE-25, ROOM-19).
     pub fn new(config: CoreConfig, store: Store) -> Result<Core, CoreError> {
-        let retention = config.retention.max(config.limits.history_limit as usize);
+        let mut retention = config.retention.max(config.limits.history_limit as usize);
+        if config.faults.on(Fault::RetentionBelowAnnounced) {
+            retention = retention.saturating_sub(1); // HIST-17 broken on purpose
+        }
         let engine = InProcessEngine::load(store, retention, config.faults.clone())?
             .with_idle_ttl(config.channel_idle_ms);
         Ok(Core::with_engine(config, engine))

@@ -8,6 +8,7 @@ use chorus_protocol::{
 
 use super::engine::{ChannelKey, LeaseTaken, Released};
 use super::faults::Fault;
+use super::limits::check_size;
 use super::{frame_of, ConnId, Core, CoreError, Engine, Outbox};
 
 impl<E: Engine> Core<E> {
@@ -152,6 +153,10 @@ impl<E: Engine> Core<E> {
         }
         let (key, user) = self.presence_key(conn, &req.channel, Some(Right::Presence))?; // CHAN-39
         check_update(&req)?;
+        if !self.fault(Fault::PresenceDataUnbounded) {
+            let max = self.config.limits.max_presence_data_bytes;
+            check_size(req.data.as_ref(), max, "max_presence_data_bytes")?; // PRES-34
+        }
         let member = self
             .engine
             .update_member(&key, &user, req.status, req.data, now)

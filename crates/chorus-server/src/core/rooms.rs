@@ -5,6 +5,7 @@ use sha2::{Digest, Sha256};
 
 use super::engine::{ChannelKey, Room};
 use super::faults::Fault;
+use super::limits::check_size;
 use super::{Core, CoreError, Engine};
 
 /// Longest room password in characters (ROOM-7).
@@ -32,6 +33,11 @@ impl<E: Engine> Core<E> {
         let limits = self.config.limits;
         if let Some(opts) = &req.room {
             check_room_range(opts, limits.max_room_users)?; // ROOM-8
+            if !self.fault(Fault::RoomMetadataUnbounded) {
+                let max = limits.max_room_metadata_bytes;
+                check_size(opts.metadata.as_ref(), max, "max_room_metadata_bytes")?;
+                // ROOM-22
+            }
         }
         let truncated;
         let req = if self.fault(Fault::PasswordTruncated) {

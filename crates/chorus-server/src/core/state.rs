@@ -12,7 +12,7 @@ use super::{frame_of, ConnId, Core, CoreError, Engine, Outbox};
 
 /// Longest state key in characters (STATE-8).
 const MAX_KEY_CHARS: usize = 256;
-/// Room left in a frame around a full snapshot (STATE-9).
+/// Room left in a frame around a full snapshot (STATE-34).
 const SNAPSHOT_HEADROOM: u64 = 4096;
 
 impl<E: Engine> Core<E> {
@@ -139,7 +139,7 @@ impl<E: Engine> Core<E> {
         Ok(())
     }
 
-    /// The checks and the write shared by the three writes (STATE-3, STATE-9 to STATE-12,
+    /// The checks and the write shared by the three writes (STATE-3, STATE-34 to STATE-12,
     /// STATE-19, STATE-20).
     fn write(
         &mut self,
@@ -164,12 +164,24 @@ impl<E: Engine> Core<E> {
         if self.fault(Fault::IgnoreExpectedEpoch) {
             expected.epoch = None;
         }
-        let max = self
-            .config
-            .limits
-            .max_frame_bytes
-            .saturating_sub(SNAPSHOT_HEADROOM) as usize;
-        let version = self.engine.write_state(&key, write, &expected, max)?;
+        // STATE-34: the announced bound (itself within max_frame_bytes - 4096, LIMIT-12).
+        let limits = self.config.limits;
+        let mut max = limits
+            .max_state_bytes
+            .min(limits.max_frame_bytes.saturating_sub(SNAPSHOT_HEADROOM));
+        if self.fault(Fault::StateLimitOffByOne) {
+            max = max.saturating_sub(1);
+        }
+        let version = self
+            .engine
+            .write_state(&key, write, &expected, max as usize)
+            .map_err(|e| match e {
+                // The engine knows the bound, not its name.
+                CoreError::LimitExceeded { .. } => CoreError::LimitExceeded {
+                    limit: "max_state_bytes",
+                },
+                e => e,
+            })?;
         if kind == ChannelKind::Presence {
             self.engine.touch_member(&key, &user, now); // PRES-24
         }
@@ -373,7 +385,7 @@ mod tests {
         );
         assert_eq!(
             (&got[0]["code"], &got[0]["limit"]),
-            (&json!("limit_exceeded"), &json!("max_frame_bytes"))
+            (&json!("limit_exceeded"), &json!("max_state_bytes"))
         );
     }
 }

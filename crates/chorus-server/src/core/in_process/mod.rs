@@ -231,7 +231,7 @@ fn used<'a>(
     Some(ch)
 }
 
-/// Default [`InProcessEngine::with_idle_ttl`]: HIST-5 asks for every item to be kept at least
+/// Default [`InProcessEngine::with_idle_ttl`]: HIST-17 asks for every item to be kept at least
 /// 5 minutes after it was published; an unused channel is kept twice that.
 pub const DEFAULT_IDLE_TTL_MS: Millis = 600_000;
 

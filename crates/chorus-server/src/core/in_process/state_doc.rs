@@ -1,5 +1,5 @@
 //! A channel's shared state with the length of its compact JSON kept up to date, so that
-//! the size check of STATE-9 costs the size of the write, not of the whole state.
+//! the size check of STATE-34 costs the size of the write, not of the whole state.
 
 use chorus_protocol::StateData;
 
