@@ -164,7 +164,7 @@ pub struct Limits {
     #[serde(default)]
     pub max_room_metadata_bytes: u64,
     /// Largest shared state of one channel, in bytes of its compact JSON; at most
-    /// `max_frame_bytes` - 4096, so that a snapshot fits in one frame (STATE-34, LIMIT-12).
+    /// `max_frame_bytes` - 1024, so that a `state:sync` fits in one frame (STATE-34, LIMIT-12).
     #[serde(default)]
     pub max_state_bytes: u64,
     /// Stream items each channel retains, newest first, for `history` and recovery (HIST-17).

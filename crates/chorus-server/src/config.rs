@@ -214,7 +214,7 @@ settings! {
     /// Largest room metadata, bytes of compact JSON [default: 4096].
     max_room_metadata_bytes: u64 = 4096, env = "CHORUS_MAX_ROOM_METADATA_BYTES";
     /// Largest shared state of one channel, bytes of compact JSON; announced as at most
-    /// max_frame_bytes - 4096 [default: 1044480].
+    /// max_frame_bytes - 1024 [default: 1044480].
     max_state_bytes: u64 = 1024 * 1024 - 4096, env = "CHORUS_MAX_STATE_BYTES";
     /// Frames queued per connection before it is closed as a slow consumer (4200)
     /// [default: 1024].
@@ -395,9 +395,9 @@ impl Config {
             "must be at least max_frame_bytes",
         )?;
         check(
-            self.max_frame_bytes >= 64,
+            self.max_frame_bytes >= 2048,
             "max_frame_bytes",
-            "must be at least 64",
+            "must be at least 2048 (max_state_bytes is announced as at most max_frame_bytes - 1024, LIMIT-12)",
         )?;
         check(
             self.max_json_depth >= 1,
@@ -551,7 +551,7 @@ impl Config {
             // LIMIT-12: a snapshot of the whole state fits in one frame.
             max_state_bytes: self
                 .max_state_bytes
-                .min(self.max_frame_bytes.saturating_sub(4096)),
+                .min(self.max_frame_bytes.saturating_sub(1024)),
             // HIST-17: items are dropped only past this count, or with their channel after
             // channel_idle_ms without use (an item younger than that had a write after it).
             retention_items: self.history_retention.max(self.history_limit as usize) as u64,

@@ -181,9 +181,9 @@ async fn bad_bodies_get_typed_errors() {
 #[tokio::test]
 async fn oversize_bodies_are_413() {
     let mut config = test_config();
-    config.max_frame_bytes = 1024;
+    config.max_frame_bytes = 2048;
     let server = start_with(config).await;
-    let big = json!({"channel":"news","event":"e","data":"x".repeat(2000)});
+    let big = json!({"channel":"news","event":"e","data":"x".repeat(3000)});
     let r = api(&server, Method::POST, "/api/broadcast")
         .json(&big)
         .send()

@@ -236,7 +236,7 @@ export interface Limits {
   max_room_users: number;
   /**
    * Largest shared state of one channel, in bytes of its compact JSON; at most
-   * `max_frame_bytes` - 4096, so that a snapshot fits in one frame (STATE-34, LIMIT-12).
+   * `max_frame_bytes` - 1024, so that a `state:sync` fits in one frame (STATE-34, LIMIT-12).
    */
   max_state_bytes?: number;
   /**

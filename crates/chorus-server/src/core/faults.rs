@@ -117,7 +117,7 @@ faults! {
     CursorDataUnbounded = "cursor_data_unbounded": "cursor:update accepts data of any size (CURS-21)",
     RoomMetadataUnbounded = "room_metadata_unbounded": "a room accepts metadata of any size (ROOM-22)",
     StateLimitOffByOne = "state_limit_off_by_one": "a write making the state exactly max_state_bytes is refused (STATE-34)",
-    StateLimitUnclamped = "state_limit_unclamped": "welcome announces max_state_bytes above max_frame_bytes - 4096 (LIMIT-12)",
+    StateLimitUnclamped = "state_limit_unclamped": "welcome announces max_state_bytes above max_frame_bytes - 1024 (LIMIT-12)",
     LimitKeyZero = "limit_key_zero": "welcome.limits announces max_cursor_data_bytes 0 (LIMIT-11)",
     RetentionBelowAnnounced = "retention_below_announced": "channels retain one stream item fewer than limits.retention_items (HIST-17)",
     // The shell's faults (net/, server.rs).

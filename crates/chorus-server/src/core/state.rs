@@ -13,7 +13,7 @@ use super::{frame_of, ConnId, Core, CoreError, Engine, Outbox};
 /// Longest state key in characters (STATE-8).
 const MAX_KEY_CHARS: usize = 256;
 /// Room left in a frame around a full snapshot (STATE-34).
-const SNAPSHOT_HEADROOM: u64 = 4096;
+const SNAPSHOT_HEADROOM: u64 = 1024;
 
 impl<E: Engine> Core<E> {
     /// `state:update`.
@@ -164,7 +164,7 @@ impl<E: Engine> Core<E> {
         if self.fault(Fault::IgnoreExpectedEpoch) {
             expected.epoch = None;
         }
-        // STATE-34: the announced bound (itself within max_frame_bytes - 4096, LIMIT-12).
+        // STATE-34: the announced bound (itself within max_frame_bytes - 1024, LIMIT-12).
         let limits = self.config.limits;
         let mut max = limits
             .max_state_bytes
@@ -367,9 +367,9 @@ mod tests {
     }
 
     #[test]
-    fn state_may_not_outgrow_a_frame() {
+    fn state_may_not_outgrow_max_state_bytes() {
         let mut config = CoreConfig::default();
-        config.limits.max_frame_bytes = 4096 + 20;
+        config.limits.max_state_bytes = 20;
         let mut d = Driver::with_config(config);
         let a = d.connect("ann");
         d.subscribe(a, "doc");
