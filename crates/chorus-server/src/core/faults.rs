@@ -59,6 +59,7 @@ faults! {
     CapacityCountsConnections = "capacity_counts_connections": "a room's max_users counts subscribed connections, not users (ROOM-14)",
     PasswordTruncated = "password_truncated": "room passwords are compared on their first 72 bytes only, as bcrypt does (ROOM-10)",
     PasswordOncePerUser = "password_once_per_user": "a user who is already a member joins a protected room without the password (ROOM-11)",
+    DiscardDropsWatchers = "discard_drops_watchers": "discarding an emptied room drops the connections still subscribed without a member from its fan-out (ROOM-23)",
     RoomOutlivesMembers = "room_outlives_members": "an emptied non-persistent room is kept with its options for the next creator (ROOM-17)",
     NoPong = "no_pong": "ping gets no pong (CONN-12)",
     PongTsSeconds = "pong_ts_seconds": "pong carries the server time in seconds, not milliseconds (CONN-12)",

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use super::engine::{ChannelKey, Room};
 use super::faults::Fault;
 use super::limits::check_size;
-use super::{Core, CoreError, Engine};
+use super::{ConnId, Core, CoreError, Engine};
 
 /// Longest room password in characters (ROOM-7).
 const MAX_PASSWORD_CHARS: usize = 128;
@@ -106,7 +106,15 @@ impl<E: Engine> Core<E> {
         let keep = self.fault(Fault::RoomOutlivesMembers);
         if self.engine.member_count(key) == 0 && !persistent && !keep {
             self.cursors.forget_channel(key);
+            // Connections subscribed without a member (observers, CHAN-39) stay in the
+            // channel's fan-out, now of the room's new epoch (ROOM-23).
+            let watchers: Vec<ConnId> = self.engine.subscribers(key).collect();
             self.engine.discard(key)?;
+            if !self.fault(Fault::DiscardDropsWatchers) {
+                for conn in watchers {
+                    self.engine.add_subscriber(key, conn);
+                }
+            }
         }
         Ok(())
     }
