@@ -20,7 +20,6 @@ const KEY: &str = "cluster-test-key";
 /// Fixture id globs not clustered yet, each with the reason (see the cluster module's docs):
 /// their verdicts are printed, not asserted.
 const NOT_CLUSTERED: &[(&str, &str)] = &[
-    ("rooms.*", "rooms are per node"),
     ("cursors.*", "cursors are per node"),
     (
         "http.stats.*",

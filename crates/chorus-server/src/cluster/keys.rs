@@ -64,6 +64,11 @@ impl Keys {
         self.channel("lease", key)
     }
 
+    /// String: the room of a presence channel, JSON.
+    pub fn room(&self, key: &ChannelKey) -> String {
+        self.channel("room", key)
+    }
+
     /// A channel's id inside other keys' values.
     pub fn channel_id(key: &ChannelKey) -> String {
         format!("{}:{}{}", key.tenant.len(), key.tenant, key.name.as_str())

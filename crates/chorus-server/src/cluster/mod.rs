@@ -40,10 +40,18 @@
 //!   ([`presence_scripts`]); `P:alive:N` (TTL), `P:nodeset`, `P:nodechans:N`, `P:dead:N`:
 //!   node liveness and the sweep of a dead node's leases (CLUS-8).
 //!
+//! - `P:room:C` string: the room's settings as JSON, created with `SET NX` (the first
+//!   node to create it wins; persistent rooms are as durable as Redis).
+//!
 //! # Not clustered yet (kept per node in its [`InProcessEngine`])
-//! Rooms, cursors, resource records and ingestion marks, `active_channels` (HTTP stats);
+//! Cursors, resource records and ingestion marks, `active_channels` (HTTP stats);
 //! ephemeral frames (presence, state) are not yet ordered against snapshots taken on
-//! another node. See spec/cluster.md for the requirements these leave
+//! another node, nor against the channel's stream items: an item is delivered on its own
+//! node at once and an ephemeral frame when the bus brings it back, so a `user:joined` can
+//! follow a later `message` there (`chorus conform --url A --url B` shows it in its
+//! presence, rooms and mixed properties). Delivering items through the bus too would fix
+//! that but let a reply overtake the sender's own earlier echo (TRANS order), unless the
+//! shell holds a connection's later replies behind its frames still on the bus. See spec/cluster.md for the requirements these leave
 //! unmet and the suite's list of what a multi-node run cannot grade yet.
 
 pub mod bus;
@@ -163,7 +171,7 @@ impl Engine for ServerEngine {
     fn accept_remote(&mut self, key: &ChannelKey, remote: Remote) -> Delivery {
         both!(self, e => e.accept_remote(key, remote))
     }
-    fn room(&self, key: &ChannelKey) -> Option<&Room> {
+    fn room(&self, key: &ChannelKey) -> Option<Room> {
         both!(self, e => e.room(key))
     }
     fn create_room(&mut self, key: &ChannelKey, room: Room) -> Result<(), CoreError> {

@@ -335,6 +335,18 @@ impl Entry {
     }
 }
 
+/// A room stored by [`Engine::create_room`].
+fn room_of(text: &str) -> Option<Room> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    Some(Room {
+        password_hash: v["password_hash"].as_str().map(str::to_owned),
+        max_users: u32::try_from(v["max_users"].as_u64()?).ok()?,
+        metadata: v["metadata"].clone(),
+        persist: v["persist"].as_bool()?,
+        created_at: v["created_at"].as_u64()?,
+    })
+}
+
 /// Splits a frame serialized with [`SEQ_PLACEHOLDER`] around the placeholder.
 fn split_at_seq(frame: &str) -> Result<(&str, &str), CoreError> {
     let placeholder = SEQ_PLACEHOLDER.to_string();
@@ -550,6 +562,7 @@ impl Engine for RedisEngine {
             self.keys.state(key),
             self.keys.presence(key),
             self.keys.leases(key),
+            self.keys.room(key),
         ];
         redis::cmd("DEL")
             .arg(&keys)
@@ -654,12 +667,36 @@ impl Engine for RedisEngine {
         Delivery::Frames(Vec::new())
     }
 
-    fn room(&self, key: &ChannelKey) -> Option<&Room> {
-        self.local.room(key)
+    fn room(&self, key: &ChannelKey) -> Option<Room> {
+        let got: Result<Option<String>, _> = redis::cmd("GET")
+            .arg(self.keys.room(key))
+            .query(&mut *self.redis.borrow_mut());
+        match got {
+            Ok(text) => text.and_then(|t| room_of(&t)),
+            Err(e) => {
+                self.fail("room", e);
+                None
+            }
+        }
     }
 
     fn create_room(&mut self, key: &ChannelKey, room: Room) -> Result<(), CoreError> {
-        self.local.create_room(key, room)
+        let text = serde_json::json!({
+            "password_hash": room.password_hash,
+            "max_users": room.max_users,
+            "metadata": room.metadata,
+            "persist": room.persist,
+            "created_at": room.created_at,
+        })
+        .to_string();
+        // NX: of two nodes creating the room at once, the first one's settings stand.
+        redis::cmd("SET")
+            .arg(self.keys.room(key))
+            .arg(text)
+            .arg("NX")
+            .query::<Option<String>>(&mut *self.redis.borrow_mut())
+            .map_err(|e| CoreError::Engine(format!("redis room: {e}")))?;
+        Ok(())
     }
 
     fn member(&self, key: &ChannelKey, user: &str) -> Option<Member> {

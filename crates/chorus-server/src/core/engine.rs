@@ -228,8 +228,9 @@ pub trait Engine {
 
     // --- rooms (rooms.md) ---
 
-    /// The room of a presence channel, when it exists.
-    fn room(&self, key: &ChannelKey) -> Option<&Room>;
+    /// The room of a presence channel, when it exists (owned: a cluster engine reads it
+    /// from its broker).
+    fn room(&self, key: &ChannelKey) -> Option<Room>;
     /// Creates the room (stored when it persists, ROOM-19).
     fn create_room(&mut self, key: &ChannelKey, room: Room) -> Result<(), CoreError>;
 

@@ -353,8 +353,8 @@ impl Engine for InProcessEngine {
             .flat_map(|ch| ch.subscribers.iter().copied())
     }
 
-    fn room(&self, key: &ChannelKey) -> Option<&Room> {
-        self.channels.get(key)?.room.as_ref()
+    fn room(&self, key: &ChannelKey) -> Option<Room> {
+        self.channels.get(key)?.room.clone()
     }
 
     fn create_room(&mut self, key: &ChannelKey, room: Room) -> Result<(), CoreError> {
