@@ -137,8 +137,8 @@ const PRESENCE: &[&str] = &[
     "CHAN-20", "CHAN-24", "CHAN-25", "CHAN-26", "CHAN-27", "CHAN-28", "CHAN-29", "CHAN-30",
     "CHAN-31", "HIST-1", "HIST-3", "HIST-9", "PRES-1", "PRES-2", "PRES-3", "PRES-5", "PRES-7",
     "PRES-8", "PRES-9", "PRES-11", "PRES-12", "PRES-13", "PRES-14", "PRES-15", "PRES-16",
-    "PRES-17", "PRES-18", "PRES-19", "PRES-21", "PRES-22", "PRES-33", "ROOM-3", "ROOM-5", "ROOM-6",
-    "ROOM-17", "STATE-23", "CURS-14",
+    "PRES-17", "PRES-18", "PRES-19", "PRES-21", "PRES-22a", "PRES-22b", "PRES-33", "ROOM-3",
+    "ROOM-5", "ROOM-6", "ROOM-17", "STATE-23", "CURS-14",
 ];
 
 const ROOMS: &[&str] = &[
@@ -146,10 +146,10 @@ const ROOMS: &[&str] = &[
     "ERR-2", "ERR-3", "CHAN-35", "CHAN-8", "CHAN-9", "CHAN-33", "CHAN-12", "CHAN-15", "CHAN-16",
     "CHAN-34", "CHAN-20", "CHAN-24", "CHAN-25", "CHAN-26", "CHAN-27", "CHAN-28", "CHAN-29",
     "CHAN-30", "CHAN-31", "HIST-1", "HIST-3", "HIST-9", "PRES-1", "PRES-2", "PRES-3", "PRES-5",
-    "PRES-7", "PRES-8", "PRES-9", "PRES-11", "PRES-12", "PRES-13", "PRES-14", "PRES-21", "PRES-22",
-    "PRES-33", "ROOM-3", "ROOM-4", "ROOM-5", "ROOM-6", "ROOM-10", "ROOM-11", "ROOM-14", "ROOM-16",
-    "ROOM-17", "ROOM-18", "STATE-2", "STATE-3", "STATE-10", "STATE-14", "STATE-15", "STATE-16",
-    "STATE-17", "STATE-18", "STATE-19", "STATE-20", "STATE-23", "CURS-14",
+    "PRES-7", "PRES-8", "PRES-9", "PRES-11", "PRES-12", "PRES-13", "PRES-14", "PRES-21",
+    "PRES-22b", "PRES-33", "ROOM-3", "ROOM-4", "ROOM-5", "ROOM-6", "ROOM-10", "ROOM-11", "ROOM-14",
+    "ROOM-16", "ROOM-17", "ROOM-18", "STATE-2", "STATE-3", "STATE-10", "STATE-14", "STATE-15",
+    "STATE-16", "STATE-17", "STATE-18", "STATE-19", "STATE-20", "STATE-23", "CURS-14",
 ];
 
 const STATE: &[&str] = &[
@@ -166,7 +166,7 @@ const CURSORS: &[&str] = &[
     "ERR-2", "CHAN-35", "CHAN-8", "CHAN-9", "CHAN-33", "CHAN-12", "CHAN-15", "CHAN-16", "CHAN-34",
     "HIST-1", "HIST-3", "HIST-9", "PRES-2", "PRES-3", "PRES-5", "PRES-7", "PRES-8", "PRES-9",
     "PRES-11", "PRES-12", "PRES-13", "PRES-14", "PRES-16", "PRES-17", "PRES-18", "PRES-19",
-    "PRES-22", "PRES-33", "ROOM-3", "ROOM-5", "ROOM-6", "ROOM-17", "STATE-23", "CURS-2", "CURS-3",
+    "PRES-22b", "PRES-33", "ROOM-3", "ROOM-5", "ROOM-6", "ROOM-17", "STATE-23", "CURS-2", "CURS-3",
     "CURS-4", "CURS-7", "CURS-8", "CURS-9", "CURS-10", "CURS-11", "CURS-12", "CURS-13", "CURS-14",
 ];
 
@@ -178,11 +178,11 @@ const MIXED: &[&str] = &[
     "HIST-11", "HIST-13", "HIST-14", "HIST-15", "HIST-16", "BCAST-1", "BCAST-2", "BCAST-3",
     "PRES-1", "PRES-2", "PRES-3", "PRES-5", "PRES-7", "PRES-8", "PRES-9", "PRES-11", "PRES-12",
     "PRES-13", "PRES-14", "PRES-15", "PRES-16", "PRES-17", "PRES-18", "PRES-19", "PRES-21",
-    "PRES-22", "PRES-33", "ROOM-3", "ROOM-4", "ROOM-5", "ROOM-6", "ROOM-10", "ROOM-11", "ROOM-14",
-    "ROOM-16", "ROOM-17", "ROOM-18", "STATE-2", "STATE-3", "STATE-10", "STATE-14", "STATE-15",
-    "STATE-16", "STATE-17", "STATE-18", "STATE-19", "STATE-20", "STATE-21", "STATE-22", "STATE-23",
-    "STATE-24", "CURS-2", "CURS-3", "CURS-4", "CURS-7", "CURS-8", "CURS-9", "CURS-10", "CURS-11",
-    "CURS-12", "CURS-13", "CURS-14",
+    "PRES-22a", "PRES-22b", "PRES-33", "ROOM-3", "ROOM-4", "ROOM-5", "ROOM-6", "ROOM-10",
+    "ROOM-11", "ROOM-14", "ROOM-16", "ROOM-17", "ROOM-18", "STATE-2", "STATE-3", "STATE-10",
+    "STATE-14", "STATE-15", "STATE-16", "STATE-17", "STATE-18", "STATE-19", "STATE-20", "STATE-21",
+    "STATE-22", "STATE-23", "STATE-24", "CURS-2", "CURS-3", "CURS-4", "CURS-7", "CURS-8", "CURS-9",
+    "CURS-10", "CURS-11", "CURS-12", "CURS-13", "CURS-14",
 ];
 
 /// Requirements the executor and the checker cite on their own (barriers, schema, frames

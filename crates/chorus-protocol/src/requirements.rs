@@ -93,15 +93,27 @@ pub enum RegistryError {
     },
 }
 
+/// `AREA-n` or, for one part of a split requirement, `AREA-na` (one lower-case letter:
+/// `VER-6a`, `VER-6b`).
 fn valid_id(id: &str) -> bool {
-    let Some((prefix, number)) = id.split_once('-') else {
+    let Some((prefix, rest)) = id.split_once('-') else {
         return false;
     };
+    let number = rest
+        .strip_suffix(|c: char| c.is_ascii_lowercase())
+        .unwrap_or(rest);
     !prefix.is_empty()
         && prefix.chars().all(|c| c.is_ascii_uppercase())
         && !number.is_empty()
         && number.chars().all(|c| c.is_ascii_digit())
         && !number.starts_with('0')
+}
+
+/// Sort key of an id's number part: `6`, then `6a`, `6b`, then `7`.
+fn id_number(rest: &str) -> (u32, String) {
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let part = rest[digits.len()..].to_owned();
+    (digits.parse().unwrap_or(0), part)
 }
 
 /// Parses the requirements of one spec file. `area` is the file stem, `file` its path.
@@ -212,7 +224,7 @@ pub fn build_registry(mut all: Vec<Requirement>) -> Result<Vec<Requirement>, Reg
     all.sort_by(|a, b| {
         let key = |r: &Requirement| {
             let (p, n) = r.id.split_once('-').unwrap_or((&r.id, "0"));
-            (r.area.clone(), p.to_owned(), n.parse::<u32>().unwrap_or(0))
+            (r.area.clone(), p.to_owned(), id_number(n))
         };
         key(a).cmp(&key(b))
     });
@@ -300,6 +312,21 @@ mod tests {
             "A server MUST key members by user id. Continued here."
         );
         assert_eq!(reqs[1].level, Level::Should);
+    }
+
+    #[test]
+    fn sub_ids_of_split_requirements_parse_and_sort_after_their_number() {
+        let doc = "**V-7** (MUST) x MUST.\n\n**V-6b** (MUST) b MUST.\n\n**V-6a** (MAY) a MAY.\n";
+        let reqs = build_registry(parse_requirements("v", "v.md", doc).unwrap()).unwrap();
+        let ids: Vec<_> = reqs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["V-6a", "V-6b", "V-7"]);
+        for bad in [
+            "**V-6A** (MUST) x MUST.",
+            "**V-6ab** (MUST) x MUST.",
+            "**V-a** (MUST) x MUST.",
+        ] {
+            assert!(parse_requirements("v", "v.md", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

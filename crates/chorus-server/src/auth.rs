@@ -18,7 +18,7 @@ pub enum AuthError {
     /// Not a JWS compact token, bad signature or wrong algorithm (CONN-2).
     #[error("invalid token: {0}")]
     Invalid(String),
-    /// A claim is missing or has the wrong JSON type (CONN-3).
+    /// A claim is missing or has the wrong JSON type (CONN-3a, CONN-3b).
     #[error("invalid claims: {0}")]
     Claims(String),
     /// `exp` is at or before now (CONN-5).
@@ -192,7 +192,7 @@ impl Authenticator {
     }
 }
 
-/// Applies CONN-3 to the raw claims and builds the session.
+/// Applies CONN-3a and CONN-3b to the raw claims and builds the session.
 fn session_from_claims(mut claims: Map<String, Value>) -> Result<Session, AuthError> {
     let user_id = match claims.remove("sub") {
         Some(Value::String(s)) if !s.is_empty() => s,

@@ -241,7 +241,7 @@ settings! {
     allowed_origins: Vec<String> = Vec::new(), env = "CHORUS_ALLOWED_ORIGINS",
         [value_delimiter = ',', num_args = 1..];
     /// Capabilities not to serve or announce (comma-separated names as in `welcome`, e.g.
-    /// `cursors,sse`); their requests get `unsupported` (VER-6) [default: empty].
+    /// `cursors,sse`); their requests get `unsupported` (VER-6a to VER-6e) [default: empty].
     disable_capabilities: Vec<String> = Vec::new(), env = "CHORUS_DISABLE_CAPABILITIES",
         [value_delimiter = ',', num_args = 1..];
     /// WebSocket read buffer per connection, bytes [default: 4096].

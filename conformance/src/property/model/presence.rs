@@ -190,19 +190,19 @@ pub(crate) fn release(m: &mut Model, plan: &mut Plan, c: ClientId, slot: Slot) {
     );
 }
 
-/// Checks that precede presence requests (PRES-22).
+/// Checks that precede presence requests (PRES-22a, PRES-22b).
 fn refused(m: &Model, c: ClientId, slot: Slot) -> Option<(&'static str, Vec<&'static str>)> {
-    let code = if !slot.is_presence() {
-        "invalid_channel"
+    let (code, req) = if !slot.is_presence() {
+        ("invalid_channel", "PRES-22a")
     } else if !m.is_subscribed(c, slot) {
-        "not_subscribed"
+        ("not_subscribed", "PRES-22b")
     } else {
         return None;
     };
-    Some((code, vec!["PRES-22", "ERR-2"]))
+    Some((code, vec![req, "ERR-2"]))
 }
 
-/// `presence:update` (PRES-15 to PRES-19, PRES-22).
+/// `presence:update` (PRES-15 to PRES-19, PRES-22a, PRES-22b).
 pub(crate) fn update(
     m: &mut Model,
     plan: &mut Plan,
@@ -224,7 +224,7 @@ pub(crate) fn update(
     plan.send(c, frame);
     let invalid = status == Some(StatusChoice::Offline) || (status.is_none() && data.is_none());
     if let Some((code, reqs)) = refused(m, c, slot) {
-        // The spec does not order PRES-15 and PRES-22: an invalid update may get either.
+        // The spec does not order PRES-15 and PRES-22a/b: an invalid update may get either.
         let codes: &[&str] = if invalid {
             &[code, "invalid_message"]
         } else {
@@ -274,7 +274,7 @@ pub(crate) fn update(
     }
 }
 
-/// `presence` (PRES-21, PRES-22).
+/// `presence` (PRES-21, PRES-22a, PRES-22b).
 pub(crate) fn list(m: &mut Model, plan: &mut Plan, c: ClientId, slot: Slot) {
     let id = m.next_id();
     let name = m.chan(slot).name.clone();

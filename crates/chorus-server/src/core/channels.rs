@@ -95,7 +95,7 @@ impl<E: Engine> Core<E> {
         Ok(())
     }
 
-    /// VER-6, ROOM-9: the capability is read from the members and the name's prefix, before
+    /// VER-6a to VER-6e, ROOM-9: the capability is read from the members and the name's prefix, before
     /// the name is validated (ERR-12).
     fn check_subscribe_capabilities(&self, req: &Subscribe) -> Result<(), CoreError> {
         let room_options = req.room.is_some() || req.password.is_some();

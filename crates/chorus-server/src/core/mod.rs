@@ -402,7 +402,7 @@ impl<E: Engine> Core<E> {
         Ok(name.validate(max)?)
     }
 
-    /// VER-6: a request of a capability this server does not announce.
+    /// VER-6a to VER-6e: a request of a capability this server does not announce.
     fn require(&self, cap: Capability) -> Result<(), CoreError> {
         if self.config.capabilities.contains(&cap) {
             Ok(())

@@ -102,7 +102,7 @@ impl<E: Engine> Core<E> {
         }
     }
 
-    /// The checks shared by `presence` and `presence:update` (VER-6, PRES-22, PRES-23), with
+    /// The checks shared by `presence` and `presence:update` (VER-6a, PRES-22a, PRES-22b, PRES-23), with
     /// the right the request needs, if any (CHAN-39).
     fn presence_key(
         &self,

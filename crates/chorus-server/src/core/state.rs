@@ -10,7 +10,7 @@ use super::engine::{ChannelKey, Expected, StateWrite};
 use super::faults::Fault;
 use super::{frame_of, ConnId, Core, CoreError, Engine, Outbox};
 
-/// Longest state key in characters (STATE-8).
+/// Longest state key in characters (STATE-8a).
 const MAX_KEY_CHARS: usize = 256;
 /// Room left in a frame around a full snapshot (STATE-34).
 const SNAPSHOT_HEADROOM: u64 = 1024;
@@ -226,7 +226,7 @@ fn expect(version: Option<u64>, epoch: Option<chorus_protocol::Epoch>) -> Expect
     Expected { version, epoch }
 }
 
-/// STATE-8: keys of 1 to 256 characters.
+/// STATE-8a: keys of 1 to 256 characters.
 fn check_key(key: &str) -> Result<(), CoreError> {
     let n = key.chars().count();
     if n == 0 || n > MAX_KEY_CHARS {
