@@ -20,6 +20,11 @@ const KEY: &str = "cluster-test-key";
 /// Fixture id globs not clustered yet, each with the reason (see the cluster module's docs):
 /// their verdicts are printed, not asserted.
 const NOT_CLUSTERED: &[(&str, &str)] = &[
+    ("presence.*", "an ephemeral frame (user:joined, presence:updated, state:updated) reaches its own node through the bus, after frames sent directly: order across frame kinds is not yet one order (see the cluster module docs)"),
+    ("rooms.*", "an ephemeral frame (user:joined, presence:updated, state:updated) reaches its own node through the bus, after frames sent directly: order across frame kinds is not yet one order (see the cluster module docs)"),
+    ("channels.rights.presence-*", "an ephemeral frame (user:joined, presence:updated, state:updated) reaches its own node through the bus, after frames sent directly: order across frame kinds is not yet one order (see the cluster module docs)"),
+    ("state.activity.*", "an ephemeral frame (user:joined, presence:updated, state:updated) reaches its own node through the bus, after frames sent directly: order across frame kinds is not yet one order (see the cluster module docs)"),
+    ("http.users.*", "an ephemeral frame (user:joined, presence:updated, state:updated) reaches its own node through the bus, after frames sent directly: order across frame kinds is not yet one order (see the cluster module docs)"),
     ("cursors.*", "cursors are per node"),
     (
         "http.stats.*",
