@@ -27,7 +27,7 @@ impl<E: Engine> Core<E> {
         out: &mut Outbox,
     ) -> Result<(), CoreError> {
         if let Some(opts) = &req.room {
-            check_room_shape(opts)?; // ROOM-7: shape comes first
+            check_room_shape(opts)?; // ROOM-7a to ROOM-7e: shape comes first
         }
         self.check_subscribe_capabilities(&req)?;
         let kind = self.check_name(&req.channel)?;

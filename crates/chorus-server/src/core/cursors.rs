@@ -157,7 +157,7 @@ fn entry_json(cursor: &CursorState) -> String {
 }
 
 impl<E: Engine> Core<E> {
-    /// `cursor:update`: no success reply (CURS-2); errors per CURS-1, CURS-3 to CURS-5.
+    /// `cursor:update`: no success reply (CURS-2); errors per CURS-1a to CURS-1c, CURS-3 to CURS-5.
     pub(super) fn cursor_update(
         &mut self,
         conn: ConnId,
@@ -168,7 +168,7 @@ impl<E: Engine> Core<E> {
         if req.data.as_ref().is_some_and(|d| !d.is_object()) {
             return Err(CoreError::InvalidMessage(
                 "cursor data must be an object".into(),
-            )); // CURS-1, shape first (ERR-12)
+            )); // CURS-1b, shape first (ERR-12)
         }
         self.require(Capability::Cursors)?;
         if self.check_name(&req.channel)? != ChannelKind::Presence {

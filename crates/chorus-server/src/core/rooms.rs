@@ -8,7 +8,7 @@ use super::faults::Fault;
 use super::limits::check_size;
 use super::{ConnId, Core, CoreError, Engine};
 
-/// Longest room password in characters (ROOM-7).
+/// Longest room password in characters (ROOM-7a).
 const MAX_PASSWORD_CHARS: usize = 128;
 
 /// What a presence subscribe that passed the room checks will do.
@@ -149,7 +149,7 @@ fn bcrypt_like(req: &Subscribe) -> Subscribe {
     req
 }
 
-/// ROOM-7: the shape of `room` options, checked with the rest of the message's shape,
+/// ROOM-7a to ROOM-7e: the shape of `room` options, checked with the rest of the message's shape,
 /// before anything else and whether or not the options would be applied.
 pub(super) fn check_room_shape(opts: &RoomOptions) -> Result<(), CoreError> {
     if let Some(p) = &opts.password {
