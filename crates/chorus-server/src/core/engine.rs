@@ -301,7 +301,7 @@ pub trait Engine {
 
     // --- HTTP views ---
 
-    /// Channels of the tenant with a subscriber or a member, by name (HTTP-14, HTTP-15).
+    /// Channels of the tenant with a subscriber or a member, by name (HTTP-14b, HTTP-15).
     fn active_channels(&self, tenant: &str) -> Vec<ChannelStats>;
 
     // --- resource records (http.md, changes.md) ---

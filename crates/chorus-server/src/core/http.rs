@@ -119,7 +119,7 @@ impl<E: Engine> Core<E> {
             .map_err(|retry_after_ms| CoreError::RateLimited { retry_after_ms })
     }
 
-    /// `GET /api/stats` for one tenant (HTTP-14, HTTP-15).
+    /// `GET /api/stats` for one tenant (HTTP-14a, HTTP-14b, HTTP-15).
     pub fn stats(&self, tenant: &str) -> StatsResponse {
         let conns = self.conns.values().filter(|c| &*c.tenant == tenant);
         let (connections, subscriptions) = conns.fold((0, 0), |(n, s), c| {
