@@ -113,6 +113,13 @@ impl Suite {
     /// Static problems of the fixture set: duplicate ids, an id whose area is not its folder,
     /// unknown requirement ids, `send` frames that are not valid client messages.
     pub fn problems(&self) -> Vec<String> {
+        let client = FrameSchema::client();
+        self.problems_against(client.as_ref().map_err(|e| e.to_string()))
+    }
+
+    /// [`Suite::problems`] against a client schema compiled once (the fuzz target of the
+    /// loader checks one fixture per input; compiling the schema dominates otherwise).
+    pub fn problems_against(&self, client: Result<&FrameSchema, String>) -> Vec<String> {
         let mut out = Vec::new();
         let known: BTreeSet<&str> = self.requirements.iter().map(|r| r.id.as_str()).collect();
         // A removed requirement grades nothing: its replacement must be cited instead.
@@ -123,7 +130,6 @@ impl Suite {
             .map(|r| r.id.as_str())
             .collect();
         let mut ids = BTreeMap::new();
-        let client = FrameSchema::client();
         for lf in &self.fixtures {
             let f = &lf.fixture;
             if let Some(first) = ids.insert(f.id.as_str(), lf.file.as_str()) {

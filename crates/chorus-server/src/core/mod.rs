@@ -72,8 +72,10 @@ mod limits;
 mod presence;
 mod rooms;
 mod state;
-#[cfg(test)]
-mod testkit;
+// The in-memory driver of the core's tests, public for the fuzz targets (feature `testkit`,
+// never in default builds).
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 pub use changes::{is_record_id, is_resource_name};
 pub use engine::{ChannelKey, Delivery, Engine, Remote};

@@ -1,10 +1,13 @@
 //! An in-memory driver for the core's tests: fake connections, a manual clock, and an
 //! inbox per connection holding every frame sent to it, parsed back as [`ServerMessage`]
 //! (so that a frame the protocol types reject fails the test).
+//!
+//! Public under the `testkit` feature for the fuzz targets (`fuzz/`), which drive the core
+//! with generated frames through [`Driver::send_text`].
 
 use std::collections::{HashMap, VecDeque};
 
-use chorus_protocol::{decode_client, Millis, ServerMessage};
+use chorus_protocol::{decode_client, ClientMessage, DecodeError, Millis, ServerMessage};
 use serde_json::{json, Value};
 
 use super::{ConnId, Core, CoreConfig, Effect, Session};
@@ -36,6 +39,12 @@ pub fn session(user: &str, tenant: &str) -> Session {
         grants: Vec::new(),
         rights: None,
         expires_at: None,
+    }
+}
+
+impl Default for Driver {
+    fn default() -> Self {
+        Driver::new()
     }
 }
 
@@ -80,6 +89,17 @@ impl Driver {
         let msg = decode_client(&frame.to_string(), 32).expect("test frame decodes");
         let effects = self.core.handle(conn, msg, self.now);
         self.route(effects);
+    }
+
+    /// Sends one text frame as the shell does: decoded with the configured depth limit, and
+    /// handed to the core only when it decodes (the shell answers a decode error itself).
+    /// Returns the message the core handled.
+    pub fn send_text(&mut self, conn: ConnId, text: &str) -> Result<ClientMessage, DecodeError> {
+        let depth = self.core.config().limits.max_json_depth as usize;
+        let msg = decode_client(text, depth)?;
+        let effects = self.core.handle(conn, msg.clone(), self.now);
+        self.route(effects);
+        Ok(msg)
     }
 
     /// Sends and returns what `conn` received.
