@@ -36,17 +36,19 @@ use serde_json::{json, Value};
 /// Channel names: every kind, the resource feeds, and names the core must refuse.
 const CHANNELS: &[&str] = &[
     "chat",
-    "news",
     "presence-room",
+    "posts:p1",
+    "news",
     "presence-lobby",
     "private-ops",
     "private-presence-team",
     "resource:posts",
-    "posts:p1",
     "",
     "bad name",
     "c-0123456789-0123456789-0123456789",
 ];
+/// How many of [`CHANNELS`] most picks land on, so that short inputs meet on a channel.
+const BUSY_CHANNELS: usize = 3;
 const USERS: &[&str] = &["u1", "u2", "u3", "u4"];
 const TENANTS: &[&str] = &["", "t2"];
 const KEYS: &[&str] = &["title", "cursor", "n", "", "id", "from", "version", "seq"];
@@ -239,6 +241,16 @@ fn pick<'a>(list: &[&'a str], i: u8) -> &'a str {
     list[usize::from(i) % list.len()]
 }
 
+/// Three picks in four land on a busy channel.
+fn channel(i: u8) -> String {
+    let n = if i < 192 {
+        BUSY_CHANNELS
+    } else {
+        CHANNELS.len()
+    };
+    CHANNELS[usize::from(i) % n].to_owned()
+}
+
 /// A live connection of the run.
 struct Live {
     conn: ConnId,
@@ -295,6 +307,10 @@ pub fn core_with(data: &[u8], faults: Faults) {
     }
     let mut d = Driver::with_config(CoreConfig { faults, ..config() });
     let mut c = Checker::default();
+    // Two tabs of u1, u2, and u3 in another tenant are there from the start.
+    for (user, tenant) in [(0, 0), (0, 0), (1, 0), (2, 1)] {
+        c.apply(&mut d, &Op::Connect { user, tenant });
+    }
     for op in &ops {
         c.apply(&mut d, op);
     }
@@ -313,7 +329,7 @@ impl Checker {
         let mut request = None;
         match op {
             Op::Connect { user, tenant } => {
-                if self.live.len() >= 6 {
+                if self.live.len() >= 7 {
                     return;
                 }
                 let user = pick(USERS, *user).to_owned();
@@ -358,7 +374,7 @@ impl Checker {
                 message_id,
             } => {
                 let req = PublishRequest {
-                    channel: ChannelName(pick(CHANNELS, *channel).to_owned()),
+                    channel: ChannelName(self::channel(*channel)),
                     event: pick(EVENTS, *event).to_owned(),
                     data: data.json(),
                     message_id: message_id.map(|m| format!("m{m}")),
@@ -410,7 +426,7 @@ impl Checker {
 
     /// The JSON of a generated frame.
     fn frame(&self, tenant: &str, spec: &FrameSpec) -> Value {
-        let channel = |i: &u8| pick(CHANNELS, *i).to_owned();
+        let channel = |i: &u8| channel(*i);
         let mut v = match &spec.body {
             Body::Ping => json!({"type": "ping"}),
             Body::AuthRefresh => json!({"type": "auth:refresh", "token": "not-a-token"}),
