@@ -71,6 +71,7 @@ fn config() -> CoreConfig {
             cursor_interval_ms: 50,
             presence_grace_ms: 2000,
             dedup_window_ms: 1000,
+            ..Limits::default()
         },
         retention: 6,
         channel_idle_ms: 10_000,
