@@ -161,6 +161,8 @@ pub enum AuthKeyword {
     ApiKey,
     /// A near miss: the run's `--api-key` without its last character.
     ApiKeyPrefix,
+    /// A near miss: the run's `--api-key` with one character appended (SEC-14).
+    ApiKeyExtended,
     /// A near miss: the run's `--api-key` with its last character changed.
     ApiKeyLastChanged,
     /// No credentials.

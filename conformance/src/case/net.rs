@@ -98,20 +98,14 @@ impl CaseRun<'_> {
     ) -> Result<(), Flow> {
         match auth {
             None | Some(HttpAuth::Keyword(AuthKeyword::None)) => {}
-            Some(HttpAuth::Keyword(
-                k @ (AuthKeyword::ApiKey
-                | AuthKeyword::ApiKeyPrefix
-                | AuthKeyword::ApiKeyLastChanged),
-            )) => {
+            Some(HttpAuth::Keyword(keyword)) => {
                 let key = self.runner.config.api_key.clone().ok_or_else(|| {
                     Flow::Untestable("the case needs the HTTP API key: pass --api-key".into())
                 })?;
-                let key = match k {
-                    AuthKeyword::ApiKeyPrefix => near_miss_key(&key, false),
-                    AuthKeyword::ApiKeyLastChanged => near_miss_key(&key, true),
-                    _ => key,
-                };
-                headers.insert(chorus_protocol::http::API_KEY_HEADER.into(), key);
+                headers.insert(
+                    chorus_protocol::http::API_KEY_HEADER.into(),
+                    near_miss(&key, *keyword),
+                );
             }
             Some(HttpAuth::ApiKey { api_key }) => {
                 headers.insert(
@@ -268,12 +262,20 @@ pub(super) fn check_status(want: Option<&CloseCodes>, status: u16, body: &str) -
     })
 }
 
-/// The key without its last character, or with it replaced by another one.
-fn near_miss_key(key: &str, replace: bool) -> String {
+/// The API key a keyword sends: the key itself or a near miss of it (SEC-14).
+fn near_miss(key: &str, keyword: AuthKeyword) -> String {
     let mut chars: Vec<char> = key.chars().collect();
-    let last = chars.pop();
-    if replace {
-        chars.push(if last == Some('x') { 'y' } else { 'x' });
+    match keyword {
+        AuthKeyword::ApiKeyPrefix => {
+            chars.pop();
+        }
+        AuthKeyword::ApiKeyExtended => chars.push('x'),
+        AuthKeyword::ApiKeyLastChanged => {
+            if let Some(last) = chars.last_mut() {
+                *last = if *last == 'x' { 'y' } else { 'x' };
+            }
+        }
+        AuthKeyword::ApiKey | AuthKeyword::None => {}
     }
     chars.into_iter().collect()
 }

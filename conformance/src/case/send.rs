@@ -148,7 +148,7 @@ fn containers_above(v: &Value, marker: &str) -> Option<usize> {
 /// Decodes hex (whitespace allowed).
 pub fn decode_hex(h: &str) -> Result<Vec<u8>, String> {
     let clean: String = h.chars().filter(|c| !c.is_whitespace()).collect();
-    if clean.len() % 2 != 0 {
+    if !clean.len().is_multiple_of(2) {
         return Err(format!("odd-length hex {h:?}"));
     }
     (0..clean.len())

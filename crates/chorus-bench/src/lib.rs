@@ -46,7 +46,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Scenario families to run, comma-separated: fanout, paced, fanin, channels, slow,
-    /// idle, presence, state, history, soak [default: all].
+    /// idle, presence, state, history, soak, feed [default: all but feed, which needs
+    /// PostgreSQL and runs only when named].
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
     /// Servers to compare, comma-separated: chorus, bare, node [default: all].
@@ -102,6 +103,13 @@ pub struct BenchArgs {
     /// Extra flag for `chorus serve` (repeatable), e.g. `--chorus-arg=--queue-capacity=4096`.
     #[arg(long = "chorus-arg", allow_hyphen_values = true)]
     pub chorus_args: Vec<String>,
+    /// PostgreSQL of the feed scenarios (wal_level=logical; the bench creates and drops
+    /// the table, slot and publication `chorus_bench_feed`).
+    #[arg(long, default_value = "postgres://chorus@127.0.0.1:5432/chorus_test")]
+    pub pg_url: String,
+    /// Changes per second of the paced feed runs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000.0, 10_000.0])]
+    pub feed_rates: Vec<f64>,
     /// Folder to write results.json, results.md and chart.png into.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -148,6 +156,8 @@ fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
         missed: 100,
     });
     all.push(Scenario::Soak { secs: soak_secs });
+    all.extend(args.feed_rates.iter().map(|&rate| Scenario::Feed { rate }));
+    all.push(Scenario::FeedRamp);
     let scenarios = select_scenarios(all, &args.scenarios, q)?;
     Ok(Settings {
         kinds: select_servers(args)?,
@@ -178,12 +188,14 @@ fn select_scenarios(
         .into_iter()
         .filter(|s| {
             if wanted.is_empty() {
-                // The quick run skips what needs seconds of stall or 100k/s pacing.
-                !(quick
-                    && matches!(
-                        s,
-                        Scenario::SlowConsumer { .. } | Scenario::FanoutPaced { .. }
-                    ))
+                // The quick run skips what needs seconds of stall or 100k/s pacing; the
+                // feed needs a PostgreSQL prepared for it, so it runs only when named.
+                let slow = matches!(
+                    s,
+                    Scenario::SlowConsumer { .. } | Scenario::FanoutPaced { .. }
+                );
+                let skipped = s.needs_database() || (quick && slow);
+                !skipped
             } else {
                 wanted.iter().any(|w| w == s.family())
             }
@@ -249,6 +261,7 @@ fn launcher(args: &BenchArgs, kinds: &[ServerKind]) -> Result<Launcher, BenchErr
         node_dir,
         server_core: args.server_core,
         chorus_extra: args.chorus_args.clone(),
+        pg_url: args.pg_url.clone(),
     })
 }
 

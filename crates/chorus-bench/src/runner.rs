@@ -82,9 +82,20 @@ async fn run_scenario(
         failures: Vec::new(),
     };
     let mut shared: BTreeMap<ServerKind, Server> = BTreeMap::new();
+    let database = match Database::prepare(settings, scenario).await {
+        Ok(database) => database,
+        Err(e) => {
+            result.failures.push(format!("postgres: {e}"));
+            return result;
+        }
+    };
+    let extra = database
+        .as_ref()
+        .map(Database::server_args)
+        .unwrap_or_default();
     if !scenario.fresh_server_per_run() {
         for &kind in &kinds {
-            match settings.launcher.start(kind) {
+            match settings.launcher.start_with(kind, &extra) {
                 Ok(server) => {
                     shared.insert(kind, server);
                 }
@@ -122,12 +133,55 @@ async fn run_scenario(
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
+    drop(shared);
+    if let Some(database) = database {
+        if let Err(e) = database.cleanup().await {
+            result.failures.push(format!("postgres clean-up: {e}"));
+        }
+    }
     result.medians = result
         .runs
         .iter()
         .map(|(k, runs)| (*k, medians(runs)))
         .collect();
     result
+}
+
+/// The feed scenarios' database table and the server's durable store beside it.
+struct Database {
+    url: String,
+    data_dir: std::path::PathBuf,
+}
+
+impl Database {
+    async fn prepare(
+        settings: &Settings,
+        scenario: &Scenario,
+    ) -> Result<Option<Database>, BenchError> {
+        if !scenario.needs_database() {
+            return Ok(None);
+        }
+        let url = settings.launcher.pg_url.clone();
+        crate::scenario::feed::prepare(&url).await?;
+        let data_dir = std::env::temp_dir().join(format!(
+            "chorus-bench-feed-{}-{}",
+            std::process::id(),
+            crate::payload::now_ns()
+        ));
+        std::fs::create_dir_all(&data_dir)
+            .map_err(BenchError::io(format!("create {}", data_dir.display())))?;
+        Ok(Some(Database { url, data_dir }))
+    }
+
+    fn server_args(&self) -> Vec<String> {
+        crate::scenario::feed::server_args(&self.url, &self.data_dir)
+    }
+
+    /// After the servers stopped: the slot, publication, table and store go.
+    async fn cleanup(self) -> Result<(), BenchError> {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        crate::scenario::feed::cleanup(&self.url).await
+    }
 }
 
 async fn run_once(

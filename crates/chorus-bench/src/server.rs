@@ -64,6 +64,8 @@ pub struct Launcher {
     pub server_core: usize,
     /// Extra `chorus serve` flags (after the bench's own).
     pub chorus_extra: Vec<String>,
+    /// The PostgreSQL database of the feed scenarios.
+    pub pg_url: String,
 }
 
 /// A started server process; killed when dropped.
@@ -76,12 +78,15 @@ pub struct Server {
     pub pid: u32,
     /// How to speak to it.
     pub dialect: Arc<dyn Dialect>,
+    /// The database it reads changes from (`--pg-url`), when it does.
+    pub pg_url: Option<String>,
     child: Child,
 }
 
 impl Launcher {
-    /// The full command line for `kind` listening on `port` (without the taskset prefix).
-    pub fn command_line(&self, kind: ServerKind, port: u16) -> Vec<String> {
+    /// The full command line for `kind` listening on `port` (without the taskset prefix),
+    /// with a scenario's own `extra` Chorus flags.
+    pub fn command_line(&self, kind: ServerKind, port: u16, extra: &[String]) -> Vec<String> {
         let port = port.to_string();
         let mut args: Vec<String> = match kind {
             ServerKind::Chorus => {
@@ -89,6 +94,7 @@ impl Launcher {
                 let on_disk = self
                     .chorus_extra
                     .iter()
+                    .chain(extra)
                     .any(|a| a.starts_with("--data-dir"));
                 chorus_args(&self.chorus_bin, &port, on_disk)
             }
@@ -101,6 +107,7 @@ impl Launcher {
             ],
         };
         if kind == ServerKind::Chorus {
+            args.extend(extra.iter().cloned());
             args.extend(self.chorus_extra.iter().cloned());
         }
         args
@@ -108,8 +115,19 @@ impl Launcher {
 
     /// Starts `kind` pinned to the server core and waits until it accepts connections.
     pub fn start(&self, kind: ServerKind) -> Result<Server, BenchError> {
+        self.start_with(kind, &[])
+    }
+
+    /// [`Launcher::start`] with a scenario's own Chorus flags (`--pg-url`: the server
+    /// reads the feed's database).
+    pub fn start_with(&self, kind: ServerKind, extra: &[String]) -> Result<Server, BenchError> {
         let port = free_port()?;
-        let line = self.command_line(kind, port);
+        let line = self.command_line(kind, port, extra);
+        let pg_url = extra
+            .iter()
+            .position(|a| a == "--pg-url")
+            .and_then(|i| extra.get(i + 1))
+            .cloned();
         let child = Command::new("taskset")
             .arg("-c")
             .arg(self.server_core.to_string())
@@ -128,6 +146,7 @@ impl Launcher {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             pid: child.id(),
             dialect,
+            pg_url,
             child,
         };
         server.wait_ready(Duration::from_secs(20))?;

@@ -15,6 +15,7 @@ fn launcher() -> Launcher {
         node_dir: PathBuf::from("not-used"),
         server_core: 0,
         chorus_extra: Vec::new(),
+        pg_url: String::new(),
     }
 }
 

@@ -42,7 +42,8 @@ pub enum ConfigError {
     /// Neither a JWT secret nor development mode: no connection could ever authenticate.
     #[error(
         "no JWT secret configured: pass --jwt-secret (or CHORUS_JWT_SECRET, or jwt_secret in \
-         the config file), or run with --dev to accept anonymous connections"
+         the config file) or --jwt-public-key, or run with --dev to accept anonymous \
+         connections"
     )]
     MissingJwtSecret,
     /// A setting is out of range or contradicts another one.
@@ -158,6 +159,22 @@ settings! {
     /// HS256 secret that verifies connection tokens (required unless --dev).
     jwt_secret: Option<String> = None, env = "CHORUS_JWT_SECRET",
         [hide_env_values = true, num_args = 1, value_parser = non_empty_secret];
+    /// Earlier HS256 secrets still accepted (repeatable), tried after --jwt-secret: rotate
+    /// by making the new secret current and the old one previous until its tokens expired
+    /// (CONN-26) [default: none].
+    jwt_previous_secret: Vec<String> = Vec::new(), env = "CHORUS_JWT_PREVIOUS_SECRET",
+        [hide_env_values = true, num_args = 1, value_parser = non_empty_secret,
+         value_name = "SECRET"];
+    /// PEM public key files that verify tokens too, `[KID=]PATH` (repeatable): an RSA key
+    /// verifies RS256, an EC P-256 key ES256; a token whose `kid` header names a key is
+    /// verified with that key only (CONN-26) [default: none].
+    jwt_public_key: Vec<String> = Vec::new(), env = "CHORUS_JWT_PUBLIC_KEY",
+        [num_args = 1, value_name = "[KID=]PATH"];
+    /// Required `iss` claim of every token (CONN-27) [default: not checked].
+    jwt_issuer: Option<String> = None, env = "CHORUS_JWT_ISSUER", [num_args = 1];
+    /// Required audience: every token's `aud` is this string or an array holding it
+    /// (CONN-28) [default: not checked].
+    jwt_audience: Option<String> = None, env = "CHORUS_JWT_AUDIENCE", [num_args = 1];
     /// Key clients of the HTTP API send in X-Api-Key; without one the server does not
     /// announce http_api and the API's endpoints answer 404.
     api_key: Option<String> = None, env = "CHORUS_API_KEY",
@@ -334,11 +351,16 @@ impl Config {
 
     /// Checks every rule a setting must follow; [`Config::load`] calls it.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.jwt_secret.is_none() && !self.dev {
+        if self.jwt_secret.is_none() && self.jwt_public_key.is_empty() && !self.dev {
             return Err(ConfigError::MissingJwtSecret);
         }
         // SEC-1; development mode may use a toy secret.
         let short = self.jwt_secret.as_ref().is_some_and(|s| s.len() < 32);
+        check(
+            self.jwt_previous_secret.iter().all(|s| s.len() >= 32) || self.dev,
+            "jwt_previous_secret",
+            "must each be at least 32 bytes (HS256 keys shorter than the hash are weak)",
+        )?;
         check(
             !short || self.dev,
             "jwt_secret",

@@ -46,6 +46,9 @@ pub enum ServerError {
     /// Serving failed.
     #[error("server I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// A token verification key could not be read (CONN-26).
+    #[error(transparent)]
+    Keys(#[from] crate::auth::KeyError),
     /// The PostgreSQL change feed is misconfigured (changes.md "Database feeds").
     #[error("{0}")]
     Feed(String),
@@ -193,7 +196,7 @@ impl Server {
                 "pg_url is set but this server was built without the pgfeed feature".into(),
             ));
         }
-        let mut auth = Authenticator::new(config.jwt_secret.as_deref(), dev);
+        let mut auth = Authenticator::with_keys(Authenticator::keys_of(&config)?, dev);
         if !profile_unbounded {
             auth = auth.with_max_profile_bytes(config.limits().max_profile_bytes);
             // CONN-25

@@ -2,6 +2,7 @@
 //! server and returns its figures; the runner repeats and alternates.
 
 mod fanout;
+pub mod feed;
 mod history;
 mod idle;
 mod presence;
@@ -82,6 +83,13 @@ pub enum Scenario {
         /// Messages each missed.
         missed: usize,
     },
+    /// PostgreSQL commits to `data_change` at a subscriber, paced (needs `--pg-url`).
+    Feed {
+        /// Changes per second.
+        rate: f64,
+    },
+    /// Paced feed steps of growing rate until latency climbs: the sustained maximum.
+    FeedRamp,
     /// Connect/subscribe/publish/disconnect churn, then leak checks.
     Soak {
         /// Churn time.
@@ -105,6 +113,8 @@ impl Scenario {
             Scenario::State { writers } => format!("state-{writers}"),
             Scenario::History { clients, missed } => format!("history-{clients}x{missed}"),
             Scenario::Soak { secs } => format!("soak-{secs}s"),
+            Scenario::Feed { rate } => format!("feed-{}k", rate / 1000.0),
+            Scenario::FeedRamp => "feed-ramp".to_owned(),
         }
     }
 
@@ -121,6 +131,7 @@ impl Scenario {
             Scenario::State { .. } => "state",
             Scenario::History { .. } => "history",
             Scenario::Soak { .. } => "soak",
+            Scenario::Feed { .. } | Scenario::FeedRamp => "feed",
         }
     }
 
@@ -137,6 +148,8 @@ impl Scenario {
             Scenario::State { writers } => format!("{writers} subscribed writers doing compare-and-set (expected_version) on one key"),
             Scenario::History { clients, missed } => format!("{clients} clients reconnect with `since` after missing {missed} messages"),
             Scenario::Soak { secs } => format!("{secs} s of connect/subscribe/publish/disconnect churn, then idle: RSS back near idle, stats at zero"),
+            Scenario::Feed { rate } => format!("{} PostgreSQL writers commit {rate} INSERTs/s ({} rows per transaction) into a published table; latency from the scheduled COMMIT to the data_change at one subscriber of resource:{}", feed::WRITERS, (rate / feed::MAX_TXN_PER_SEC).ceil().max(1.0), feed::TABLE),
+            Scenario::FeedRamp => format!("paced feed steps at {:?} changes/s; sustained: the last step with every change delivered and p99 within {}x the first step's", feed::RAMP, feed::CLIMB),
         }
     }
 
@@ -147,7 +160,9 @@ impl Scenario {
             Scenario::Presence { .. }
             | Scenario::State { .. }
             | Scenario::History { .. }
-            | Scenario::Soak { .. } => kind == ServerKind::Chorus,
+            | Scenario::Soak { .. }
+            | Scenario::Feed { .. }
+            | Scenario::FeedRamp => kind == ServerKind::Chorus,
             _ => true,
         }
     }
@@ -159,7 +174,13 @@ impl Scenario {
 
     /// Whether warm-up runs and repetitions apply (the soak runs once).
     pub fn repeats(&self) -> bool {
-        !matches!(self, Scenario::Soak { .. })
+        !matches!(self, Scenario::Soak { .. } | Scenario::FeedRamp)
+    }
+
+    /// Whether the scenario reads the PostgreSQL table of [`feed`] (created before the
+    /// server starts, dropped after).
+    pub fn needs_database(&self) -> bool {
+        matches!(self, Scenario::Feed { .. } | Scenario::FeedRamp)
     }
 
     /// At most this many measured repetitions, and no warm-up (the slow-consumer run lasts
@@ -240,6 +261,18 @@ impl Scenario {
                 "stats_subscriptions",
                 "errors",
             ],
+            Scenario::Feed { .. } => &[
+                "delivered_per_sec",
+                "latency_p50_ms",
+                "latency_p99_ms",
+                "latency_p999_ms",
+                "commit_p50_ms",
+                "after_commit_p99_ms",
+                "server_cpu_us_per_change",
+                "not_delivered",
+                "disorder",
+            ],
+            Scenario::FeedRamp => &["sustained_per_sec", "base_p99_ms"],
         }
     }
 
@@ -263,6 +296,8 @@ impl Scenario {
             Scenario::State { writers } => state::run(server, timing, writers).await,
             Scenario::History { clients, missed } => history::run(server, clients, missed).await,
             Scenario::Soak { secs } => soak::run(server, Duration::from_secs(secs)).await,
+            Scenario::Feed { rate } => feed::paced(server, timing, rate).await,
+            Scenario::FeedRamp => feed::ramp(server, timing).await,
         }
     }
 }

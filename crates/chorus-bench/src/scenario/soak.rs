@@ -106,7 +106,7 @@ async fn worker(
     while Instant::now() < deadline {
         n += 1;
         let user = format!("soak-{w}-{n}");
-        let channel = if n % 2 == 0 {
+        let channel = if n.is_multiple_of(2) {
             format!("presence-soak-{}", w % CHANNELS)
         } else {
             format!("soak-{}", w % CHANNELS)
@@ -148,7 +148,7 @@ async fn cycle(
     for _ in 0..MESSAGES_PER_CYCLE {
         expect(&mut s, "broadcast:ack").await?;
     }
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         s.send(&ClientMessage::StateUpdate(StateUpdate {
             id: None,
             channel: ChannelName::from(channel),
@@ -160,7 +160,7 @@ async fn cycle(
         .await?;
         expect(&mut s, "state:ack").await?;
     }
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         drop(s); // abrupt: no close frame
     } else {
         s.close().await;

@@ -73,7 +73,7 @@ impl<E: Engine> Core<E> {
             _ => None,
         };
         // Every check passed: from here on the subscribe happens (CHAN-14).
-        if let Some(Admission::Create(room)) = admission {
+        if let Some(Admission::Create(room) | Admission::Rehash(room)) = admission {
             self.engine.create_room(&key, room)?;
         }
         self.engine.add_subscriber(&key, conn); // CHAN-9: in the fan-out before `subscribed`

@@ -28,10 +28,11 @@ pub struct ChannelKey {
     pub name: ChannelName,
 }
 
-/// A room's settings (rooms.md). The password is kept only as a salted hash (ROOM-13).
+/// A room's settings (rooms.md). The password is kept only as a hash (ROOM-24).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Room {
-    /// `salt$hex(sha256(salt || password))`, when protected.
+    /// An argon2id PHC string (ROOM-24), or a legacy `salt$hex(sha256(salt || password))`
+    /// of a room persisted by an earlier version, when protected.
     pub password_hash: Option<String>,
     /// Effective capacity (ROOM-6).
     pub max_users: u32,

@@ -101,9 +101,22 @@ impl CoreError {
         }
     }
 
+    /// The `message` a client gets: the error's text, except for a store failure, whose
+    /// text (SQLite's, with table and column names, paths, SQL) stays in the server's log
+    /// (SEC-12, SEC-13).
+    pub fn client_message(&self) -> String {
+        match self {
+            CoreError::Store(store) => {
+                tracing::error!(error = %store, "store failure");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The `error` frame answering request `id` about `channel`.
     pub fn to_frame(&self, id: Option<RequestId>, channel: Option<ChannelName>) -> ErrorFrame {
-        let mut frame = ErrorFrame::new(id, self.code(), self.to_string());
+        let mut frame = ErrorFrame::new(id, self.code(), self.client_message());
         frame.channel = channel.map(|c| c.0);
         match self {
             CoreError::Conflict { current } => frame.current = Some(current.clone()),

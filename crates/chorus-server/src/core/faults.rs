@@ -157,6 +157,7 @@ faults! {
     SseTokenEventChannelOnly = "sse_token_event_channel_only": "an SSE resume token holds only the position of its event's channel (SSE-7)",
     SseRepeatedChannelTwice = "sse_repeated_channel_twice": "a channel repeated in the SSE query is subscribed twice, so the stream is refused (SSE-6)",
     HttpApiWithoutKey = "http_api_without_key": "the HTTP API accepts a missing or wrong X-Api-Key (HTTP-8)",
+    ApiKeyExtensionAccepted = "api_key_extension_accepted": "the HTTP API accepts an X-Api-Key that starts with the configured key, compared over the key's length (SEC-14)",
     BodyLimitOffByOne = "body_limit_off_by_one": "an HTTP body of exactly max_frame_bytes is refused with 413 (HTTP-4)",
     BodyIdMismatchAccepted = "body_id_mismatch_accepted": "PUT and PATCH accept a body id different from the path's (HTTP-32)",
     ListAfterInclusive = "list_after_inclusive": "GET /api/resources/{name}?after= includes the record named by after (HTTP-28)",

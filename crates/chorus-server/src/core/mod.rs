@@ -70,6 +70,7 @@ mod in_process;
 mod ingest;
 mod limits;
 mod presence;
+mod room_password;
 mod rooms;
 mod state;
 // The in-memory driver of the core's tests, public for the fuzz targets (feature `testkit`,
@@ -579,6 +580,79 @@ fn request_channel(msg: &ClientMessage) -> Option<&ChannelName> {
 
 /// The set of channel names a connection is subscribed to.
 type Subscriptions = BTreeSet<ChannelName>;
+
+#[cfg(test)]
+mod room_password_tests {
+    use serde_json::json;
+
+    use super::testkit::Driver;
+    use super::CoreConfig;
+    use crate::store::{Store, DB_FILE};
+
+    fn stored_hash(dir: &std::path::Path) -> String {
+        rusqlite::Connection::open(dir.join(DB_FILE))
+            .unwrap()
+            .query_row("SELECT password_hash FROM rooms", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// ROOM-24: a persisted room of an earlier version keeps its salted SHA-256 hash until
+    /// its password is next given right, which stores an argon2id hash instead.
+    #[test]
+    fn a_legacy_room_hash_still_verifies_and_is_replaced_at_the_first_join() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Driver::with_store(CoreConfig::default(), Store::open(dir.path()).unwrap());
+        let room = json!({"type": "subscribe", "channel": "presence-old",
+                          "room": {"persist": true, "password": "pw"}});
+        let mut d = open();
+        let a = d.connect("ann");
+        assert_eq!(d.ask(a, room)[0]["type"], "subscribed");
+        drop(d);
+        assert!(stored_hash(dir.path()).starts_with("$argon2id$"));
+        // What the server stored before ROOM-24: salt$hex(sha256(salt || "pw")).
+        let salt = "00112233445566778899aabbccddeeff";
+        let legacy = format!(
+            "{salt}${}",
+            <sha2::Sha256 as sha2::Digest>::digest(format!("{salt}pw").as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        rusqlite::Connection::open(dir.path().join(DB_FILE))
+            .unwrap()
+            .execute("UPDATE rooms SET password_hash = ?1", [&legacy])
+            .unwrap();
+
+        let mut d = open();
+        let b = d.connect("bob");
+        let join = |password: &str| json!({"type": "subscribe", "channel": "presence-old", "password": password});
+        assert_eq!(d.ask(b, join("pw!"))[0]["code"], "bad_password");
+        assert_eq!(
+            stored_hash(dir.path()),
+            legacy,
+            "a wrong password changes nothing"
+        );
+        assert_eq!(d.ask(b, join("pw"))[0]["type"], "subscribed");
+        let new = stored_hash(dir.path());
+        assert!(new.starts_with("$argon2id$"), "{new}");
+        let c = d.connect("cid");
+        assert_eq!(
+            d.ask(c, join("pw"))[0]["type"],
+            "subscribed",
+            "the new hash verifies"
+        );
+        assert_eq!(d.ask(c, join("pw"))[0]["code"], "already_subscribed");
+        drop(d);
+        let mut d = open();
+        let e = d.connect("eve");
+        assert_eq!(d.ask(e, join("nope"))[0]["code"], "bad_password");
+        assert_eq!(
+            d.ask(e, join("pw"))[0]["type"],
+            "subscribed",
+            "and survives a restart"
+        );
+    }
+}
 
 #[cfg(test)]
 mod restart_tests {

@@ -1,11 +1,11 @@
 //! Rooms: presence channels with options fixed by the creating subscribe (spec: rooms.md).
 
 use chorus_protocol::{Millis, RoomInfo, RoomOptions, Subscribe};
-use sha2::{Digest, Sha256};
 
 use super::engine::{ChannelKey, Room};
 use super::faults::Fault;
 use super::limits::check_size;
+use super::room_password::{self, Checked};
 use super::{ConnId, Core, CoreError, Engine};
 
 /// Longest room password in characters (ROOM-7a).
@@ -16,6 +16,9 @@ const MAX_PASSWORD_CHARS: usize = 128;
 pub(super) enum Admission {
     /// Join the existing room.
     Join,
+    /// Join the existing room, whose password hash is of the old kind: store it with this
+    /// new hash (ROOM-24).
+    Rehash(Room),
     /// Create the room with these settings (ROOM-3).
     Create(Room),
 }
@@ -61,13 +64,12 @@ impl<E: Engine> Core<E> {
         };
         let admission = match self.engine.room(key) {
             Some(room) => {
-                let password_ok = match &room.password_hash {
-                    Some(hash) => req
-                        .password
-                        .as_deref()
-                        .is_some_and(|p| verify_password(hash, p)),
-                    None => true,
+                let checked = match (&room.password_hash, req.password.as_deref()) {
+                    (None, _) => Checked::Right,
+                    (Some(hash), Some(p)) => room_password::check(hash, p),
+                    (Some(_), None) => Checked::Wrong,
                 };
+                let password_ok = checked != Checked::Wrong;
                 let skip = self.fault(Fault::RoomPasswordIgnored)
                     || (is_member && self.fault(Fault::PasswordOncePerUser));
                 if !password_ok && !skip {
@@ -77,7 +79,13 @@ impl<E: Engine> Core<E> {
                 if !is_member && full && !self.fault(Fault::IgnoreMaxUsers) {
                     return Err(CoreError::RoomFull); // ROOM-14, ROOM-15
                 }
-                Admission::Join
+                match (checked, req.password.as_deref()) {
+                    (Checked::RightLegacy, Some(p)) => Admission::Rehash(Room {
+                        password_hash: Some(room_password::hash(p)),
+                        ..room.clone()
+                    }),
+                    _ => Admission::Join,
+                }
             }
             None => Admission::Create(new_room(req.room.as_ref(), limits.max_room_users, now)),
         };
@@ -187,49 +195,11 @@ fn check_room_range(opts: &RoomOptions, max_room_users: u32) -> Result<(), CoreE
 fn new_room(opts: Option<&RoomOptions>, max_room_users: u32, now: Millis) -> Room {
     let opts = opts.cloned().unwrap_or_default();
     Room {
-        password_hash: opts.password.as_deref().map(hash_password),
+        password_hash: opts.password.as_deref().map(room_password::hash),
         max_users: opts.max_users.unwrap_or(max_room_users),
         metadata: opts.metadata.unwrap_or_else(|| serde_json::json!({})),
         persist: opts.persist.unwrap_or(false),
         created_at: now,
-    }
-}
-
-/// ROOM-13: `salt$sha256(salt || password)` in hex.
-fn hash_password(password: &str) -> String {
-    let salt = format!("{:032x}", rand::random::<u128>());
-    format!("{salt}${}", digest(&salt, password))
-}
-
-fn verify_password(stored: &str, password: &str) -> bool {
-    let Some((salt, hash)) = stored.split_once('$') else {
-        return false;
-    };
-    constant_time_eq(hash.as_bytes(), digest(salt, password).as_bytes())
-}
-
-fn digest(salt: &str, password: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(salt.as_bytes());
-    h.update(password.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn password_hash_verifies_only_the_password() {
-        let h = hash_password("s3cret");
-        assert!(!h.contains("s3cret"));
-        assert!(verify_password(&h, "s3cret"));
-        assert!(!verify_password(&h, "s3cret!"));
-        assert_ne!(hash_password("s3cret"), h, "salted");
     }
 }
 

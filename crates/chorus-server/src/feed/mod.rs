@@ -114,7 +114,14 @@ pub async fn run(shared: Arc<Shared>, settings: FeedSettings, mut stop: watch::R
     let mut pause = Duration::from_millis(100);
     loop {
         let started = std::time::Instant::now();
-        match session(&shared, &settings, &mut stop).await {
+        // The stop signal also ends a session still preparing or connecting (PostgreSQL
+        // slow or restarting): shutdown waits for the feed, so it must never wait on them.
+        let mut stopped = stop.clone();
+        let outcome = tokio::select! {
+            outcome = session(&shared, &settings, &mut stop) => outcome,
+            _ = stopped.wait_for(|s| *s) => return,
+        };
+        match outcome {
             Ok(()) => return,
             Err(e) => tracing::warn!(error = %e, "postgres feed: session ended; reconnecting"),
         }
@@ -284,6 +291,8 @@ async fn session(
     // Acknowledgement: the newest applied commit, and the sync that will cover it.
     let mut applied: Option<Lsn> = None;
     let mut acking: Option<(Lsn, Durable<'_>)> = None;
+    // Between a transaction's Begin and its Commit.
+    let mut open = false;
     loop {
         let event = tokio::select! {
             event = repl.recv() => event?,
@@ -305,7 +314,20 @@ async fn session(
             return Err(FeedError::Setup("replication stream ended".into()));
         };
         match event {
-            ReplicationEvent::Begin { .. } => txn.clear(),
+            ReplicationEvent::Begin { .. } => {
+                txn.clear();
+                open = true;
+            }
+            // An idle feed (no change of a published table for a while, other tables
+            // busy): the walsender read the WAL up to `wal_end` and had nothing of ours
+            // before it (it sends a transaction at its commit), so once nothing applied
+            // awaits its sync, acknowledging `wal_end` keeps the slot from holding WAL
+            // that only unpublished tables wrote.
+            ReplicationEvent::KeepAlive { wal_end, .. }
+                if !open && acking.is_none() && applied.is_none() =>
+            {
+                repl.update_applied_lsn(wal_end);
+            }
             ReplicationEvent::XLogData { data, .. } => match pgoutput::decode(&data)? {
                 Message::Relation(oid, relation) => {
                     rows::check_identity(&relation);
@@ -323,6 +345,7 @@ async fn session(
                 }
             },
             ReplicationEvent::Commit { end_lsn, .. } => {
+                open = false;
                 let changes = std::mem::take(&mut txn);
                 let position = end_lsn.as_u64();
                 if !changes.is_empty() {

@@ -90,10 +90,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> ApiError {
-        if let CoreError::Store(store) = &e {
-            tracing::error!(error = %store, "store failure");
-        }
-        let mut error = ApiError::new(e.code(), e.to_string());
+        let mut error = ApiError::new(e.code(), e.client_message());
         if let CoreError::RateLimited { retry_after_ms } = e {
             error.retry_after_ms = Some(retry_after_ms);
         }
@@ -174,6 +171,9 @@ fn api_access(shared: &Shared, headers: &HeaderMap, capability: Capability) -> A
             || (shared.faults.on(Fault::ApiKeyPrefixAccepted)
                 && !given.is_empty()
                 && expected.as_bytes().starts_with(given))
+            // SEC-14 broken on purpose: the key with anything appended is accepted.
+            || (shared.faults.on(Fault::ApiKeyExtensionAccepted)
+                && given.starts_with(expected.as_bytes()))
     });
     if !key_ok && !shared.faults.on(Fault::HttpApiWithoutKey) {
         return Err(ApiError::new(
@@ -189,12 +189,11 @@ fn api_access(shared: &Shared, headers: &HeaderMap, capability: Capability) -> A
     Ok(tenant.unwrap_or_default())
 }
 
-/// SEC-5.
+/// SEC-5: the whole key in constant time (`subtle`); only the length may show, which a
+/// key's holder does not keep secret.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
 }
 
 /// Reads a JSON body of at most `max_frame_bytes` (HTTP-3, HTTP-4).
@@ -493,5 +492,8 @@ mod tests {
         assert!(constant_time_eq(b"key", b"key"));
         assert!(!constant_time_eq(b"key", b"kez"));
         assert!(!constant_time_eq(b"key", b"key2"));
+        assert!(!constant_time_eq(b"key", b"ke"));
+        assert!(!constant_time_eq(b"key", b""));
+        assert!(!constant_time_eq(b"", b"key"));
     }
 }

@@ -100,7 +100,7 @@ impl Store {
             "INSERT OR REPLACE INTO stream_items (tenant, name, seq, frame) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![tenant, name, int(seq), frame])?;
-        if seq > retain && seq % TRIM_EVERY == 0 {
+        if seq > retain && seq.is_multiple_of(TRIM_EVERY) {
             tx.prepare_cached(
                 "DELETE FROM stream_items WHERE tenant = ?1 AND name = ?2 AND seq <= ?3",
             )?

@@ -249,7 +249,7 @@ impl Engine for InProcessEngine {
         let gap = self.faults.on(Fault::SeqGap);
         let ch = open(&mut self.channels, key);
         let mut seq = ch.seq + 1;
-        if gap && seq % 3 == 0 {
+        if gap && seq.is_multiple_of(3) {
             seq += 1;
         }
         let item = build(seq);

@@ -1,13 +1,15 @@
-//! Connection identity: HS256 JWT verification into a core [`Session`] (spec: connection.md,
-//! CONN-1..5, CONN-11, CONN-15/16).
+//! Connection identity: JWT verification into a core [`Session`] (spec: connection.md,
+//! CONN-1..5, CONN-11, CONN-15/16, CONN-26..28), with the keys of [`keys`].
+
+pub mod keys;
 
 use axum::http::HeaderMap;
 use chorus_protocol::{CloseCode, Millis, Rights};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::core::Session;
+pub use keys::{KeyError, KeySet};
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -37,12 +39,11 @@ impl AuthError {
     }
 }
 
-/// Verifies tokens with the configured secret; in development mode also admits anonymous
+/// Verifies tokens with the configured keys; in development mode also admits anonymous
 /// connections.
 #[derive(Clone)]
 pub struct Authenticator {
-    key: Option<DecodingKey>,
-    validation: Validation,
+    keys: KeySet,
     dev: bool,
     /// The `rights_claim_unchecked` fault: a malformed `rights` claim is dropped, not refused.
     drop_bad_rights: bool,
@@ -56,7 +57,7 @@ pub struct Authenticator {
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
-            .field("has_key", &self.key.is_some())
+            .field("keys", &self.keys)
             .field("dev", &self.dev)
             .finish()
     }
@@ -66,20 +67,36 @@ impl Authenticator {
     /// `secret`: the HS256 key. `dev`: accept missing tokens as anonymous users, and, when no
     /// secret is configured, tokens whose signature cannot be checked.
     pub fn new(secret: Option<&str>, dev: bool) -> Authenticator {
-        let mut validation = Validation::new(Algorithm::HS256);
-        // Expiry is checked here without leeway (CONN-5, CONN-18) and is optional.
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
+        Authenticator::with_keys(KeySet::secrets(secret), dev)
+    }
+
+    /// Verifies with `keys` (no key and `dev`: signatures cannot be checked, claims are).
+    pub fn with_keys(keys: KeySet, dev: bool) -> Authenticator {
         Authenticator {
-            key: secret.map(|s| DecodingKey::from_secret(s.as_bytes())),
-            validation,
+            keys,
             dev,
             drop_bad_rights: false,
             near_miss_signatures: false,
             refuse_fractional_exp: false,
             max_profile_bytes: None,
         }
+    }
+
+    /// The key set of `config`: `jwt_secret`, then `jwt_previous_secret`, then
+    /// `jwt_public_key`, with `jwt_issuer` and `jwt_audience`.
+    pub fn keys_of(config: &crate::config::Config) -> Result<KeySet, KeyError> {
+        let secrets = config
+            .jwt_secret
+            .iter()
+            .chain(&config.jwt_previous_secret)
+            .map(String::as_str);
+        let mut keys = KeySet::secrets(secrets)
+            .with_issuer(config.jwt_issuer.clone())
+            .with_audience(config.jwt_audience.clone());
+        for spec in &config.jwt_public_key {
+            keys = keys.with_public_key(spec)?;
+        }
+        Ok(keys)
     }
 
     /// CONN-23 broken on purpose (the `rights_claim_unchecked` fault): a token whose `rights`
@@ -154,40 +171,31 @@ impl Authenticator {
     }
 
     fn decode(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
-        let data = match &self.key {
-            Some(key) => jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation),
-            // Development mode without a secret: the signature cannot be checked; the
-            // claims still are.
-            None if self.dev => jsonwebtoken::dangerous::insecure_decode(token),
-            None => return Err(AuthError::Invalid("no secret configured".into())),
-        };
-        match data {
-            Ok(data) => Ok(data.claims),
+        if self.keys.is_empty() {
+            // Development mode without a key: the signature cannot be checked; the claims
+            // still are.
+            return if self.dev {
+                jsonwebtoken::dangerous::insecure_decode(token)
+                    .map(|data| data.claims)
+                    .map_err(|e| AuthError::Invalid(e.to_string()))
+            } else {
+                Err(AuthError::Invalid("no key configured".into()))
+            };
+        }
+        match self.keys.decode(token) {
             Err(_) if self.near_miss_signatures => self.near_miss(token),
-            Err(e) => Err(AuthError::Invalid(e.to_string())),
+            result => result,
         }
     }
 
     /// The fault's reading: any last character of the signature will do.
     fn near_miss(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
-        let key = self
-            .key
-            .as_ref()
-            .ok_or_else(|| AuthError::Invalid("no secret configured".into()))?;
         let cut = token.char_indices().last().map_or(0, |(i, _)| i);
         let stem = &token[..cut];
         const B64URL: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         B64URL
             .chars()
-            .find_map(|c| {
-                jsonwebtoken::decode::<Map<String, Value>>(
-                    &format!("{stem}{c}"),
-                    key,
-                    &self.validation,
-                )
-                .ok()
-            })
-            .map(|data| data.claims)
+            .find_map(|c| self.keys.decode(&format!("{stem}{c}")).ok())
             .ok_or_else(|| AuthError::Invalid("bad signature".into()))
     }
 }
@@ -282,7 +290,7 @@ pub fn token_from_request<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{encode, EncodingKey, Header};
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
     use serde_json::json;
 
     fn token(secret: &str, claims: Value) -> String {

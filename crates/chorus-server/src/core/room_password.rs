@@ -1,0 +1,110 @@
+//! Room password hashes (ROOM-24): argon2id, a hash made for passwords (salted,
+//! memory-hard), in the PHC string format (`$argon2id$v=19$m=...`). Hashes written by
+//! earlier versions of the server (`salt$hex(sha256(salt || password))`, ROOM-13) still
+//! verify, and are replaced by an argon2id hash at their first successful use, so a
+//! persisted room's old hash does not outlive its next join.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// What checking a password against a stored hash found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// The password is wrong (or the stored hash unreadable).
+    Wrong,
+    /// The password is right.
+    Right,
+    /// The password is right and the stored hash is of the old kind: store a new one.
+    RightLegacy,
+}
+
+/// A new argon2id hash of `password` with a random 16-byte salt, at argon2's default
+/// parameters (19 MiB, 2 passes, 1 lane: OWASP's recommendation).
+pub fn hash(password: &str) -> String {
+    let salt = rand::random::<[u8; 16]>();
+    // A 16-byte salt is within the PHC salt length bounds, and hashing with the default
+    // parameters cannot fail on a valid salt: the empty-string fallback is unreachable and
+    // would verify no password.
+    SaltString::encode_b64(&salt)
+        .ok()
+        .and_then(|salt| {
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .ok()
+                .map(|h| h.to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// Checks `password` against `stored` (an argon2 PHC string or a legacy salted SHA-256).
+pub fn check(stored: &str, password: &str) -> Checked {
+    if stored.starts_with("$argon2") {
+        let right = PasswordHash::new(stored).is_ok_and(|h| {
+            // The parameters and salt come from the stored string.
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        });
+        return if right {
+            Checked::Right
+        } else {
+            Checked::Wrong
+        };
+    }
+    match stored.split_once('$') {
+        Some((salt, hex))
+            if bool::from(
+                legacy_digest(salt, password)
+                    .as_bytes()
+                    .ct_eq(hex.as_bytes()),
+            ) =>
+        {
+            Checked::RightLegacy
+        }
+        _ => Checked::Wrong,
+    }
+}
+
+/// The hash of ROOM-13's servers: hex(sha256(salt || password)).
+fn legacy_digest(salt: &str, password: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update(password.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_hash_is_argon2id_salted_and_verifies_only_its_password() {
+        let h = hash("s3cret");
+        assert!(h.starts_with("$argon2id$v=19$"), "{h}");
+        assert!(!h.contains("s3cret"));
+        assert_eq!(check(&h, "s3cret"), Checked::Right);
+        assert_eq!(check(&h, "s3cret!"), Checked::Wrong);
+        assert_eq!(check(&h, "s3cre"), Checked::Wrong);
+        assert_eq!(check(&h, ""), Checked::Wrong);
+        assert_ne!(hash("s3cret"), h, "salted");
+    }
+
+    #[test]
+    fn a_legacy_hash_verifies_and_asks_for_a_new_one() {
+        let salt = "0123456789abcdef0123456789abcdef";
+        let old = format!("{salt}${}", legacy_digest(salt, "s3cret"));
+        assert_eq!(check(&old, "s3cret"), Checked::RightLegacy);
+        assert_eq!(check(&old, "s3cret!"), Checked::Wrong);
+        assert_eq!(check(&old, "s3cre"), Checked::Wrong);
+    }
+
+    #[test]
+    fn unreadable_hashes_verify_nothing() {
+        for stored in ["", "$", "no-dollar", "$argon2id$garbage", "salt$"] {
+            assert_eq!(check(stored, ""), Checked::Wrong, "{stored:?}");
+            assert_eq!(check(stored, "x"), Checked::Wrong, "{stored:?}");
+        }
+    }
+}
