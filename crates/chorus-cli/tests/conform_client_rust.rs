@@ -2,14 +2,14 @@
 //! adapter: it passes every case, and the mutation run catches every fault of its `faults`
 //! build (crates/chorus-client/src/faults.rs) with a case citing the fault's requirement.
 //!
-//! Every case is graded on the clean client between the two tests: the mutation run starts
-//! with a clean run of every case (and fails if one does not pass), except the two cases
-//! that need the spec's long windows (the 30 s backoff cap, about two minutes of waiting,
-//! and the 30 s stability reset), which are untestable at the default `--max-wait-ms`; the
-//! other test grades those two with `--max-wait-ms 130000`. The two tests run side by side:
-//! the long cases mostly wait. The two faults only those cases can see, `backoff_cap_120s`
-//! and `no_stable_reset`, are reported untested by the mutation run here and caught by the
-//! documented long run (README, "Grading a client") and the unit tests of backoff.rs.
+//! Every case is graded on the clean client and every fault caught across the three tests,
+//! which run side by side (the long cases mostly wait). The main mutation run starts with a
+//! clean run of every case (and fails if one does not pass) except the two that need the
+//! spec's long windows (the 30 s backoff cap, about two minutes of waiting, and the 30 s
+//! stability reset), untestable at the default `--max-wait-ms`; it reports the two faults
+//! only those cases see as untested. The two other tests each grade one long case with
+//! `--max-wait-ms 130000`, clean first, then with its fault (`backoff_cap_120s`,
+//! `no_stable_reset`).
 //!
 //! The adapter is built here with the `faults` feature (faults are inert unless named).
 
@@ -69,34 +69,56 @@ fn faults_file(adapter: &Path) -> PathBuf {
     path
 }
 
-#[test]
-fn the_rust_client_passes_the_long_window_cases() {
+/// One long-window case (`--max-wait-ms 130000`) and the one fault only it can see: the
+/// mutation run grades the case on the clean client first (it must pass), then catches the
+/// fault with it.
+fn long_window(case: &str, fault: &str) {
     let adapter = adapter();
+    let requirements = match fault {
+        "backoff_cap_120s" => ["CLIENT-3"],
+        _ => ["CLIENT-4"],
+    };
+    let faults = std::env::temp_dir().join(format!(
+        "chorus-client-fault-{fault}-{}.json",
+        std::process::id()
+    ));
+    let file = serde_json::json!({"faults": [{"name": fault, "requirements": requirements}]});
+    std::fs::write(&faults, file.to_string()).expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_chorus"))
         .current_dir(root())
         .args([
             "conform-client",
             "--quiet",
-            "--brief",
             "--max-wait-ms",
             "130000",
-        ])
-        .args([
             "--run",
-            "client.backoff-cap-30s",
-            "--run",
-            "client.stable-reset",
+            case,
         ])
         .arg("--adapter")
         .arg(adapter)
+        .arg("--mutation")
+        .arg(&faults)
+        .arg("--mutation-adapter")
+        .arg(format!("{} --fault {{fault}}", adapter.display()))
         .output()
-        .expect("run conform-client");
+        .expect("run conform-client --mutation");
+    let _ = std::fs::remove_file(&faults);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && text.contains("2 cases: 2 passed"),
+        out.status.success() && text.contains(&format!("caught  {fault}")) && text.contains(case),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_backoff_cap_case_passes_and_catches_a_120s_cap() {
+    long_window("client.backoff-cap-30s", "backoff_cap_120s");
+}
+
+#[test]
+fn the_stable_reset_case_passes_and_catches_no_reset() {
+    long_window("client.stable-reset", "no_stable_reset");
 }
 
 #[test]
