@@ -226,34 +226,12 @@ fn area_table(out: &mut String, reports: &[Report]) {
     out.push_str("</table>");
 }
 
-/// "12/14 passed · 2 failed · 3 skipped": graded cases only in the fraction.
+/// "12/14 passed · 2 failed · 3 skipped" ([`super::area_tally`]).
 pub fn area_counts(cases: &[&CaseResult]) -> String {
-    let n = |v: Verdict| cases.iter().filter(|c| c.verdict == v).count();
-    let graded = n(Verdict::Pass) + n(Verdict::Fail) + n(Verdict::Warn) + n(Verdict::Error);
-    let mut parts = vec![if graded == 0 {
-        "nothing graded".to_owned()
-    } else {
-        format!("{}/{graded} passed", n(Verdict::Pass))
-    }];
-    for (v, word) in [
-        (Verdict::Fail, "failed"),
-        (Verdict::Warn, "warning"),
-        (Verdict::Error, "error"),
-        (Verdict::Untestable, "untestable"),
-        (Verdict::Skipped, "skipped"),
-    ] {
-        let k = n(v);
-        if k > 0 {
-            let plural = if k > 1 && matches!(v, Verdict::Warn | Verdict::Error) {
-                "s"
-            } else {
-                ""
-            };
-            parts.push(format!(
-                "<span class=\"v {}\">{k} {word}{plural}</span>",
-                v.as_str()
-            ));
-        }
+    let (head, rest) = super::area_tally(cases);
+    let mut parts = vec![head];
+    for (v, text) in rest {
+        parts.push(format!("<span class=\"v {}\">{text}</span>", v.as_str()));
     }
     parts.join(" ")
 }

@@ -88,33 +88,13 @@ pub fn render(report: &Report, opts: TerminalOptions) -> String {
     out
 }
 
-/// "12/14 passed, 2 failed, 3 skipped".
+/// "12/14 passed, 2 failed, 3 skipped" ([`super::area_tally`]).
 fn area_counts(cases: &[&CaseResult]) -> String {
-    let n = |v: Verdict| cases.iter().filter(|c| c.verdict == v).count();
-    let graded = n(Verdict::Pass) + n(Verdict::Fail) + n(Verdict::Warn) + n(Verdict::Error);
-    let mut parts = vec![if graded == 0 {
-        "nothing graded".to_owned()
-    } else {
-        format!("{}/{graded} passed", n(Verdict::Pass))
-    }];
-    for (v, word) in [
-        (Verdict::Fail, "failed"),
-        (Verdict::Warn, "warning"),
-        (Verdict::Error, "error"),
-        (Verdict::Untestable, "untestable"),
-        (Verdict::Skipped, "skipped"),
-    ] {
-        let k = n(v);
-        let plural = if k > 1 && matches!(v, Verdict::Warn | Verdict::Error) {
-            "s"
-        } else {
-            ""
-        };
-        if k > 0 {
-            parts.push(format!("{k} {word}{plural}"));
-        }
-    }
-    parts.join(", ")
+    let (head, rest) = super::area_tally(cases);
+    std::iter::once(head)
+        .chain(rest.into_iter().map(|(_, text)| text))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Skipped cases by reason (a capability not announced, or announced for a case about a
