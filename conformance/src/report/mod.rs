@@ -168,6 +168,38 @@ pub fn by_area(cases: &[CaseResult]) -> Vec<(String, Vec<&CaseResult>)> {
     out
 }
 
+/// An area's tally: "12/14 passed" (graded cases only in the fraction, skipped and
+/// untestable ones left out), then "2 failed", "1 warning" … for every verdict present.
+/// The HTML and terminal reports render the same tally.
+pub fn area_tally(cases: &[&CaseResult]) -> (String, Vec<(Verdict, String)>) {
+    let n = |v: Verdict| cases.iter().filter(|c| c.verdict == v).count();
+    let graded = n(Verdict::Pass) + n(Verdict::Fail) + n(Verdict::Warn) + n(Verdict::Error);
+    let head = if graded == 0 {
+        "nothing graded".to_owned()
+    } else {
+        format!("{}/{graded} passed", n(Verdict::Pass))
+    };
+    let mut rest = Vec::new();
+    for (v, word) in [
+        (Verdict::Fail, "failed"),
+        (Verdict::Warn, "warning"),
+        (Verdict::Error, "error"),
+        (Verdict::Untestable, "untestable"),
+        (Verdict::Skipped, "skipped"),
+    ] {
+        let k = n(v);
+        if k > 0 {
+            let plural = if k > 1 && matches!(v, Verdict::Warn | Verdict::Error) {
+                "s"
+            } else {
+                ""
+            };
+            rest.push((v, format!("{k} {word}{plural}")));
+        }
+    }
+    (head, rest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,36 +333,4 @@ mod tests {
         let r = report("s");
         assert_eq!(json::parse(&json::render(&r)).unwrap(), r);
     }
-}
-
-/// An area's tally: "12/14 passed" (graded cases only in the fraction, skipped and
-/// untestable ones left out), then "2 failed", "1 warning" … for every verdict present.
-/// The HTML and terminal reports render the same tally.
-pub fn area_tally(cases: &[&CaseResult]) -> (String, Vec<(Verdict, String)>) {
-    let n = |v: Verdict| cases.iter().filter(|c| c.verdict == v).count();
-    let graded = n(Verdict::Pass) + n(Verdict::Fail) + n(Verdict::Warn) + n(Verdict::Error);
-    let head = if graded == 0 {
-        "nothing graded".to_owned()
-    } else {
-        format!("{}/{graded} passed", n(Verdict::Pass))
-    };
-    let mut rest = Vec::new();
-    for (v, word) in [
-        (Verdict::Fail, "failed"),
-        (Verdict::Warn, "warning"),
-        (Verdict::Error, "error"),
-        (Verdict::Untestable, "untestable"),
-        (Verdict::Skipped, "skipped"),
-    ] {
-        let k = n(v);
-        if k > 0 {
-            let plural = if k > 1 && matches!(v, Verdict::Warn | Verdict::Error) {
-                "s"
-            } else {
-                ""
-            };
-            rest.push((v, format!("{k} {word}{plural}")));
-        }
-    }
-    (head, rest)
 }
