@@ -215,7 +215,7 @@ impl Server {
             .map_or(1, |n| (n.0 << cluster::NODE_SHIFT) + 1);
         let shared = Arc::new(Shared::new(config, auth, core, first_conn));
         let bus = node.map(|(_, events, bus, keys)| {
-            let task = tokio::spawn(cluster::run_bus(shared.clone(), keys, events));
+            let task = tokio::spawn(cluster::run_bus(shared.clone(), keys, bus.clone(), events));
             (bus, task)
         });
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,12 @@ pub enum BusEvent {
 
 /// The writing half and the confirmations the reader saw.
 pub struct Bus {
+    /// Where Redis is and how to log in, to connect again after a loss.
+    addr: String,
+    password: Option<(String, String)>,
+    events: UnboundedSender<BusEvent>,
+    /// [`Bus::close`] was called: no reconnect.
+    closed: AtomicBool,
     writer: Mutex<Option<TcpStream>>,
     /// Per bus channel, how many subscribe confirmations arrived.
     confirmed: Mutex<HashMap<String, u64>>,
@@ -64,26 +71,42 @@ impl Bus {
         password: Option<(&str, &str)>,
         events: UnboundedSender<BusEvent>,
     ) -> Result<Arc<Bus>, BusError> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        let reader = stream.try_clone()?;
         let bus = Arc::new(Bus {
-            writer: Mutex::new(Some(stream)),
+            addr: addr.to_owned(),
+            password: password.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            events,
+            closed: AtomicBool::new(false),
+            writer: Mutex::new(None),
             confirmed: Mutex::new(HashMap::new()),
             arrived: Condvar::new(),
         });
-        if let Some((user, pass)) = password {
+        bus.reconnect()?;
+        Ok(bus)
+    }
+
+    /// Opens the connection (again, after [`BusEvent::Lost`]: with no subscription, since
+    /// the engine forgot every channel it delivered) and starts its reader thread.
+    pub fn reconnect(self: &Arc<Self>) -> Result<(), BusError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(BusError::Lost);
+        }
+        let stream = TcpStream::connect(&self.addr)?;
+        stream.set_nodelay(true)?;
+        let reader = stream.try_clone()?;
+        *self.lock_writer() = Some(stream);
+        if let Some((user, pass)) = &self.password {
             let mut auth = redis::cmd("AUTH");
             if !user.is_empty() {
                 auth.arg(user);
             }
-            bus.write(&auth.arg(pass).get_packed_command())?;
+            self.write(&auth.arg(pass).get_packed_command())?;
         }
-        let reading = bus.clone();
+        let reading = self.clone();
+        let events = self.events.clone();
         std::thread::Builder::new()
             .name("chorus-redis-bus".into())
             .spawn(move || reading.read_loop(reader, events))?;
-        Ok(bus)
+        Ok(())
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, Option<TcpStream>> {
@@ -128,6 +151,7 @@ impl Bus {
 
     /// Closes the connection; the reader thread ends.
     pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         if let Some(stream) = self.lock_writer().take() {
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }

@@ -56,6 +56,7 @@
 
 pub mod bus;
 pub mod keys;
+pub mod link;
 pub mod presence_scripts;
 pub mod redis_engine;
 mod redis_presence;
@@ -95,6 +96,20 @@ impl ServerEngine {
             ServerEngine::InProcess(e) => e.store(),
             ServerEngine::Redis(e) => e.local().store(),
         }
+    }
+
+    /// The broker's pub/sub connection was lost: what this node delivered is no longer
+    /// known to be complete, so it is forgotten (the next subscriber of a channel subscribes
+    /// to its bus again and reads its position afresh).
+    pub fn forget_deliveries(&mut self) {
+        if let ServerEngine::Redis(e) = self {
+            e.forget_deliveries();
+        }
+    }
+
+    /// Whether this node is one of a cluster (a drain then closes with 4301, CLUS-11).
+    pub fn is_clustered(&self) -> bool {
+        matches!(self, ServerEngine::Redis(_))
     }
 
     /// A broker failure since the last call (always `None` in process).
@@ -338,7 +353,7 @@ pub fn join(
     grace_ms: Millis,
 ) -> Result<Joined, JoinError> {
     let client = redis::Client::open(url)?;
-    let mut conn = client.get_connection()?;
+    let mut conn = link::CommandLink::open(client.clone())?;
     let keys = keys::Keys::new(prefix);
     let node: u64 = redis::cmd("INCR")
         .arg(keys.node_counter())
@@ -373,11 +388,14 @@ pub fn join(
     })
 }
 
-/// Feeds what the bus receives to the core until the bus ends. A lost pub/sub connection
-/// means publishes may have been missed: every connection is closed with 4301 (CLUS-10).
+/// Feeds what the bus receives to the core until the node shuts down. A lost pub/sub
+/// connection means publishes may have been missed: every connection is closed with 4301
+/// and the engine forgets what it delivered (CLUS-9, CLUS-10); the bus then connects again
+/// until Redis answers, and the node serves as soon as it does.
 pub async fn run_bus(
     shared: std::sync::Arc<crate::net::Shared>,
     keys: keys::Keys,
+    bus: std::sync::Arc<bus::Bus>,
     mut events: tokio::sync::mpsc::UnboundedReceiver<bus::BusEvent>,
 ) {
     while let Some(event) = events.recv().await {
@@ -391,15 +409,31 @@ pub async fn run_bus(
                 }
             }
             bus::BusEvent::Lost => {
-                if !shared.shutting_down() {
-                    tracing::error!("redis pub/sub lost: closing every connection with 4301");
-                    shared.close_all(chorus_protocol::CloseCode::ReconnectRequested);
+                if shared.shutting_down() {
+                    return;
                 }
-                return;
+                tracing::error!("redis pub/sub lost: closing every connection with 4301");
+                shared.broker_lost();
+                loop {
+                    tokio::time::sleep(RECONNECT_PERIOD).await;
+                    if shared.shutting_down() {
+                        return;
+                    }
+                    let again = bus.clone();
+                    match tokio::task::spawn_blocking(move || again.reconnect()).await {
+                        Ok(Ok(())) => break,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "redis pub/sub still down"),
+                        Err(e) => tracing::error!(error = %e, "redis pub/sub reconnect panicked"),
+                    }
+                }
+                tracing::info!("redis pub/sub connected again");
             }
         }
     }
 }
+
+/// How often a node that lost its pub/sub connection tries to connect again.
+const RECONNECT_PERIOD: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Deletes every key of the deployment under `prefix` (tests and operators resetting a
 /// deployment); how many it deleted.

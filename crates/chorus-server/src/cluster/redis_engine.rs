@@ -15,6 +15,7 @@ use redis::{FromRedisValue, Script, Value};
 
 use super::bus::Bus;
 use super::keys::Keys;
+use super::link::CommandLink;
 use super::redis_presence::{GraceTimer, PresenceScripts};
 use super::scripts;
 use crate::core::engine::{
@@ -52,7 +53,7 @@ struct Delivered {
 /// The Redis engine of one node.
 pub struct RedisEngine {
     local: InProcessEngine,
-    pub(super) redis: RefCell<redis::Connection>,
+    pub(super) redis: RefCell<CommandLink>,
     pub(super) keys: Keys,
     pub(super) node: u64,
     pub(super) presence: PresenceScripts,
@@ -84,7 +85,7 @@ impl RedisEngine {
     /// keeps what is not clustered yet.
     pub fn new(
         local: InProcessEngine,
-        redis: redis::Connection,
+        redis: CommandLink,
         keys: Keys,
         node: u64,
         retention: usize,
@@ -123,6 +124,12 @@ impl RedisEngine {
     /// The local part (its store carries the node's records and marks).
     pub fn local(&self) -> &InProcessEngine {
         &self.local
+    }
+
+    /// Forgets every channel this node delivered (the bus was lost, CLUS-9).
+    pub fn forget_deliveries(&mut self) {
+        self.delivering.clear();
+        self.appended = None;
     }
 
     /// The failure since the last call, if any (the shell then closes every connection).

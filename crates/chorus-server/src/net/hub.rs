@@ -294,8 +294,14 @@ impl Shared {
                 _ => self.release(&mut hub, written),
             }
         }
+        // CLUS-11: a node of a cluster drains with "reconnect now", a lone server with 1001.
+        let code = if hub.core.engine().is_clustered() {
+            CloseCode::ReconnectRequested
+        } else {
+            CloseCode::GoingAway
+        };
         for handle in hub.conns.values() {
-            handle.close_after_queued(CloseCode::GoingAway);
+            handle.close_after_queued(code);
         }
     }
 
@@ -367,12 +373,13 @@ impl Shared {
         self.apply(&mut hub, effects);
     }
 
-    /// Closes every connection with `code` after what is queued for it (CLUS-10: the node
-    /// lost its broker and can no longer keep the cluster's promises).
-    pub fn close_all(&self, code: CloseCode) {
-        let hub = self.lock();
+    /// The cluster bus was lost (CLUS-9, CLUS-10): every connection is closed with 4301
+    /// after what is queued for it, and the engine forgets what it delivered.
+    pub fn broker_lost(&self) {
+        let mut hub = self.lock();
+        hub.core.engine_mut().forget_deliveries();
         for handle in hub.conns.values() {
-            handle.close_after_queued(code);
+            handle.close_after_queued(CloseCode::ReconnectRequested);
         }
     }
 
