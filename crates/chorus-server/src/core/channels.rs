@@ -458,6 +458,40 @@ mod tests {
         assert_eq!(d.frames(b), vec![message]);
     }
 
+    /// CHAN-46: the pushes of every kind on one channel reach each subscriber in the order
+    /// the core applied them.
+    #[test]
+    fn pushes_of_every_kind_share_one_order() {
+        let mut d = Driver::new();
+        let (a, b, c) = (d.connect("ann"), d.connect("bob"), d.connect("cid"));
+        for conn in [a, b] {
+            d.subscribe(conn, "presence-mix");
+        }
+        d.frames(a);
+        let say = json!({"type": "broadcast", "channel": "presence-mix", "event": "e", "data": 1});
+        d.send(a, say.clone());
+        d.subscribe(c, "presence-mix");
+        d.send(
+            c,
+            json!({"type": "state:update", "channel": "presence-mix", "key": "k", "value": 1}),
+        );
+        d.send(
+            c,
+            json!({"type": "presence:update", "channel": "presence-mix", "status": "away"}),
+        );
+        d.send(a, say);
+        assert_eq!(
+            d.types(b),
+            [
+                "message",
+                "user:joined",
+                "state:update",
+                "presence:updated",
+                "message"
+            ]
+        );
+    }
+
     #[test]
     fn echo_sends_the_message_after_the_ack() {
         let mut d = Driver::new();

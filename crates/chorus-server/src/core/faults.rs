@@ -6,6 +6,10 @@
 
 use std::collections::BTreeSet;
 
+use chorus_protocol::Millis;
+
+use super::{ChannelKey, ConnId, Frame};
+
 macro_rules! faults {
     ($($variant:ident = $name:literal : $doc:literal,)*) => {
         /// One deliberate bug.
@@ -121,6 +125,8 @@ faults! {
     StateLimitUnclamped = "state_limit_unclamped": "welcome announces max_state_bytes above max_frame_bytes - 1024 (LIMIT-12)",
     LimitKeyZero = "limit_key_zero": "welcome.limits announces max_cursor_data_bytes 0 (LIMIT-11)",
     RetentionBelowAnnounced = "retention_below_announced": "channels retain one stream item fewer than limits.retention_items (HIST-17)",
+    // One order across kinds (issue 9 section 3).
+    PresenceLagsStream = "presence_lags_stream": "presence diffs are held back behind the channel's next push (or 200 ms), so a message published after a join overtakes it (CHAN-46)",
     // The shell's faults (net/, server.rs).
     ProfileUnbounded = "profile_unbounded": "tokens with a profile of any size are accepted (CONN-25)",
     NullAsAbsent = "null_as_absent": "a client member whose value is null is read as absent (TRANS-29)",
@@ -171,6 +177,76 @@ faults! {
     SignatureLastCharIgnored = "signature_last_char_ignored": "a token whose signature differs from the valid one only in its last character is accepted (CONN-4)",
     PasswordCaseFolded = "password_case_folded": "room passwords are compared case-insensitively (ROOM-10)",
     PasswordTrimmed = "password_trimmed": "room passwords are trimmed of surrounding whitespace before they are compared, so \"s3cret \" opens a room protected by \"s3cret\" (ROOM-10)",
+}
+
+/// How long the `presence_lags_stream` fault holds a presence diff when no other push of its
+/// channel comes to release it.
+const PRESENCE_LAG_MS: Millis = 200;
+
+/// The `presence_lags_stream` fault's queue (CHAN-46 broken on purpose): presence diffs held
+/// back until the next push of their channel has gone out, as a server that batched presence
+/// on a path of its own would. Always empty without the fault.
+#[derive(Debug, Default)]
+pub(super) struct PresenceLag {
+    held: Vec<HeldDiff>,
+}
+
+#[derive(Debug)]
+struct HeldDiff {
+    key: ChannelKey,
+    frame: Frame,
+    /// The subscribers when the diff was produced (a later subscriber has it in its
+    /// snapshot).
+    to: Vec<ConnId>,
+    /// Stamped by the first tick after the diff was held (fan-out has no clock).
+    due: Option<Millis>,
+}
+
+impl PresenceLag {
+    /// Whether `frame` is a presence diff the fault holds back.
+    pub(super) fn holds(frame: &str) -> bool {
+        ["user:joined", "user:left", "presence:updated"]
+            .iter()
+            .any(|t| frame.starts_with(&format!(r#"{{"type":"{t}""#)))
+    }
+
+    pub(super) fn hold(&mut self, key: &ChannelKey, frame: &Frame, to: Vec<ConnId>) {
+        self.held.push(HeldDiff {
+            key: key.clone(),
+            frame: frame.clone(),
+            to,
+            due: None,
+        });
+    }
+
+    /// The diffs held for `key`, released after another push of it.
+    pub(super) fn release(&mut self, key: &ChannelKey) -> Vec<(Frame, Vec<ConnId>)> {
+        if self.held.is_empty() {
+            return Vec::new();
+        }
+        let (out, keep) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| &h.key == key);
+        self.held = keep;
+        out.into_iter().map(|h| (h.frame, h.to)).collect()
+    }
+
+    /// The diffs whose time is up; stamps the new ones.
+    pub(super) fn due(&mut self, now: Millis) -> Vec<(Frame, Vec<ConnId>)> {
+        for h in &mut self.held {
+            h.due.get_or_insert(now + PRESENCE_LAG_MS);
+        }
+        let (out, keep) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.due.is_some_and(|d| d <= now));
+        self.held = keep;
+        out.into_iter().map(|h| (h.frame, h.to)).collect()
+    }
+
+    /// When a tick is next needed: at once to stamp a new diff, else the earliest due.
+    pub(super) fn next_due(&self) -> Option<Millis> {
+        self.held.iter().map(|h| h.due.unwrap_or(0)).min()
+    }
 }
 
 impl Fault {
@@ -265,6 +341,18 @@ mod fault_tests {
         let (a, b) = pair(&mut d, "presence-r");
         d.disconnect(a, true);
         d.assert_silent(b);
+    }
+
+    #[test]
+    fn presence_lags_stream() {
+        let mut d = with("presence_lags_stream");
+        let (a, b) = pair(&mut d, "presence-r");
+        d.frames(b);
+        let c = d.connect("cid");
+        d.subscribe(c, "presence-r");
+        d.assert_silent(b);
+        d.send(a, bcast("presence-r"));
+        assert_eq!(d.types(b), ["message", "user:joined"]);
     }
 
     #[test]

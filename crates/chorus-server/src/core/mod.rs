@@ -275,6 +275,8 @@ pub struct Core<E: Engine = InProcessEngine> {
     key_sweep_at: Millis,
     /// Message ids of recent publishes (CHAN-44, HTTP-38).
     publish_ids: dedup::PublishIds,
+    /// Presence diffs the `presence_lags_stream` fault holds back; empty without it.
+    presence_lag: faults::PresenceLag,
 }
 
 impl Core {
@@ -302,6 +304,7 @@ impl<E: Engine> Core<E> {
             publish_buckets: HashMap::new(),
             key_sweep_at: 0,
             publish_ids: dedup::PublishIds::default(),
+            presence_lag: faults::PresenceLag::default(),
         }
     }
 
@@ -357,6 +360,10 @@ impl<E: Engine> Core<E> {
         let mut out = Outbox::default();
         self.expire_grace(now, &mut out);
         self.flush_cursors(now, &mut out);
+        for (frame, to) in self.presence_lag.due(now) {
+            to.into_iter()
+                .for_each(|conn| out.frame(conn, frame.clone(), false));
+        }
         self.engine.sweep_idle(now);
         out.effects
     }
@@ -367,6 +374,7 @@ impl<E: Engine> Core<E> {
             self.engine.next_grace_deadline(),
             self.cursors.next_due(),
             self.engine.next_sweep(),
+            self.presence_lag.next_due(),
         ]
         .into_iter()
         .flatten()
@@ -475,7 +483,17 @@ impl<E: Engine> Core<E> {
                 for earlier in &missed {
                     self.deliver_local(key, earlier, None, out);
                 }
+                if self.fault(Fault::PresenceLagsStream) && faults::PresenceLag::holds(frame) {
+                    let to = self.engine.subscribers(key);
+                    let to = to.into_iter().filter(|c| Some(*c) != except).collect();
+                    self.presence_lag.hold(key, frame, to);
+                    return;
+                }
                 self.deliver_local(key, frame, except, out);
+                for (held, to) in self.presence_lag.release(key) {
+                    to.into_iter()
+                        .for_each(|conn| out.frame(conn, held.clone(), false));
+                }
             }
             Delivery::Relayed => {}
             Delivery::Discontinuity => self.evict_subscribers(key, out),
