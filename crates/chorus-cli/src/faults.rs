@@ -60,11 +60,15 @@ pub fn list() -> u8 {
 /// `--mutation`.
 pub async fn run_mutation(args: &ConformArgs, selected: &[LoadedFixture]) -> Result<u8, String> {
     let chosen = parse(&args.faults.fault)?;
-    let faults: Vec<Fault> = Fault::ALL
-        .iter()
-        .copied()
-        .filter(|f| chosen.is_empty() || chosen.on(*f))
-        .collect();
+    // Unless named, the cluster engine's faults are left out: one server cannot show them.
+    let faults: Vec<Fault> = match chosen.is_empty() {
+        true => mutation::default_faults(false),
+        false => Fault::ALL
+            .iter()
+            .copied()
+            .filter(|f| chosen.on(*f))
+            .collect(),
+    };
     let opts = mutation::Options {
         faults,
         seed: args.seed.unwrap_or(1),

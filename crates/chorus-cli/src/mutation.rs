@@ -19,7 +19,9 @@ use chorus_server::core::{Fault, Faults};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use crate::embedded::Embedded;
+use chorus_conformance::runner::RunConfig;
+
+use crate::embedded::{Embedded, EmbeddedCluster};
 
 /// Property sequences per property in a mutation run: enough for the properties to catch
 /// the faults of their areas, few enough for dozens of suite runs.
@@ -48,12 +50,33 @@ pub struct Options {
     pub stop_early: bool,
     /// Longest run of the suite against one server (a case a fault makes wait forever).
     pub trial_limit: Duration,
+    /// Grade a cluster instead of one server: each trial starts these nodes.
+    pub cluster: Option<Cluster>,
+}
+
+/// The nodes of a trial across a cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// The Redis the nodes share (each trial under a key prefix of its own).
+    pub redis_url: String,
+    /// Nodes per trial.
+    pub nodes: usize,
+}
+
+/// The faults a run injects by default: those of one server, or with `cluster` those of
+/// the cluster engine, which one server cannot show.
+pub fn default_faults(cluster: bool) -> Vec<Fault> {
+    Fault::ALL
+        .iter()
+        .copied()
+        .filter(|f| f.is_cluster() == cluster)
+        .collect()
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            faults: Fault::ALL.to_vec(),
+            faults: default_faults(false),
             seed: 1,
             jobs: 8,
             servers: DEFAULT_SERVERS,
@@ -61,6 +84,7 @@ impl Default for Options {
             properties: Property::ALL.to_vec(),
             stop_early: true,
             trial_limit: Duration::from_secs(180),
+            cluster: None,
         }
     }
 }
@@ -358,11 +382,11 @@ async fn suite_against(
     if let Some(f) = fault {
         faults.insert(f);
     }
-    let embedded = match Embedded::start(opts.seed, faults).await {
-        Ok(e) => e,
+    let target = match Target::start(opts, faults).await {
+        Ok(t) => t,
         Err(e) => return (Vec::new(), Some(e)),
     };
-    let mut config = embedded.run_config();
+    let mut config = target.run_config();
     config.jobs = opts.jobs.max(1);
     config.seed = opts.seed;
     let seen = Seen {
@@ -386,8 +410,39 @@ async fn suite_against(
         }
         Err(e) => Some(e.to_string()),
     };
-    embedded.shutdown().await;
+    target.shutdown().await;
     (seen.take(), error)
+}
+
+/// What a trial grades: one embedded server or the nodes of a cluster.
+enum Target {
+    Server(Embedded),
+    Cluster(EmbeddedCluster),
+}
+
+impl Target {
+    async fn start(opts: &Options, faults: Faults) -> Result<Target, String> {
+        Ok(match &opts.cluster {
+            None => Target::Server(Embedded::start(opts.seed, faults).await?),
+            Some(c) => Target::Cluster(
+                EmbeddedCluster::start(opts.seed, faults, &c.redis_url, c.nodes).await?,
+            ),
+        })
+    }
+
+    fn run_config(&self) -> RunConfig {
+        match self {
+            Target::Server(s) => s.run_config(),
+            Target::Cluster(c) => c.run_config(),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Target::Server(s) => s.shutdown().await,
+            Target::Cluster(c) => c.shutdown().await,
+        }
+    }
 }
 
 /// Plays the fixtures and the properties: side by side for a full run, else the fixtures

@@ -169,7 +169,8 @@ impl Server {
                 )?;
                 tracing::info!(node = joined.node, "joined the cluster");
                 let node = (joined.node, joined.events, joined.bus, joined.keys);
-                (ServerEngine::Redis(joined.engine), Some(node))
+                let engine = joined.engine.with_faults(core_config.faults.clone());
+                (ServerEngine::Redis(engine), Some(node))
             }
         };
         let core = Core::with_engine(core_config, engine);

@@ -55,6 +55,7 @@
 //! unmet and the suite's list of what a multi-node run cannot grade yet.
 
 pub mod bus;
+mod fault_hooks;
 pub mod keys;
 pub mod link;
 pub mod presence_scripts;

@@ -22,7 +22,9 @@ use crate::core::engine::{
     Delivery, Expected, GraceExpired, HistoryQuery, HistorySlice, LeaseTaken, RecordPage, Released,
     Remote, Room, StateWrite,
 };
-use crate::core::{frame_of, ChannelKey, ConnId, CoreError, Engine, Frame, InProcessEngine};
+use crate::core::{
+    frame_of, ChannelKey, ConnId, CoreError, Engine, Fault, Faults, Frame, InProcessEngine,
+};
 
 /// The `seq` an item is serialized with before Redis numbers it; the script writes the real
 /// one in its place. `seq` is the last member of both stream item types, so the last
@@ -74,6 +76,8 @@ pub struct RedisEngine {
     /// A Redis call failed since the shell last asked: the node can no longer keep its
     /// promises and closes its connections with 4301 (CLUS-10).
     failed: RefCell<Option<String>>,
+    /// Deliberate bugs (inert without the `faults` feature).
+    pub(super) faults: Faults,
 }
 
 fn new_epoch() -> String {
@@ -113,7 +117,14 @@ impl RedisEngine {
             delivering: HashMap::new(),
             appended: None,
             failed: RefCell::new(None),
+            faults: Faults::default(),
         }
+    }
+
+    /// The engine with `faults` switched on (the mutation run across nodes).
+    pub fn with_faults(mut self, faults: Faults) -> RedisEngine {
+        self.faults = faults;
+        self
     }
 
     /// This node's number.
@@ -124,6 +135,13 @@ impl RedisEngine {
     /// The local part (its store carries the node's records and marks).
     pub fn local(&self) -> &InProcessEngine {
         &self.local
+    }
+
+    /// Counts `seq` of `key` as delivered.
+    pub(super) fn mark_delivered(&mut self, key: &ChannelKey, seq: u64) {
+        if let Some(d) = self.delivering.get_mut(key) {
+            d.seq = seq;
+        }
     }
 
     /// Forgets every channel this node delivered (the bus was lost, CLUS-9).
@@ -458,10 +476,12 @@ impl Engine for RedisEngine {
             self.keys.bus(key).into_bytes(),
             self.node.to_string().into_bytes(),
         ];
+        let stale = self.stale_seq(key); // None unless cluster_seq_read_modify_write
         let parts = self
             .run(&self.scripts.append, &keys, &args)
             .and_then(array)
             .map_err(|e| CoreError::Engine(format!("redis append: {e}")))?;
+        self.write_back_seq(key, stale);
         let parsed = (|| -> Result<_, String> {
             let epoch = Epoch(string(parts.first())?);
             let seq = int(parts.get(1))? as u64;
@@ -620,6 +640,9 @@ impl Engine for RedisEngine {
 
     fn relay(&mut self, key: &ChannelKey, frame: &Frame, except: Option<ConnId>) -> Delivery {
         let appended = self.appended.take().is_some_and(|a| Arc::ptr_eq(&a, frame));
+        if !appended && self.faults.on(Fault::ClusterEphemeralUnpublished) {
+            return Delivery::Frames(Vec::new()); // CLUS-7 broken on purpose: this node only
+        }
         if !appended {
             // An ephemeral frame: no place in the stream, published as it is, and delivered
             // here when the bus brings it back, in the order every node sees (CLUS-7).
@@ -656,6 +679,9 @@ impl Engine for RedisEngine {
         }
         if seq <= d.seq {
             return Delivery::Frames(Vec::new()); // already delivered
+        }
+        if self.faults.on(Fault::ClusterRemoteItemLost) && seq % 2 == 0 {
+            return self.lose_remote(key, seq); // CLUS-1 broken on purpose
         }
         let (delivered, mut frames) = (d.seq, Vec::new());
         if seq > delivered + 1 {
@@ -772,6 +798,9 @@ impl Engine for RedisEngine {
     }
 
     fn state(&mut self, key: &ChannelKey) -> StateSnapshot {
+        if self.faults.on(Fault::ClusterStateNodeLocal) {
+            return self.local.state(key); // CLUS-2 broken on purpose
+        }
         self.read_state(key).unwrap_or_else(|e| {
             self.fail("state", e);
             StateSnapshot {

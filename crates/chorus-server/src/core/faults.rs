@@ -177,6 +177,12 @@ faults! {
     SignatureLastCharIgnored = "signature_last_char_ignored": "a token whose signature differs from the valid one only in its last character is accepted (CONN-4)",
     PasswordCaseFolded = "password_case_folded": "room passwords are compared case-insensitively (ROOM-10)",
     PasswordTrimmed = "password_trimmed": "room passwords are trimmed of surrounding whitespace before they are compared, so \"s3cret \" opens a room protected by \"s3cret\" (ROOM-10)",
+    // The cluster's faults (cluster/): inert on one server, graded by the mutation run
+    // across two nodes (chorus-cli/tests/cluster_mutation.rs).
+    ClusterRemoteItemLost = "cluster_remote_item_lost": "a node drops every second stream item published on another node, as a lossy cross-node delivery would (CLUS-1, CHAN-30)",
+    ClusterSeqReadModifyWrite = "cluster_seq_read_modify_write": "a node numbers a stream item by reading the channel's seq and writing it back incremented in a second command, not in the append script, so nodes publishing at once reuse a seq (CLUS-1, CHAN-30)",
+    ClusterEphemeralUnpublished = "cluster_ephemeral_unpublished": "state:updated and the other ephemeral frames reach only the subscribers on the writer's node (CLUS-7, STATE-15)",
+    ClusterStateNodeLocal = "cluster_state_node_local": "state snapshots (subscribed.state, state:sync) come from the node's own copy, not the deployment's (CLUS-2, STATE-21, STATE-22)",
 }
 
 /// How long the `presence_lags_stream` fault holds a presence diff when no other push of its
@@ -250,6 +256,12 @@ impl PresenceLag {
 }
 
 impl Fault {
+    /// Whether the fault lives in the cluster engine (observable only across nodes; a
+    /// mutation run of one server leaves it out).
+    pub fn is_cluster(self) -> bool {
+        self.name().starts_with("cluster_")
+    }
+
     /// The fault with this name.
     pub fn from_name(name: &str) -> Option<Fault> {
         Fault::ALL.iter().copied().find(|f| f.name() == name)

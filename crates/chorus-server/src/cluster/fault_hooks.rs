@@ -1,0 +1,42 @@
+//! The cluster engine's deliberate bugs that take more than one line (see
+//! [`Fault`](crate::core::Fault)); inert without the `faults` feature, where every check
+//! folds away.
+
+use super::redis_engine::RedisEngine;
+use crate::core::engine::Delivery;
+use crate::core::{ChannelKey, Fault};
+
+impl RedisEngine {
+    /// `cluster_seq_read_modify_write`: the channel's seq as read before the append.
+    pub(super) fn stale_seq(&self, key: &ChannelKey) -> Option<u64> {
+        if !self.faults.on(Fault::ClusterSeqReadModifyWrite) {
+            return None;
+        }
+        redis::cmd("HGET")
+            .arg(self.keys.meta(key))
+            .arg("seq")
+            .query::<Option<u64>>(&mut *self.redis.borrow_mut())
+            .ok()
+            .flatten()
+    }
+
+    /// `cluster_seq_read_modify_write`: writes back what was read plus one, undoing the
+    /// increments other nodes made meanwhile (CLUS-1 broken on purpose).
+    pub(super) fn write_back_seq(&self, key: &ChannelKey, stale: Option<u64>) {
+        if let Some(read) = stale {
+            let _ = redis::cmd("HSET")
+                .arg(self.keys.meta(key))
+                .arg("seq")
+                .arg(read + 1)
+                .query::<i64>(&mut *self.redis.borrow_mut());
+        }
+    }
+}
+
+impl RedisEngine {
+    /// `cluster_remote_item_lost`: the item counts as delivered but reaches no one.
+    pub(super) fn lose_remote(&mut self, key: &ChannelKey, seq: u64) -> Delivery {
+        self.mark_delivered(key, seq);
+        Delivery::Frames(Vec::new())
+    }
+}
