@@ -238,7 +238,7 @@ impl Scope {
     }
 }
 
-/// `"${path}"`, `"${path}+3"`: the path and the optional operator with its operand.
+/// `"${path}"`, `"${path}+3"` (or `-`, `*`, `/`: integer division): the path and the optional operator with its operand.
 fn whole_reference(s: &str) -> Option<(&str, Option<(char, u64)>)> {
     let inner = s.strip_prefix("${")?;
     let end = inner.find('}')?;
@@ -257,7 +257,7 @@ fn whole_reference(s: &str) -> Option<(&str, Option<(char, u64)>)> {
     }
     let mut chars = tail.chars();
     let sign = chars.next()?;
-    if !matches!(sign, '+' | '-' | '*') {
+    if !matches!(sign, '+' | '-' | '*' | '/') {
         return None;
     }
     let n = chars.as_str().parse::<u64>().ok()?;
@@ -276,6 +276,7 @@ fn arithmetic(v: &Value, sign: char, n: u64) -> Option<Value> {
         let r = match sign {
             '+' => x.checked_add(n)?,
             '-' => x.checked_sub(n)?,
+            '/' => x.checked_div(n)?,
             _ => x.checked_mul(n)?,
         };
         return Some(Value::from(r));
@@ -284,6 +285,7 @@ fn arithmetic(v: &Value, sign: char, n: u64) -> Option<Value> {
         let r = match sign {
             '+' => x.checked_add(n)?,
             '-' => x.checked_sub(n)?,
+            '/' => x.checked_div(n)?,
             _ => x.checked_mul(n)?,
         };
         return Some(Value::from(r));
@@ -293,6 +295,8 @@ fn arithmetic(v: &Value, sign: char, n: u64) -> Option<Value> {
     Some(Value::from(match sign {
         '+' => x + n,
         '-' => x - n,
+        '/' if n != 0.0 => x / n,
+        '/' => return None,
         _ => x * n,
     }))
 }

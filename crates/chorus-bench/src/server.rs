@@ -158,7 +158,7 @@ impl Launcher {
 /// presence channels, 1 s presence grace, quiet logs. Queue, history and every other
 /// setting stay default.
 fn chorus_args(bin: &std::path::Path, port: &str, on_disk: bool) -> Vec<String> {
-    let flags: [(&str, &str); 15] = [
+    let flags: [(&str, &str); 18] = [
         ("--host", "127.0.0.1"),
         ("--port", port),
         ("--memory", if on_disk { "false" } else { "true" }),
@@ -166,6 +166,9 @@ fn chorus_args(bin: &std::path::Path, port: &str, on_disk: bool) -> Vec<String> 
         ("--api-key", API_KEY),
         ("--broadcast-rate-per-sec", "1000000000"),
         ("--broadcast-burst", "1000000000"),
+        ("--request-rate-per-sec", "1000000000"),
+        ("--request-burst", "1000000000"),
+        ("--max-channels", "1000000000"),
         ("--max-presence-members", "100000"),
         ("--max-room-users", "100000"),
         ("--max-connections", "1000000"),

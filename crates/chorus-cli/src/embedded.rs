@@ -78,6 +78,8 @@ fn harness_config(secret: &str, api_key: &str) -> Config {
     config.shutdown_timeout_ms = 1000;
     // A full presence channel within the harness's 200 generated clients (PRES-31/32).
     config.max_presence_members = 16;
+    // Retention in bytes within reach of a fixture (HIST-19): 1 MiB, max_frame_bytes.
+    config.retention_bytes = config.max_frame_bytes;
     config
 }
 

@@ -40,8 +40,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const WRITERS: usize = 3;
 /// Broadcasts per writer and run: below `history_limit` (100), so all stay retained.
 const BROADCASTS: u64 = 90;
-/// State writes per writer and run, interleaved with the broadcasts (not rate-limited, so
-/// they stretch the storm over the kill window).
+/// State writes per writer and run, interleaved with the broadcasts (with them within the
+/// request burst, 500, so they stretch the storm over the kill window).
 const STATE_WRITES: u64 = 400;
 /// Records each run creates through the HTTP resource API, one request at a time.
 const RECORDS: u64 = 200;

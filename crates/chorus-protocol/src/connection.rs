@@ -167,12 +167,35 @@ pub struct Limits {
     /// `max_frame_bytes` - 1024, so that a `state:sync` fits in one frame (STATE-34, LIMIT-12).
     #[serde(default)]
     pub max_state_bytes: u64,
-    /// Stream items each channel retains, newest first, for `history` and recovery (HIST-17).
+    /// Stream items each channel retains, newest first, for `history` and recovery (HIST-19).
     #[serde(default)]
     pub retention_items: u64,
-    /// How long after its publication a retained item is kept at least, ms (HIST-17).
+    /// How long after its publication a retained item is kept at least, ms (HIST-19).
     #[serde(default)]
     pub retention_ms: u64,
+    /// Bytes of stream frames each channel retains, newest first: retention stops at
+    /// `retention_items` or at this many bytes, whichever comes first (HIST-19).
+    #[serde(default)]
+    pub retention_bytes: u64,
+    /// Sustained rate of requests of every type one connection may send, per second: the
+    /// refill of its request bucket (LIMIT-14).
+    #[serde(default)]
+    pub request_rate_per_sec: u32,
+    /// Requests one connection may send at once: the capacity of its request bucket
+    /// (LIMIT-14).
+    #[serde(default)]
+    pub request_burst: u32,
+    /// Wrong room passwords one user may give in a row before further password attempts
+    /// are refused with `rate_limited` (LIMIT-16).
+    #[serde(default)]
+    pub max_password_attempts: u32,
+    /// Time after which one more password attempt is allowed again, ms (LIMIT-16).
+    #[serde(default)]
+    pub password_attempt_interval_ms: u64,
+    /// Channels one tenant may hold at once; a subscribe that would create one more is
+    /// refused with `limit_exceeded` `"max_channels"` (LIMIT-18).
+    #[serde(default)]
+    pub max_channels: u64,
 }
 
 impl Default for Limits {
@@ -198,6 +221,12 @@ impl Default for Limits {
             max_state_bytes: 1024 * 1024 - 4096,
             retention_items: 1000,
             retention_ms: 600_000,
+            retention_bytes: 8 * 1024 * 1024,
+            request_rate_per_sec: 200,
+            request_burst: 500,
+            max_password_attempts: 5,
+            password_attempt_interval_ms: 10_000,
+            max_channels: 100_000,
         }
     }
 }

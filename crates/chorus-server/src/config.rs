@@ -208,9 +208,30 @@ settings! {
     /// Messages each channel retains for history and recovery; at least history_limit
     /// [default: 1000].
     history_retention: usize = crate::core::DEFAULT_RETENTION, env = "CHORUS_HISTORY_RETENTION";
+    /// Bytes of stream frames each channel retains (with history_retention, whichever
+    /// is reached first; HIST-19); at least max_frame_bytes [default: 8388608].
+    retention_bytes: u64 = 8 * 1024 * 1024, env = "CHORUS_RETENTION_BYTES";
+    /// Bytes of stream frames all channels together retain; above it the oldest items of
+    /// the server go first (HIST-20); at least retention_bytes [default: 268435456].
+    retention_total_bytes: u64 = 256 * 1024 * 1024, env = "CHORUS_RETENTION_TOTAL_BYTES";
+    /// Channels one tenant may hold; a subscribe that would create one more is refused
+    /// with limit_exceeded (LIMIT-18) [default: 100000].
+    max_channels: u64 = 100_000, env = "CHORUS_MAX_CHANNELS";
+    /// Sustained requests per second per connection, every type counted (LIMIT-14)
+    /// [default: 200].
+    request_rate_per_sec: u32 = 200, env = "CHORUS_REQUEST_RATE_PER_SEC";
+    /// Requests a connection may send at once above the sustained rate (LIMIT-14)
+    /// [default: 500].
+    request_burst: u32 = 500, env = "CHORUS_REQUEST_BURST";
+    /// Wrong room passwords one user may give before password attempts are refused with
+    /// rate_limited (LIMIT-16) [default: 5].
+    max_password_attempts: u32 = 5, env = "CHORUS_MAX_PASSWORD_ATTEMPTS";
+    /// One more room password attempt is allowed per this many ms (LIMIT-16)
+    /// [default: 10000].
+    password_attempt_interval_ms: u64 = 10_000, env = "CHORUS_PASSWORD_ATTEMPT_INTERVAL_MS";
     /// How long a channel nobody uses (no subscriber, presence member, shared state or
     /// room, and no publish) keeps its retained stream before it is forgotten, ms; below
-    /// 300000 departs from HIST-17 [default: 600000].
+    /// 300000 departs from HIST-19 [default: 600000].
     channel_idle_ms: u64 = crate::core::DEFAULT_IDLE_TTL_MS, env = "CHORUS_CHANNEL_IDLE_MS";
     /// Deepest JSON nesting accepted in a client frame [default: 32].
     max_json_depth: u32 = 32, env = "CHORUS_MAX_JSON_DEPTH";
@@ -446,6 +467,33 @@ impl Config {
             "must be at least history_limit",
         )?;
         check(
+            self.retention_bytes >= self.max_frame_bytes,
+            "retention_bytes",
+            "must be at least max_frame_bytes (a channel retains at least its newest item)",
+        )?;
+        check(
+            self.retention_total_bytes >= self.retention_bytes,
+            "retention_total_bytes",
+            "must be at least retention_bytes",
+        )?;
+        // LIMIT-13 asks for positive values.
+        for (ok, setting) in [
+            (self.max_channels >= 1, "max_channels"),
+            (self.request_rate_per_sec >= 1, "request_rate_per_sec"),
+            (self.max_password_attempts >= 1, "max_password_attempts"),
+            (
+                self.password_attempt_interval_ms >= 1,
+                "password_attempt_interval_ms",
+            ),
+        ] {
+            check(ok, setting, "must be at least 1")?;
+        }
+        check(
+            self.request_burst >= self.broadcast_burst,
+            "request_burst",
+            "must be at least broadcast_burst (every broadcast is a request too)",
+        )?;
+        check(
             self.channel_idle_ms >= 1000,
             "channel_idle_ms",
             "must be at least 1000",
@@ -574,10 +622,16 @@ impl Config {
             max_state_bytes: self
                 .max_state_bytes
                 .min(self.max_frame_bytes.saturating_sub(1024)),
-            // HIST-17: items are dropped only past this count, or with their channel after
+            // HIST-19: items are dropped only past this count, or with their channel after
             // channel_idle_ms without use (an item younger than that had a write after it).
             retention_items: self.history_retention.max(self.history_limit as usize) as u64,
             retention_ms: self.channel_idle_ms,
+            retention_bytes: self.retention_bytes,
+            request_rate_per_sec: self.request_rate_per_sec,
+            request_burst: self.request_burst,
+            max_password_attempts: self.max_password_attempts,
+            password_attempt_interval_ms: self.password_attempt_interval_ms,
+            max_channels: self.max_channels,
         }
     }
 
@@ -610,6 +664,12 @@ impl Config {
         self.max_state_bytes = limits.max_state_bytes;
         self.history_retention = limits.retention_items as usize;
         self.channel_idle_ms = limits.retention_ms;
+        self.retention_bytes = limits.retention_bytes;
+        self.request_rate_per_sec = limits.request_rate_per_sec;
+        self.request_burst = limits.request_burst;
+        self.max_password_attempts = limits.max_password_attempts;
+        self.password_attempt_interval_ms = limits.password_attempt_interval_ms;
+        self.max_channels = limits.max_channels;
     }
 }
 

@@ -153,10 +153,14 @@ impl Server {
             .retention
             .max(core_config.limits.history_limit as usize);
         if core_config.faults.on(Fault::RetentionBelowAnnounced) {
-            retention = retention.saturating_sub(1); // HIST-17 broken on purpose
+            retention = retention.saturating_sub(1); // HIST-19 broken on purpose
         }
         let local = InProcessEngine::load(store, retention, core_config.faults.clone())?
-            .with_idle_ttl(core_config.channel_idle_ms);
+            .with_idle_ttl(core_config.channel_idle_ms)
+            .with_retention_bytes(
+                core_config.limits.retention_bytes,
+                core_config.retention_total_bytes,
+            );
         let (engine, node) = match config.engine {
             EngineKind::InProcess => (ServerEngine::InProcess(local), None),
             EngineKind::Redis => {
@@ -260,6 +264,7 @@ fn core_config(config: &Config, faults: Faults) -> CoreConfig {
         capabilities,
         retention: config.history_retention,
         channel_idle_ms: config.channel_idle_ms,
+        retention_total_bytes: config.retention_total_bytes,
         faults,
         ..CoreConfig::default()
     }

@@ -202,6 +202,11 @@ export interface Limits {
    */
   max_channel_name_len: number;
   /**
+   * Channels one tenant may hold at once; a subscribe that would create one more is
+   * refused with `limit_exceeded` `"max_channels"` (LIMIT-18).
+   */
+  max_channels?: number;
+  /**
    * Largest `cursor:update` `data`, in bytes of its compact JSON (CURS-21).
    */
   max_cursor_data_bytes?: number;
@@ -213,6 +218,11 @@ export interface Limits {
    * Deepest JSON nesting accepted in a frame.
    */
   max_json_depth: number;
+  /**
+   * Wrong room passwords one user may give in a row before further password attempts
+   * are refused with `rate_limited` (LIMIT-16).
+   */
+  max_password_attempts?: number;
   /**
    * Largest `presence:update` `data`, in bytes of its compact JSON (PRES-34). Like the
    * other keys below, it decodes as 0 from a server of an earlier revision: unknown.
@@ -244,15 +254,34 @@ export interface Limits {
    */
   max_subscriptions: number;
   /**
+   * Time after which one more password attempt is allowed again, ms (LIMIT-16).
+   */
+  password_attempt_interval_ms?: number;
+  /**
    * How long an abruptly closed connection keeps its presence leases.
    */
   presence_grace_ms: number;
   /**
-   * Stream items each channel retains, newest first, for `history` and recovery (HIST-17).
+   * Requests one connection may send at once: the capacity of its request bucket
+   * (LIMIT-14).
+   */
+  request_burst?: number;
+  /**
+   * Sustained rate of requests of every type one connection may send, per second: the
+   * refill of its request bucket (LIMIT-14).
+   */
+  request_rate_per_sec?: number;
+  /**
+   * Bytes of stream frames each channel retains, newest first: retention stops at
+   * `retention_items` or at this many bytes, whichever comes first (HIST-19).
+   */
+  retention_bytes?: number;
+  /**
+   * Stream items each channel retains, newest first, for `history` and recovery (HIST-19).
    */
   retention_items?: number;
   /**
-   * How long after its publication a retained item is kept at least, ms (HIST-17).
+   * How long after its publication a retained item is kept at least, ms (HIST-19).
    */
   retention_ms?: number;
 }

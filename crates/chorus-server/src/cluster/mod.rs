@@ -246,6 +246,12 @@ impl Engine for ServerEngine {
     fn next_sweep(&self) -> Option<Millis> {
         both!(self, e => e.next_sweep())
     }
+    fn holds_channel(&self, key: &ChannelKey) -> bool {
+        both!(self, e => e.holds_channel(key))
+    }
+    fn tenant_channels(&self, tenant: &str) -> usize {
+        both!(self, e => e.tenant_channels(tenant))
+    }
     fn state(&mut self, key: &ChannelKey) -> StateSnapshot {
         both!(self, e => e.state(key))
     }

@@ -797,6 +797,14 @@ impl Engine for RedisEngine {
         self.local.next_sweep()
     }
 
+    fn holds_channel(&self, key: &ChannelKey) -> bool {
+        self.local.holds_channel(key)
+    }
+
+    fn tenant_channels(&self, tenant: &str) -> usize {
+        self.local.tenant_channels(tenant)
+    }
+
     fn state(&mut self, key: &ChannelKey) -> StateSnapshot {
         if self.faults.on(Fault::ClusterStateNodeLocal) {
             return self.local.state(key); // CLUS-2 broken on purpose

@@ -68,8 +68,14 @@ impl<E: Engine> Core<E> {
         }
         let key = self.key(&c.tenant, &req.channel);
         let user = c.session.user_id.clone();
+        let channels = self.engine.tenant_channels(&key.tenant) as u64;
+        if channels >= self.config.limits.max_channels && !self.engine.holds_channel(&key) {
+            return Err(CoreError::LimitExceeded {
+                limit: "max_channels",
+            }); // LIMIT-18
+        }
         let admission = match kind {
-            ChannelKind::Presence => Some(self.admit(&key, &req, &user, now)?),
+            ChannelKind::Presence => Some(self.admit(conn, &key, &req, &user, now)?),
             _ => None,
         };
         // Every check passed: from here on the subscribe happens (CHAN-14).

@@ -20,6 +20,10 @@ pub(super) struct Connection {
     pub subscriptions: Subscriptions,
     /// Broadcast rate limit (CHAN-22, LIMIT-5).
     pub bucket: TokenBucket,
+    /// Request budget across every request type (LIMIT-14).
+    pub requests: TokenBucket,
+    /// Wrong room passwords left (LIMIT-16).
+    pub passwords: TokenBucket,
     /// Channels left in the fan-out by the `unsubscribe_keeps_delivering` fault.
     pub ghosts: Vec<chorus_protocol::ChannelName>,
 }
@@ -80,6 +84,8 @@ impl<E: Engine> Core<E> {
                     },
                     now,
                 ),
+                requests: TokenBucket::full(limits.request_burst, now),
+                passwords: TokenBucket::full(limits.max_password_attempts, now),
                 ghosts: Vec::new(),
             },
         );

@@ -285,6 +285,10 @@ pub trait Engine {
     fn sweep_idle(&mut self, now: Millis) -> usize;
     /// When [`Engine::sweep_idle`] is next due, while any channel exists.
     fn next_sweep(&self) -> Option<Millis>;
+    /// Whether the channel exists (a subscribe to it creates none, LIMIT-18).
+    fn holds_channel(&self, key: &ChannelKey) -> bool;
+    /// How many channels `tenant` holds (on this node, for a cluster engine; LIMIT-18).
+    fn tenant_channels(&self, tenant: &str) -> usize;
 
     // --- shared state (state.md) ---
 

@@ -124,7 +124,7 @@ faults! {
     StateLimitOffByOne = "state_limit_off_by_one": "a write making the state exactly max_state_bytes is refused (STATE-34)",
     StateLimitUnclamped = "state_limit_unclamped": "welcome announces max_state_bytes above max_frame_bytes - 1024 (LIMIT-12)",
     LimitKeyZero = "limit_key_zero": "welcome.limits announces max_cursor_data_bytes 0 (LIMIT-11)",
-    RetentionBelowAnnounced = "retention_below_announced": "channels retain one stream item fewer than limits.retention_items (HIST-17)",
+    RetentionBelowAnnounced = "retention_below_announced": "channels retain one stream item fewer than limits.retention_items (HIST-19)",
     // One order across kinds (issue 9 section 3).
     PresenceLagsStream = "presence_lags_stream": "presence diffs are held back behind the channel's next push (or 200 ms), so a message published after a join overtakes it (CHAN-46)",
     // The shell's faults (net/, server.rs).
@@ -176,6 +176,9 @@ faults! {
     ApiKeyPrefixAccepted = "api_key_prefix_accepted": "the HTTP API accepts an X-Api-Key that is a prefix of the configured key, compared over the given key's length (HTTP-8)",
     SignatureLastCharIgnored = "signature_last_char_ignored": "a token whose signature differs from the valid one only in its last character is accepted (CONN-4)",
     PasswordCaseFolded = "password_case_folded": "room passwords are compared case-insensitively (ROOM-10)",
+    RequestBudgetIgnored = "request_budget_ignored": "only broadcast is rate limited: history, presence lists, state writes and subscribe churn take nothing from the request bucket (LIMIT-14)",
+    PasswordAttemptsUnbounded = "password_attempts_unbounded": "wrong room passwords are never limited: every guess is verified (LIMIT-16)",
+    RetentionBytesHalved = "retention_bytes_halved": "channels retain half the bytes announced in limits.retention_bytes (HIST-19)",
     PasswordTrimmed = "password_trimmed": "room passwords are trimmed of surrounding whitespace before they are compared, so \"s3cret \" opens a room protected by \"s3cret\" (ROOM-10)",
     // The cluster's faults (cluster/): inert on one server, graded by the mutation run
     // across two nodes (chorus-cli/tests/cluster_mutation.rs).

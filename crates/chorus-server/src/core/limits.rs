@@ -41,17 +41,42 @@ impl TokenBucket {
 
     /// Takes one token, or says how many ms until one is available (at least 1).
     pub fn take(&mut self, rate: u32, burst: u32, now: Millis) -> Result<(), u64> {
+        self.take_at(f64::from(rate) / 1000.0, burst, now)
+    }
+
+    /// [`TokenBucket::take`] for a bucket gaining one token every `interval_ms`.
+    pub fn take_every(&mut self, interval_ms: u64, burst: u32, now: Millis) -> Result<(), u64> {
+        self.take_at(per_ms(interval_ms), burst, now)
+    }
+
+    /// Whether a bucket gaining one token every `interval_ms` holds one now, or how many ms
+    /// until it does: [`TokenBucket::take_every`] without taking it.
+    pub fn check_every(&mut self, interval_ms: u64, burst: u32, now: Millis) -> Result<(), u64> {
+        self.refill(per_ms(interval_ms), burst, now);
+        self.wait(per_ms(interval_ms))
+    }
+
+    fn take_at(&mut self, per_ms: f64, burst: u32, now: Millis) -> Result<(), u64> {
+        self.refill(per_ms, burst, now);
+        self.wait(per_ms)?;
+        self.tokens -= 1.0;
+        Ok(())
+    }
+
+    fn refill(&mut self, per_ms: f64, burst: u32, now: Millis) {
         let elapsed = now.saturating_sub(self.at) as f64;
-        self.tokens = (self.tokens + elapsed * f64::from(rate) / 1000.0).min(f64::from(burst));
+        self.tokens = (self.tokens + elapsed * per_ms).min(f64::from(burst));
         self.at = self.at.max(now);
+    }
+
+    fn wait(&self, per_ms: f64) -> Result<(), u64> {
         if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
             return Ok(());
         }
-        if rate == 0 {
+        if per_ms <= 0.0 {
             return Err(u64::MAX);
         }
-        let wait = ((1.0 - self.tokens) * 1000.0 / f64::from(rate)).ceil();
+        let wait = ((1.0 - self.tokens) / per_ms).ceil();
         Err((wait as u64).max(1))
     }
 
@@ -60,6 +85,11 @@ impl TokenBucket {
         let elapsed = now.saturating_sub(self.at) as f64;
         self.tokens + elapsed * f64::from(rate) / 1000.0 >= f64::from(burst)
     }
+}
+
+/// Tokens per ms of a bucket gaining one every `interval_ms`.
+fn per_ms(interval_ms: u64) -> f64 {
+    1.0 / interval_ms.max(1) as f64
 }
 
 /// Whether a `rights` claim allows `right` on `name`: no claim allows everything, a claim
@@ -121,5 +151,15 @@ mod tests {
         assert_eq!(b.take(10, 2, 0), Err(100));
         assert_eq!(b.take(10, 2, 60), Err(40));
         assert_eq!(b.take(10, 2, 100), Ok(()));
+    }
+
+    #[test]
+    fn an_interval_bucket_regains_one_token_per_interval() {
+        let mut b = TokenBucket::full(2, 0);
+        assert_eq!(b.check_every(1000, 2, 0), Ok(()), "checking takes nothing");
+        assert_eq!(b.take_every(1000, 2, 0), Ok(()));
+        assert_eq!(b.take_every(1000, 2, 0), Ok(()));
+        assert_eq!(b.check_every(1000, 2, 250), Err(750));
+        assert_eq!(b.take_every(1000, 2, 1000), Ok(()));
     }
 }

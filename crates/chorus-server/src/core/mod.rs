@@ -139,6 +139,9 @@ pub enum Effect {
 /// past one page and a client that missed a burst still recovers.
 pub const DEFAULT_RETENTION: usize = 1000;
 
+/// Default [`CoreConfig::retention_total_bytes`]: 256 MiB.
+pub const DEFAULT_RETENTION_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Everything the core needs to know about the server's settings.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -156,6 +159,9 @@ pub struct CoreConfig {
     /// How long a channel nobody uses (no subscriber, member, state or room, no write) is
     /// kept before it is forgotten with its retained stream.
     pub channel_idle_ms: Millis,
+    /// Bytes of stream frames all channels together retain (HIST-20; the per-channel
+    /// budget is `limits.retention_bytes`).
+    pub retention_total_bytes: u64,
     /// Deliberate bugs for the conformance suite's self-test (inert without the `faults`
     /// feature).
     pub faults: Faults,
@@ -173,6 +179,7 @@ impl Default for CoreConfig {
             server_name: format!("chorus-server/{}", env!("CARGO_PKG_VERSION")),
             retention: DEFAULT_RETENTION,
             channel_idle_ms: DEFAULT_IDLE_TTL_MS,
+            retention_total_bytes: DEFAULT_RETENTION_TOTAL_BYTES,
             faults: Faults::default(),
         }
     }
@@ -285,10 +292,11 @@ impl Core {
     pub fn new(config: CoreConfig, store: Store) -> Result<Core, CoreError> {
         let mut retention = config.retention.max(config.limits.history_limit as usize);
         if config.faults.on(Fault::RetentionBelowAnnounced) {
-            retention = retention.saturating_sub(1); // HIST-17 broken on purpose
+            retention = retention.saturating_sub(1); // HIST-19 broken on purpose
         }
         let engine = InProcessEngine::load(store, retention, config.faults.clone())?
-            .with_idle_ttl(config.channel_idle_ms);
+            .with_idle_ttl(config.channel_idle_ms)
+            .with_retention_bytes(config.limits.retention_bytes, config.retention_total_bytes);
         Ok(Core::with_engine(config, engine))
     }
 }
@@ -332,6 +340,10 @@ impl<E: Engine> Core<E> {
         }
         let id = msg.id().cloned();
         let channel = request_channel(&msg).cloned();
+        if let Err(e) = self.take_request_token(conn, now) {
+            out.send(conn, &ServerMessage::Error(e.to_frame(id, channel)));
+            return out.effects;
+        }
         let result = match msg {
             ClientMessage::Ping(m) => self.ping(conn, m, now, &mut out),
             ClientMessage::AuthRefresh(_) => Err(CoreError::Unauthorized(
@@ -382,6 +394,21 @@ impl<E: Engine> Core<E> {
     }
 
     // --- helpers shared by the areas ---
+
+    /// LIMIT-14: every request takes one token of the connection's request bucket.
+    fn take_request_token(&mut self, conn: ConnId, now: Millis) -> Result<(), CoreError> {
+        if self.fault(Fault::RequestBudgetIgnored) {
+            return Ok(());
+        }
+        let l = self.config.limits;
+        match self.conns.get_mut(&conn) {
+            Some(c) => c
+                .requests
+                .take(l.request_rate_per_sec, l.request_burst, now)
+                .map_err(|retry_after_ms| CoreError::RateLimited { retry_after_ms }),
+            None => Ok(()),
+        }
+    }
 
     fn fault(&self, fault: Fault) -> bool {
         self.config.faults.on(fault)
@@ -598,6 +625,9 @@ fn request_channel(msg: &ClientMessage) -> Option<&ChannelName> {
 
 /// The set of channel names a connection is subscribed to.
 type Subscriptions = BTreeSet<ChannelName>;
+
+#[cfg(test)]
+mod budget_tests;
 
 #[cfg(test)]
 mod room_password_tests {

@@ -27,7 +27,8 @@ impl<E: Engine> Core<E> {
     /// The presence checks of a subscribe, in the order of rooms.md: options range,
     /// password, capacity, `max_presence_members` (the options' shape was checked first).
     pub(super) fn admit(
-        &self,
+        &mut self,
+        conn: ConnId,
         key: &ChannelKey,
         req: &Subscribe,
         user: &str,
@@ -66,7 +67,14 @@ impl<E: Engine> Core<E> {
             Some(room) => {
                 let checked = match (&room.password_hash, req.password.as_deref()) {
                     (None, _) => Checked::Right,
-                    (Some(hash), Some(p)) => room_password::check(hash, p),
+                    (Some(hash), Some(p)) => {
+                        self.password_attempt_allowed(conn, now)?; // LIMIT-16
+                        let checked = room_password::check(hash, p);
+                        if checked == Checked::Wrong {
+                            self.password_attempt_failed(conn, now);
+                        }
+                        checked
+                    }
                     (Some(_), None) => Checked::Wrong,
                 };
                 let password_ok = checked != Checked::Wrong;
@@ -95,6 +103,32 @@ impl<E: Engine> Core<E> {
             }); // PRES-32, PRES-33
         }
         Ok(admission)
+    }
+
+    /// LIMIT-16: `rate_limited`, before any hash is computed, while the connection's
+    /// password bucket is empty.
+    fn password_attempt_allowed(&mut self, conn: ConnId, now: Millis) -> Result<(), CoreError> {
+        if self.fault(Fault::PasswordAttemptsUnbounded) {
+            return Ok(());
+        }
+        let l = self.config.limits;
+        let (interval, burst) = (l.password_attempt_interval_ms, l.max_password_attempts);
+        match self.conns.get_mut(&conn) {
+            Some(c) => c
+                .passwords
+                .check_every(interval, burst, now)
+                .map_err(|retry_after_ms| CoreError::RateLimited { retry_after_ms }),
+            None => Ok(()),
+        }
+    }
+
+    /// A wrong password takes one attempt of the connection's bucket (LIMIT-16).
+    fn password_attempt_failed(&mut self, conn: ConnId, now: Millis) {
+        let l = self.config.limits;
+        let (interval, burst) = (l.password_attempt_interval_ms, l.max_password_attempts);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            let _ = c.passwords.take_every(interval, burst, now);
+        }
     }
 
     /// `subscribed.room` (ROOM-5, ROOM-6, ROOM-12: no password, only `protected`).
