@@ -13,6 +13,7 @@
 
 pub mod chart;
 pub mod client;
+pub mod cluster;
 pub mod dialect;
 pub mod error;
 pub mod http;
@@ -46,8 +47,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Scenario families to run, comma-separated: fanout, paced, fanin, channels, slow,
-    /// idle, presence, state, history, soak, feed [default: all but feed, which needs
-    /// PostgreSQL and runs only when named].
+    /// idle, presence, state, history, soak, feed, cluster [default: all but feed, which
+    /// needs PostgreSQL, and cluster, which needs `redis-server`: they run only when named].
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
     /// Servers to compare, comma-separated: chorus, bare, node [default: all].
@@ -68,6 +69,9 @@ pub struct BenchArgs {
     /// Deliveries per second of the paced fan-out.
     #[arg(long, default_value_t = 100_000.0)]
     pub paced_rate: f64,
+    /// Deliveries per second of the paced cross-node fan-out (cluster).
+    #[arg(long, default_value_t = 20_000.0)]
+    pub cluster_paced_rate: f64,
     /// Idle connections [default: 10000; quick: 500].
     #[arg(long)]
     pub idle_connections: Option<usize>,
@@ -158,6 +162,18 @@ fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
     all.push(Scenario::Soak { secs: soak_secs });
     all.extend(args.feed_rates.iter().map(|&rate| Scenario::Feed { rate }));
     all.push(Scenario::FeedRamp);
+    let cluster_subscribers = pick(args.subscribers, 100, 20);
+    all.push(Scenario::ClusterFanout {
+        subscribers: cluster_subscribers,
+        rate: None,
+    });
+    all.push(Scenario::ClusterFanout {
+        subscribers: cluster_subscribers,
+        rate: Some(args.cluster_paced_rate),
+    });
+    all.push(Scenario::ClusterPresence {
+        members: members.first().copied().unwrap_or(10),
+    });
     let scenarios = select_scenarios(all, &args.scenarios, q)?;
     Ok(Settings {
         kinds: select_servers(args)?,
@@ -194,7 +210,7 @@ fn select_scenarios(
                     s,
                     Scenario::SlowConsumer { .. } | Scenario::FanoutPaced { .. }
                 );
-                let skipped = s.needs_database() || (quick && slow);
+                let skipped = s.needs_database() || s.needs_cluster() || (quick && slow);
                 !skipped
             } else {
                 wanted.iter().any(|w| w == s.family())

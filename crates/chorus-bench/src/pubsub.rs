@@ -190,6 +190,10 @@ pub struct PubSubOutcome {
     pub stalled_closes: Vec<Option<u16>>,
     /// Connections opened.
     pub connections: usize,
+    /// Per node of [`run_on`], its CPU over the measured span (one entry for [`run`]).
+    pub node_cpu: Vec<Duration>,
+    /// CPU of the watched processes of [`run_on`] (a broker) over the same span.
+    pub watched_cpu: Vec<Duration>,
 }
 
 impl PubSubOutcome {
@@ -227,15 +231,37 @@ type Stream = SplitStream<Ws>;
 
 /// Runs `plan` against `server` (which must be idle: the run owns its CPU accounting).
 pub async fn run(server: &Server, plan: &PubSubPlan) -> Result<PubSubOutcome, BenchError> {
+    run_on(&[server], &|_, _| 0, &[], plan).await
+}
+
+/// Where a member connects among the nodes of [`run_on`]: given whether it publishes and
+/// its index in its channel's roster (publishers first), the node's index.
+pub type Placement = dyn Fn(bool, usize) -> usize;
+
+/// [`run`] across the nodes of a cluster: each member connects to `nodes[place(..)]`; the
+/// CPU of every node and of the `watch`ed processes (the broker) is measured over the same
+/// span. Stalled members and the RSS figures are those of the first node.
+pub async fn run_on(
+    nodes: &[&Server],
+    place: &Placement,
+    watch: &[u32],
+    plan: &PubSubPlan,
+) -> Result<PubSubOutcome, BenchError> {
     plan.validate()?;
+    let server = *nodes
+        .first()
+        .ok_or_else(|| BenchError::Options("no server to run against".into()))?;
     let dialect = server.dialect.clone();
     let roster = roster(plan);
-    let members: Vec<(String, String)> = roster
-        .iter()
-        .filter(|m| !m.stalled)
-        .map(|m| (m.channel.clone(), m.user.clone()))
-        .collect();
-    let mut sockets = client::connect_many(dialect.as_ref(), server.addr, &members, 32).await?;
+    let node_of = |m: &Member| nodes[place(m.publisher.is_some(), m.slot) % nodes.len()];
+    let dialect_ref = dialect.as_ref();
+    let mut sockets: Vec<Ws> = futures_util::stream::iter(roster.iter().filter(|m| !m.stalled))
+        .map(|m| client::connect(dialect_ref, node_of(m).addr, &m.channel, &m.user))
+        .buffered(32)
+        .collect::<Vec<Result<Ws, BenchError>>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
     for m in roster.iter().filter(|m| m.stalled) {
         let ws = client::connect_with(
             dialect.as_ref(),
@@ -276,7 +302,14 @@ pub async fn run(server: &Server, plan: &PubSubPlan) -> Result<PubSubOutcome, Be
         tokio::task::spawn_local(watch_stalled(probe, stalled, stop_stalling.clone()))
     });
     let sampler = RssSampler::start(server.pid);
-    let cpu_start = server.cpu()?;
+    let cpu_start = nodes
+        .iter()
+        .map(|n| n.cpu())
+        .collect::<Result<Vec<_>, _>>()?;
+    let watch_start = watch
+        .iter()
+        .map(|pid| crate::procstat::cpu_time(*pid))
+        .collect::<Result<Vec<_>, _>>()?;
     let start = Instant::now();
     let start_ns = now_ns();
     let total_publishers = publisher_sinks.len();
@@ -305,7 +338,15 @@ pub async fn run(server: &Server, plan: &PubSubPlan) -> Result<PubSubOutcome, Be
     let expected = shared.sent() * plan.fanout();
     let acks_expected = dialect.acks_publishes().then(|| shared.sent());
     wait_for(&shared, expected, acks_expected, plan.drain).await;
-    let server_cpu = server.cpu()?.saturating_sub(cpu_start);
+    let mut node_cpu = Vec::new();
+    for (node, start) in nodes.iter().zip(&cpu_start) {
+        node_cpu.push(node.cpu()?.saturating_sub(*start));
+    }
+    let mut watched_cpu = Vec::new();
+    for (pid, start) in watch.iter().zip(&watch_start) {
+        watched_cpu.push(crate::procstat::cpu_time(*pid)?.saturating_sub(*start));
+    }
+    let server_cpu = node_cpu.iter().sum();
     let peak_rss_kib = sampler.stop().await;
     let end_ns = shared.last_delivery_ns.get().max(start_ns + 1);
     stop_stalling.set(true);
@@ -334,6 +375,8 @@ pub async fn run(server: &Server, plan: &PubSubPlan) -> Result<PubSubOutcome, Be
         joined_rss_kib,
         stalled_closes,
         connections: roster.len(),
+        node_cpu,
+        watched_cpu,
     };
     Ok(outcome)
 }
@@ -347,6 +390,8 @@ struct Member {
     /// Publisher ids of the member's channel.
     peers: Range<u32>,
     stalled: bool,
+    /// Index in its channel's roster (publishers first).
+    slot: usize,
 }
 
 fn roster(plan: &PubSubPlan) -> Vec<Member> {
@@ -364,6 +409,7 @@ fn roster(plan: &PubSubPlan) -> Vec<Member> {
                 publisher: (i < plan.publishers).then(|| first + i as u32),
                 peers: peers.clone(),
                 stalled: false,
+                slot: i,
             });
         }
     }
@@ -375,6 +421,7 @@ fn roster(plan: &PubSubPlan) -> Vec<Member> {
             publisher: None,
             peers: 0..plan.publishers as u32,
             stalled: true,
+            slot: plan.publishers + plan.subscribers + i,
         });
     }
     out

@@ -103,6 +103,16 @@ async fn run_scenario(
             }
         }
     }
+    let cluster = match scenario.needs_cluster() {
+        false => None,
+        true => match crate::cluster::Cluster::start(&settings.launcher, crate::cluster::NODES) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                result.failures.push(format!("cluster: {e}"));
+                return result;
+            }
+        },
+    };
     let (warmup, reps) = match (scenario.repeats(), scenario.reps_cap()) {
         (false, _) => (0, 1),
         (true, Some(cap)) => (0, settings.reps.min(cap)),
@@ -116,7 +126,10 @@ async fn run_scenario(
             } else {
                 format!("{} {} rep {}", result.name, kind.name(), round - warmup + 1)
             };
-            let outcome = run_once(settings, scenario, kind, &mut shared).await;
+            let outcome = match &cluster {
+                Some(c) => run_clustered(settings, scenario, c, kind, &mut shared).await,
+                None => run_once(settings, scenario, kind, &mut shared).await,
+            };
             match outcome {
                 Ok(figures) => {
                     progress(&format!("{label}: {}", summary(scenario, &figures)));
@@ -134,6 +147,7 @@ async fn run_scenario(
         }
     }
     drop(shared);
+    drop(cluster);
     if let Some(database) = database {
         if let Err(e) = database.cleanup().await {
             result.failures.push(format!("postgres clean-up: {e}"));
@@ -204,6 +218,22 @@ async fn run_once(
     let figures = scenario.run(server, settings.timing).await;
     server.check_alive()?;
     figures
+}
+
+/// One run of a cluster scenario, beside the shared single server of `kind`.
+async fn run_clustered(
+    settings: &Settings,
+    scenario: &Scenario,
+    cluster: &crate::cluster::Cluster,
+    kind: ServerKind,
+    shared: &mut BTreeMap<ServerKind, Server>,
+) -> Result<Figures, BenchError> {
+    let single = shared.get_mut(&kind).ok_or_else(|| BenchError::Server {
+        server: kind.name().to_owned(),
+        reason: "not started".to_owned(),
+    })?;
+    single.check_alive()?;
+    scenario.run_cluster(cluster, single, settings.timing).await
 }
 
 /// The run's key figures on one line.

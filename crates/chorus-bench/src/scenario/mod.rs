@@ -1,6 +1,7 @@
 //! The scenarios of the issue and what each measures. A scenario runs once against one
 //! server and returns its figures; the runner repeats and alternates.
 
+mod cluster;
 mod fanout;
 pub mod feed;
 mod history;
@@ -90,6 +91,19 @@ pub enum Scenario {
     },
     /// Paced feed steps of growing rate until latency climbs: the sustained maximum.
     FeedRamp,
+    /// Three nodes on one Redis: publisher on one node, subscribers split over the two
+    /// others, unpaced or paced; against the single server (needs `redis-server`).
+    ClusterFanout {
+        /// Subscribers.
+        subscribers: usize,
+        /// Deliveries per second, or unpaced.
+        rate: Option<f64>,
+    },
+    /// Presence churn across three nodes on one Redis.
+    ClusterPresence {
+        /// Static members (on the third node).
+        members: usize,
+    },
     /// Connect/subscribe/publish/disconnect churn, then leak checks.
     Soak {
         /// Churn time.
@@ -113,6 +127,14 @@ impl Scenario {
             Scenario::State { writers } => format!("state-{writers}"),
             Scenario::History { clients, missed } => format!("history-{clients}x{missed}"),
             Scenario::Soak { secs } => format!("soak-{secs}s"),
+            Scenario::ClusterFanout { subscribers, rate } => match rate {
+                None => format!("cluster-fanout-{subscribers}"),
+                Some(r) => format!(
+                    "cluster-fanout-{subscribers}-paced-{}k",
+                    (r / 1000.0).round()
+                ),
+            },
+            Scenario::ClusterPresence { members } => format!("cluster-presence-{members}"),
             Scenario::Feed { rate } => format!("feed-{}k", rate / 1000.0),
             Scenario::FeedRamp => "feed-ramp".to_owned(),
         }
@@ -131,6 +153,7 @@ impl Scenario {
             Scenario::State { .. } => "state",
             Scenario::History { .. } => "history",
             Scenario::Soak { .. } => "soak",
+            Scenario::ClusterFanout { .. } | Scenario::ClusterPresence { .. } => "cluster",
             Scenario::Feed { .. } | Scenario::FeedRamp => "feed",
         }
     }
@@ -147,6 +170,8 @@ impl Scenario {
             Scenario::Presence { members } => format!("4 churners join, update, leave a presence channel of {members} members"),
             Scenario::State { writers } => format!("{writers} subscribed writers doing compare-and-set (expected_version) on one key"),
             Scenario::History { clients, missed } => format!("{clients} clients reconnect with `since` after missing {missed} messages"),
+            Scenario::ClusterFanout { subscribers, rate } => format!("3 nodes on one Redis: 1 publisher on node A, {subscribers} subscribers split over nodes B and C, {}; the same plan on the single server as single_*", rate.map_or("unpaced (closed loop, window per publisher)".to_owned(), |r| format!("paced at {r} deliveries/s"))),
+            Scenario::ClusterPresence { members } => format!("3 nodes on one Redis: 4 churners on nodes A and B join, update, leave a presence channel whose {members} members are on node C; the single server as single_*"),
             Scenario::Soak { secs } => format!("{secs} s of connect/subscribe/publish/disconnect churn, then idle: RSS back near idle, stats at zero"),
             Scenario::Feed { rate } => format!("{} PostgreSQL writers commit {rate} INSERTs/s ({} rows per transaction) into a published table; latency from the scheduled COMMIT to the data_change at one subscriber of resource:{}", feed::WRITERS, (rate / feed::MAX_TXN_PER_SEC).ceil().max(1.0), feed::TABLE),
             Scenario::FeedRamp => format!("paced feed steps at {:?} changes/s; sustained: the last step with every change delivered and p99 within {}x the first step's", feed::RAMP, feed::CLIMB),
@@ -162,7 +187,9 @@ impl Scenario {
             | Scenario::History { .. }
             | Scenario::Soak { .. }
             | Scenario::Feed { .. }
-            | Scenario::FeedRamp => kind == ServerKind::Chorus,
+            | Scenario::FeedRamp
+            | Scenario::ClusterFanout { .. }
+            | Scenario::ClusterPresence { .. } => kind == ServerKind::Chorus,
             _ => true,
         }
     }
@@ -181,6 +208,15 @@ impl Scenario {
     /// server starts, dropped after).
     pub fn needs_database(&self) -> bool {
         matches!(self, Scenario::Feed { .. } | Scenario::FeedRamp)
+    }
+
+    /// Whether the scenario runs on a cluster of nodes on a Redis of its own (started
+    /// once per scenario, beside the single server it compares with).
+    pub fn needs_cluster(&self) -> bool {
+        matches!(
+            self,
+            Scenario::ClusterFanout { .. } | Scenario::ClusterPresence { .. }
+        )
     }
 
     /// At most this many measured repetitions, and no warm-up (the slow-consumer run lasts
@@ -273,6 +309,48 @@ impl Scenario {
                 "disorder",
             ],
             Scenario::FeedRamp => &["sustained_per_sec", "base_p99_ms"],
+            Scenario::ClusterFanout { .. } => &[
+                "delivered_per_sec",
+                "single_delivered_per_sec",
+                "server_cpu_us_per_delivery",
+                "single_server_cpu_us_per_delivery",
+                "subscriber_nodes_cpu_us_per_delivery",
+                "publisher_node_cpu_us_per_publish",
+                "redis_cpu_us_per_publish",
+                "redis_calls_per_publish",
+                "latency_p99_ms",
+                "single_latency_p99_ms",
+                "lost",
+            ],
+            Scenario::ClusterPresence { .. } => &[
+                "cycles_per_sec",
+                "single_cycles_per_sec",
+                "server_cpu_us_per_cycle",
+                "single_server_cpu_us_per_cycle",
+                "redis_cpu_us_per_cycle",
+                "redis_calls_per_change",
+                "op_latency_p99_ms",
+                "single_op_latency_p99_ms",
+                "lost",
+            ],
+        }
+    }
+
+    /// Runs a cluster scenario once against `cluster`, and against `single` for comparison.
+    pub async fn run_cluster(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        single: &Server,
+        timing: Timing,
+    ) -> Result<Figures, BenchError> {
+        match *self {
+            Scenario::ClusterFanout { subscribers, rate } => {
+                cluster::fanout(cluster, single, timing, subscribers, rate).await
+            }
+            Scenario::ClusterPresence { members } => {
+                cluster::presence(cluster, single, timing, members).await
+            }
+            _ => self.run(single, timing).await,
         }
     }
 
@@ -298,6 +376,9 @@ impl Scenario {
             Scenario::Soak { secs } => soak::run(server, Duration::from_secs(secs)).await,
             Scenario::Feed { rate } => feed::paced(server, timing, rate).await,
             Scenario::FeedRamp => feed::ramp(server, timing).await,
+            Scenario::ClusterFanout { .. } | Scenario::ClusterPresence { .. } => Err(
+                BenchError::Options(format!("{} needs a cluster", self.name())),
+            ),
         }
     }
 }

@@ -26,6 +26,22 @@ const CHURN_PREFIX: &str = "churn-";
 
 /// One run with `members` static members.
 pub async fn run(server: &Server, timing: Timing, members: usize) -> Result<Figures, BenchError> {
+    run_on(&[server], &[], timing, members).await
+}
+
+/// [`run`] across the nodes of a cluster: the static members on the last node, churner `i`
+/// on node `i % (nodes - 1)` (every node with one node), CPU summed over the nodes, and
+/// the `watch`ed processes' CPU (the broker) per cycle as `watched_cpu_us_per_cycle`.
+pub async fn run_on(
+    nodes: &[&Server],
+    watch: &[u32],
+    timing: Timing,
+    members: usize,
+) -> Result<Figures, BenchError> {
+    let server = *nodes
+        .last()
+        .ok_or_else(|| BenchError::Options("no server to run against".into()))?;
+    let churn_nodes = &nodes[..nodes.len().saturating_sub(1).max(1)];
     // A fresh channel per run: leases of the previous run's members may still be in grace.
     let channel = format!("presence-bench-{members}-{}", now_ns());
     let roster: Vec<(String, String)> = (0..members)
@@ -40,9 +56,19 @@ pub async fn run(server: &Server, timing: Timing, members: usize) -> Result<Figu
         .await?;
     let mut churners = Vec::new();
     for i in 0..CHURNERS {
-        churners.push(Session::open(server, &format!("{CHURN_PREFIX}{i}")).await?);
+        let node = churn_nodes[i % churn_nodes.len()];
+        churners.push(Session::open(node, &format!("{CHURN_PREFIX}{i}")).await?);
     }
-    let cpu_start = server.cpu()?;
+    let cpu_of = |pids: &[u32]| -> Result<f64, BenchError> {
+        let mut total = 0.0;
+        for pid in pids {
+            total += crate::procstat::cpu_time(*pid)?.as_secs_f64();
+        }
+        Ok(total)
+    };
+    let pids: Vec<u32> = nodes.iter().map(|n| n.pid).collect();
+    let cpu_start = cpu_of(&pids)?;
+    let watch_start = cpu_of(watch)?;
     let start = Instant::now();
     let deadline = start + timing.duration;
     let jobs: Vec<_> = churners
@@ -66,7 +92,8 @@ pub async fn run(server: &Server, timing: Timing, members: usize) -> Result<Figu
     while events.get() < expected && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let cpu = server.cpu()?.saturating_sub(cpu_start).as_secs_f64();
+    let cpu = cpu_of(&pids)? - cpu_start;
+    let watched = cpu_of(watch)? - watch_start;
     let elapsed = start.elapsed().as_secs_f64();
     for r in readers {
         r.abort();
@@ -90,6 +117,12 @@ pub async fn run(server: &Server, timing: Timing, members: usize) -> Result<Figu
         ),
         ("errors".to_owned(), errors as f64),
     ]);
+    if !watch.is_empty() {
+        f.insert(
+            "watched_cpu_us_per_cycle".to_owned(),
+            watched * 1e6 / cycles.max(1) as f64,
+        );
+    }
     add_percentiles(&mut f, "op_latency", &latency);
     Ok(f)
 }
