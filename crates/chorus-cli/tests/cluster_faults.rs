@@ -12,7 +12,8 @@
 //!   again on its append-only file): every client is closed with 4301, nothing is
 //!   acknowledged that Redis did not store, nothing is served half-way meanwhile, and once
 //!   Redis answers again clients resume with `since` and find every acknowledged write
-//!   (CLUS-10, CLUS-13).
+//!   (CLUS-10, CLUS-13); and a node the others once took for dead during such an outage
+//!   still gets the whole grace period when it really dies later (CLUS-8).
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -164,6 +165,10 @@ impl Node {
     }
 
     fn start_on(url: &str, prefix: &str) -> Node {
+        Node::start_with_grace(url, prefix, GRACE_MS)
+    }
+
+    fn start_with_grace(url: &str, prefix: &str, grace_ms: u64) -> Node {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
             .args([
@@ -177,7 +182,7 @@ impl Node {
             .arg(port.to_string())
             .args(["--engine", "redis", "--redis-url", url])
             .args(["--redis-prefix", prefix])
-            .args(["--presence-grace-ms", &GRACE_MS.to_string()])
+            .args(["--presence-grace-ms", &grace_ms.to_string()])
             .env("CHORUS_API_KEY", API_KEY)
             .stdout(Stdio::null())
             .stderr(node_log())
@@ -681,5 +686,49 @@ async fn a_flushed_broker_starts_a_new_epoch_and_says_so() {
         "CLUS-12"
     );
     drop((a, b));
+    cleanup(&prefix);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_once_taken_for_dead_keeps_its_grace_period() {
+    const GRACE: u64 = 4000;
+    let prefix = prefix("stamped");
+    let (mut a, b) = (
+        Node::start_with_grace(&redis_url(), &prefix, GRACE),
+        Node::start_with_grace(&redis_url(), &prefix, GRACE),
+    );
+    for node in [&a, &b] {
+        connect(node.port).await; // both nodes joined
+    }
+    // Node A stalls past its liveness TTL but within the grace period: B finds it dead,
+    // then alive again before the grace is over, and must forget that it found it dead.
+    signal(a.child.id(), "STOP");
+    tokio::time::sleep(Duration::from_millis(LIVENESS_MS)).await;
+    signal(a.child.id(), "CONT");
+    let channel = "presence-stamped";
+    let (mut bob, _) = connect(b.port).await;
+    subscribe(&mut bob, channel, None).await;
+    let (mut ann, welcome) = connect(a.port).await;
+    subscribe(&mut ann, channel, None).await;
+    let joined = frame_of(&mut bob, "user:joined").await;
+    assert_eq!(joined["member"]["user_id"], welcome["user"]["id"]);
+    // Past the grace period B would have applied to the stall: nothing was dropped.
+    tokio::time::sleep(Duration::from_millis(GRACE)).await;
+
+    let killed = Instant::now();
+    a.kill();
+    let left = frame_of(&mut bob, "user:left").await;
+    let took = killed.elapsed();
+    assert_eq!(left["user_id"], welcome["user"]["id"], "{left}");
+    eprintln!(
+        "CLUS-8: user:left {} ms after SIGKILL (grace {GRACE} ms), after a stall",
+        took.as_millis()
+    );
+    // At least the TTL left after the node's last renewal (2 s or more), then the grace.
+    assert!(
+        took >= Duration::from_millis(GRACE + 1000),
+        "user:left {took:?} after the kill: the grace of {GRACE} ms was cut short"
+    );
+    drop(b);
     cleanup(&prefix);
 }

@@ -305,6 +305,11 @@ impl RedisEngine {
             .arg(self.keys.node_set())
             .arg(self.node)
             .ignore()
+            // Another node may have found this one dead during a stall: it is alive, and
+            // when it really dies its grace period counts from then, not from the stall.
+            .cmd("DEL")
+            .arg(self.keys.dead(self.node))
+            .ignore()
             .query::<()>(&mut *conn)
             .map_err(|e| e.to_string())
     }
@@ -327,11 +332,15 @@ impl RedisEngine {
                 continue;
             }
             // The first node to find it dead stamps the time; every node reads the stamp.
+            // The stamp outlives the grace period by a few sweeps, no more: one left by a
+            // node that came back (and raced its own renewal) does not cut a later grace.
             let (_, since): (bool, Millis) = redis::pipe()
                 .cmd("SET")
                 .arg(self.keys.dead(node))
                 .arg(now)
                 .arg("NX")
+                .arg("PX")
+                .arg(self.grace_ms + 3 * LIVENESS_PERIOD_MS)
                 .cmd("GET")
                 .arg(self.keys.dead(node))
                 .query(&mut *self.redis.borrow_mut())
