@@ -31,6 +31,20 @@ pub struct FaultArgs {
     /// With --mutation: servers under test at once.
     #[arg(long, default_value_t = mutation::DEFAULT_SERVERS, value_name = "N")]
     pub fault_servers: usize,
+    /// With --mutation: grade a cluster instead of one server, each trial on nodes of the
+    /// Redis cluster engine sharing this Redis (redis://host:port; each trial under a key
+    /// prefix of its own, deleted after it); injects the cluster engine's faults (unless
+    /// --fault names others).
+    #[arg(long, requires = "mutation", value_name = "URL")]
+    pub cluster_redis: Option<String>,
+    /// With --cluster-redis: nodes per trial (the cases' clients are spread over them).
+    #[arg(
+        long,
+        default_value_t = 2,
+        value_name = "N",
+        requires = "cluster_redis"
+    )]
+    pub cluster_nodes: usize,
     /// List the faults (name, requirement, what breaks) and exit.
     #[arg(long)]
     pub list_faults: bool,
@@ -60,9 +74,18 @@ pub fn list() -> u8 {
 /// `--mutation`.
 pub async fn run_mutation(args: &ConformArgs, selected: &[LoadedFixture]) -> Result<u8, String> {
     let chosen = parse(&args.faults.fault)?;
-    // Unless named, the cluster engine's faults are left out: one server cannot show them.
+    let cluster = args
+        .faults
+        .cluster_redis
+        .as_ref()
+        .map(|url| mutation::Cluster {
+            redis_url: url.clone(),
+            nodes: args.faults.cluster_nodes.max(1),
+        });
+    // Unless named, the faults of what is graded: one server cannot show the cluster
+    // engine's, a cluster run is for those.
     let faults: Vec<Fault> = match chosen.is_empty() {
-        true => mutation::default_faults(false),
+        true => mutation::default_faults(cluster.is_some()),
         false => Fault::ALL
             .iter()
             .copied()
@@ -77,6 +100,7 @@ pub async fn run_mutation(args: &ConformArgs, selected: &[LoadedFixture]) -> Res
         cases: args.cases.unwrap_or(mutation::DEFAULT_CASES),
         properties: selected_properties(args),
         stop_early: !args.faults.whole_suite,
+        cluster,
         ..mutation::Options::default()
     };
     let total = opts.faults.len() + 1;

@@ -67,3 +67,26 @@ fn every_cluster_fault_is_caught_across_two_nodes() {
         m.unrelated()
     );
 }
+
+#[test]
+fn the_mutation_command_grades_a_cluster() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["conform", "--mutation", "--cluster-redis", &redis_url()])
+        .args([
+            "--fault",
+            "cluster_state_node_local",
+            "--run",
+            "state.snapshot.sync",
+        ])
+        .args(["--no-properties", "--quiet"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("caught ") && l.contains("cluster_state_node_local")),
+        "{text}"
+    );
+    assert!(text.contains("mutation score: 1/1 faults caught"), "{text}");
+}
