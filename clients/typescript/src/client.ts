@@ -300,11 +300,11 @@ export class ChorusClient {
   }
 
   /**
-   * The change feed of a resource (`resource:{name}`), or of one record (`{name}:{recordId}`),
-   * subscribed at once.
+   * The change feed of a resource (`resource:{name}`), or of one record
+   * (`resource:{name}:{recordId}`, CHG-21), subscribed at once.
    */
   resource(name: string, recordId?: string): ResourceFeed {
-    const rec = this.record(recordId === undefined ? `resource:${name}` : `${name}:${recordId}`);
+    const rec = this.record(recordId === undefined ? `resource:${name}` : `resource:${name}:${recordId}`);
     this.want(rec, undefined);
     return new ResourceFeed(this, rec);
   }
@@ -1087,7 +1087,7 @@ export class Channel {
     return this.rec.events.on("message", fn);
   }
 
-  /** Every `data_change` of the channel (a `resource:` or record channel), each exactly once. */
+  /** Every `data_change` of the channel (a resource feed or a record channel, both `resource:`), each exactly once. */
   onDataChange(fn: (c: DataChange) => void): () => void {
     return this.rec.events.on("data_change", fn);
   }

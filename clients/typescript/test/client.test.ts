@@ -365,18 +365,18 @@ test("compare-and-set conflicts are surfaced and update() retries on the newer s
   assert.equal(conflicts[0]!.current?.version, 2);
 });
 
-test("resource feeds subscribe to resource:{name} and {name}:{id}", async () => {
+test("resource feeds subscribe to resource:{name} and resource:{name}:{id} (CHG-21)", async () => {
   const { client, ws } = await connected();
   const feed = client.resource("post");
   const one = client.resource("post", "7");
   const changes: string[] = [];
   feed.onChange((c) => changes.push(`${c.operation}:${c.record_id}`));
-  assert.deepEqual(ws.ofType("subscribe").map((f) => f.channel), ["resource:post", "post:7"]);
-  reply(ws, "subscribe", { type: "subscribed", channel: "post:7", kind: "public", position: { epoch: "e", seq: 0 } });
+  assert.deepEqual(ws.ofType("subscribe").map((f) => f.channel), ["resource:post", "resource:post:7"]);
+  reply(ws, "subscribe", { type: "subscribed", channel: "resource:post:7", kind: "public", position: { epoch: "e", seq: 0 } });
   ws.push({ type: "subscribed", id: ws.ofType("subscribe")[0]!.id, channel: "resource:post", kind: "public", position: { epoch: "e", seq: 0 } });
   ws.push({ type: "data_change", channel: "resource:post", operation: "create", resource: "post", record_id: "7", data: { id: "7" }, ts: 1, seq: 1 });
   assert.deepEqual(changes, ["create:7"]);
-  assert.equal(one.channel, "post:7");
+  assert.equal(one.channel, "resource:post:7");
 });
 
 test("rate_limited holds broadcasts for retry_after_ms (CLIENT-17)", async () => {

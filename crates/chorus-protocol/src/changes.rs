@@ -19,7 +19,7 @@ pub enum Operation {
 }
 
 /// `data_change` (server): a committed change of a record, delivered on `resource:{name}` and
-/// on `{name}:{record_id}`; it takes a `seq` in each channel like a `message`.
+/// on `resource:{name}:{record_id}` (CHG-21); it takes a `seq` in each channel like a `message`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DataChange {
     /// The channel this copy was delivered on.

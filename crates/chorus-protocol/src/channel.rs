@@ -107,7 +107,8 @@ impl ChannelName {
         self.0.starts_with(PRIVATE_PREFIX)
     }
 
-    /// True for `resource:{name}` feeds, where clients may not broadcast.
+    /// True for `resource:` channels (feeds and record channels), where clients may not
+    /// broadcast or write state (CHAN-21, STATE-11).
     pub fn is_resource_feed(&self) -> bool {
         self.0.starts_with(RESOURCE_PREFIX)
     }
@@ -117,9 +118,10 @@ impl ChannelName {
         ChannelName(format!("{RESOURCE_PREFIX}{resource}"))
     }
 
-    /// The channel of one record: `{name}:{id}`.
+    /// The channel of one record: `resource:{name}:{id}` (CHG-21), under the reserved
+    /// prefix so that no ordinary channel belongs to a resource (CHG-23).
     pub fn record(resource: &str, record_id: &str) -> Self {
-        ChannelName(format!("{resource}:{record_id}"))
+        ChannelName(format!("{RESOURCE_PREFIX}{resource}:{record_id}"))
     }
 }
 

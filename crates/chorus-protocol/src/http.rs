@@ -111,7 +111,7 @@ pub struct ResourceList {
 }
 
 /// Body of `POST /api/changes` (API key): a change the application committed in its own
-/// database, to be announced as a `data_change` pair (CHG-12).
+/// database, to be announced as a `data_change` pair (CHG-22).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeReport {
@@ -139,7 +139,7 @@ pub struct ChangeAccepted {
     pub operation: Operation,
     /// `seq` of the change on `resource:{resource}`.
     pub feed_seq: u64,
-    /// `seq` of the change on `{resource}:{record_id}`.
+    /// `seq` of the change on `resource:{resource}:{record_id}`.
     pub record_seq: u64,
     /// `ts` of both frames.
     pub ts: Millis,

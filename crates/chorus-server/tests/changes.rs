@@ -1,4 +1,4 @@
-//! Change ingestion over HTTP (`POST /api/changes`, spec changes.md CHG-12 to CHG-18)
+//! Change ingestion over HTTP (`POST /api/changes`, spec changes.md CHG-13 to CHG-18, CHG-22)
 //! against the server itself: a retried report is delivered once, a key reused for another
 //! change is refused, and keys are remembered across a restart of a durable server.
 
@@ -28,7 +28,7 @@ fn shipped() -> Value {
 async fn watcher(server: &chorus_server::RunningServer) -> Client {
     let mut c = Client::user(server, "ann").await;
     c.subscribe("resource:order").await;
-    c.subscribe("order:o1").await;
+    c.subscribe("resource:order:o1").await;
     c
 }
 
@@ -69,7 +69,10 @@ async fn a_retried_report_is_delivered_once_with_the_first_reply() {
     let record = c.recv_type("data_change").await;
     let mut channels = [feed["channel"].clone(), record["channel"].clone()];
     channels.sort_by_key(|v| v.to_string());
-    assert_eq!(channels, [json!("order:o1"), json!("resource:order")]);
+    assert_eq!(
+        channels,
+        [json!("resource:order"), json!("resource:order:o1")]
+    );
 
     let (status, again) = report(&server, "retry-1", &shipped()).await;
     assert_eq!(status, 200, "CHG-14: {again}");

@@ -246,7 +246,7 @@ async fn resource_writes_produce_data_change() {
     assert_eq!(change["seq"], 1);
 
     let mut record = Client::user(&server, "bob").await;
-    record.subscribe("post:p1").await;
+    record.subscribe("resource:post:p1").await;
     let r = api(&server, Method::PATCH, "/api/resources/post/p1")
         .json(&json!({"title":"Hi"}))
         .send()

@@ -141,7 +141,7 @@ async fn insert_update_delete_reach_both_channels_with_whole_rows() {
     let mut feed = Client::user(&server, "ann").await;
     feed.subscribe(&format!("resource:{}", n.table)).await;
     let mut record = Client::user(&server, "bob").await;
-    record.subscribe(&format!("{}:7", n.table)).await;
+    record.subscribe(&format!("resource:{}:7", n.table)).await;
     let t = &n.table;
     db.batch_execute(&format!(
         "INSERT INTO {t} (id, title, body, meta, price, done)
@@ -194,7 +194,7 @@ async fn insert_update_delete_reach_both_channels_with_whole_rows() {
     // The record channel gets the same changes, in the same order, with the same rows.
     for expected in [&big, &updated, &deleted] {
         let got = change(&mut record).await;
-        assert_eq!(got["channel"], format!("{}:7", n.table));
+        assert_eq!(got["channel"], format!("resource:{}:7", n.table));
         assert_eq!(
             (&got["operation"], &got["record_id"], &got["data"]),
             (

@@ -871,7 +871,7 @@ export interface StateDeleted {
 }
 /**
  * `data_change` (server): a committed change of a record, delivered on `resource:{name}` and
- * on `{name}:{record_id}`; it takes a `seq` in each channel like a `message`.
+ * on `resource:{name}:{record_id}` (CHG-21); it takes a `seq` in each channel like a `message`.
  */
 export interface DataChange {
   type: "data_change";

@@ -18,7 +18,7 @@ const MAX_RECORD_ID_CHARS: usize = 128;
 
 impl<E: Engine> Core<E> {
     /// A write of the resource API: committed first (CHG-3, HTTP-34), then one
-    /// `data_change` on `resource:{name}` and one on `{name}:{id}` (CHG-2), each taking
+    /// `data_change` on `resource:{name}` and one on `resource:{name}:{id}` (CHG-21), each taking
     /// the next `seq` of its channel and retained for recovery.
     pub fn resource_write(
         &mut self,
@@ -143,6 +143,11 @@ impl<E: Engine> Core<E> {
         if !self.fault(Fault::DataChangeMissingRecordChannel) {
             channels.push(ChannelName::record(resource, &record.id));
         }
+        if self.fault(Fault::RecordChannelUnprefixed) {
+            channels.push(ChannelName::from(
+                format!("{resource}:{}", record.id).as_str(),
+            ));
+        }
         let mut out = Outbox::default();
         let mut seqs = Vec::with_capacity(2);
         for channel in channels {
@@ -251,14 +256,10 @@ mod tests {
     #[test]
     fn a_change_reaches_the_feed_and_the_record_channel() {
         let mut d = Driver::new();
-        let (f, r) = (d.connect("feed"), d.connect("rec"));
+        let (f, r, o) = (d.connect("feed"), d.connect("rec"), d.connect("other"));
         d.subscribe(f, "resource:post");
-        d.subscribe(r, "post:p1");
-        d.send(
-            r,
-            json!({"type": "broadcast", "channel": "post:p1", "event": "note", "data": 1}),
-        );
-        d.frames(r);
+        d.subscribe(r, "resource:post:p1");
+        d.subscribe(o, "post:p1");
         let rec = write(
             &mut d,
             "",
@@ -275,11 +276,8 @@ mod tests {
             "data": {"id": "p1", "title": "Hello"}, "ts": T0, "seq": seq})
         };
         assert_eq!(d.frames(f), vec![change("resource:post", 1)]);
-        assert_eq!(
-            d.frames(r),
-            vec![change("post:p1", 2)],
-            "shares the channel's sequence"
-        );
+        assert_eq!(d.frames(r), vec![change("resource:post:p1", 1)]);
+        d.assert_silent(o); // CHG-23: an ordinary channel, whatever resources exist
     }
 
     #[test]

@@ -83,7 +83,7 @@ faults! {
     HistoryHasMoreOnFullPage = "history_has_more_on_full_page": "has_more is true on every full page, even when nothing older is retained (HIST-16)",
     HistoryLimitUncapped = "history_limit_uncapped": "a history limit above history_limit is not capped (HIST-15)",
     RoomPasswordIgnored = "room_password_ignored": "protected rooms admit any password (ROOM-10)",
-    DataChangeMissingRecordChannel = "data_change_missing_record_channel": "data_change only on resource:{name} (CHG-2)",
+    DataChangeMissingRecordChannel = "data_change_missing_record_channel": "data_change only on resource:{name}, never on the record channel resource:{name}:{id} (CHG-21)",
     UnsubscribeKeepsDelivering = "unsubscribe_keeps_delivering": "an unsubscribed connection still receives the channel (CHAN-34)",
     PutCreates = "put_creates": "PUT on a record that does not exist creates it (HTTP-29)",
     PatchNullDeletes = "patch_null_deletes": "PATCH deletes the keys it sets to null, as JSON Merge Patch does (HTTP-31)",
@@ -93,7 +93,8 @@ faults! {
     PublishSkipsOwnConnections = "publish_skips_own_connections": "POST /api/publish does not deliver to the publishing user's own connections (HTTP-20)",
     VersionReusedAfterConflict = "version_reused_after_conflict": "a rejected conflicting write rolls the version back, so the next write reuses a version (STATE-3)",
     EventFilterIgnored = "event_filter_ignored": "history ignores its event filter (BCAST-2)",
-    ReportedChangeSilent = "reported_change_silent": "POST /api/changes answers 200 but sends no data_change (CHG-12)",
+    RecordChannelUnprefixed = "record_channel_unprefixed": "a record's data_change also goes to the ordinary channel {name}:{id}, the naming before CHG-21, so a resource chat takes over the public channel chat:general (CHG-23)",
+    ReportedChangeSilent = "reported_change_silent": "POST /api/changes answers 200 but sends no data_change (CHG-22)",
     ChangeKeyOptional = "change_key_optional": "POST /api/changes is accepted without an Idempotency-Key (CHG-13)",
     ChangeKeyIgnored = "change_key_ignored": "a retried POST /api/changes with the same Idempotency-Key emits the change again (CHG-14)",
     ChangeKeyReuseAccepted = "change_key_reuse_accepted": "an Idempotency-Key reused for another change replays the first reply instead of 409 (CHG-15)",
@@ -556,7 +557,7 @@ mod fault_tests {
     fn data_change_missing_record_channel() {
         let mut d = with("data_change_missing_record_channel");
         let r = d.connect("ann");
-        d.subscribe(r, "post:p");
+        d.subscribe(r, "resource:post:p");
         let op = ResourceOp::Create {
             resource: "post".into(),
             id: Some("p".into()),
@@ -565,6 +566,21 @@ mod fault_tests {
         let (_, effects) = d.core.resource_write("", op, d.now).unwrap();
         d.route(effects);
         d.assert_silent(r);
+    }
+
+    #[test]
+    fn record_channel_unprefixed() {
+        let mut d = with("record_channel_unprefixed");
+        let r = d.connect("ann");
+        d.subscribe(r, "chat:general");
+        let op = ResourceOp::Create {
+            resource: "chat".into(),
+            id: Some("general".into()),
+            data: json!({}),
+        };
+        let (_, effects) = d.core.resource_write("", op, d.now).unwrap();
+        d.route(effects);
+        assert_eq!(d.types(r), ["data_change"]);
     }
 
     #[test]

@@ -56,7 +56,7 @@ struct KeptReply {
 }
 
 impl<E: Engine> Core<E> {
-    /// `POST /api/changes`: announces a change the application committed (CHG-12), once
+    /// `POST /api/changes`: announces a change the application committed (CHG-22), once
     /// per `Idempotency-Key` (CHG-13 to CHG-15).
     pub fn report_change(
         &mut self,
@@ -248,7 +248,7 @@ mod tests {
         let mut d = Driver::new();
         let (f, r) = (d.connect("feed"), d.connect("rec"));
         d.subscribe(f, "resource:post");
-        d.subscribe(r, "post:p1");
+        d.subscribe(r, "resource:post:p1");
         let first = report("p1", Operation::Create, json!({"title": "Hi"}));
         let (reply, effects) = d
             .core

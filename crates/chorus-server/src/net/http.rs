@@ -280,7 +280,7 @@ async fn publish(
     Ok(Json(reply).into_response())
 }
 
-/// `POST /api/changes` (CHG-12 to CHG-18): a change committed in the application's own
+/// `POST /api/changes` (CHG-13 to CHG-18, CHG-22): a change committed in the application's own
 /// database, announced once per `Idempotency-Key`, answered once durable.
 async fn report_change(
     State(shared): State<Arc<Shared>>,
