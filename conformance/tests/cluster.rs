@@ -1,6 +1,6 @@
-//! The suite graded across the nodes of a cluster (spec/cluster.md): two reference servers
+//! The suite graded across the nodes of a cluster (spec/cluster.md): three reference servers
 //! on the Redis engine, one Redis (127.0.0.1:6379, or `CHORUS_TEST_REDIS_URL`), the cases'
-//! clients spread over both nodes. Each run uses its own key prefix and deletes its keys.
+//! clients spread over the nodes. Each run uses its own key prefix and deletes its keys.
 //!
 //! Areas whose state is still per node (see the cluster module's docs) are listed in
 //! `NOT_CLUSTERED` and run apart: their verdicts are printed, not asserted.
@@ -20,20 +20,10 @@ const KEY: &str = "cluster-test-key";
 /// Fixture id globs not clustered yet, each with the reason (see the cluster module's docs):
 /// their verdicts are printed, not asserted.
 const NOT_CLUSTERED: &[(&str, &str)] = &[
-    ("presence.*", "an ephemeral frame (user:joined, presence:updated, state:updated) reaches its own node through the bus, after frames sent directly: order across frame kinds is not yet one order (see the cluster module docs)"),
-    ("rooms.*", "an ephemeral frame (user:joined, presence:updated, state:updated) reaches its own node through the bus, after frames sent directly: order across frame kinds is not yet one order (see the cluster module docs)"),
-    ("channels.rights.presence-*", "an ephemeral frame (user:joined, presence:updated, state:updated) reaches its own node through the bus, after frames sent directly: order across frame kinds is not yet one order (see the cluster module docs)"),
-    ("state.activity.*", "an ephemeral frame (user:joined, presence:updated, state:updated) reaches its own node through the bus, after frames sent directly: order across frame kinds is not yet one order (see the cluster module docs)"),
-    ("http.users.*", "an ephemeral frame (user:joined, presence:updated, state:updated) reaches its own node through the bus, after frames sent directly: order across frame kinds is not yet one order (see the cluster module docs)"),
     ("cursors.*", "cursors are per node"),
     (
         "http.stats.*",
         "channel statistics count this node's connections only",
-    ),
-    (
-        "state.snapshot.no-gap-under-writes",
-        "a state:updated published after a snapshot taken on another node is not yet \
-         filtered against it",
     ),
 ];
 
@@ -78,11 +68,15 @@ fn failures(cases: &[CaseResult]) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_suite_passes_across_two_nodes() {
+async fn the_suite_passes_across_three_nodes() {
     let prefix = format!("chorus-test-{}-{:x}", std::process::id(), rand_suffix());
-    let (a, b) = (node(&prefix).await, node(&prefix).await);
+    let (a, b, c) = (
+        node(&prefix).await,
+        node(&prefix).await,
+        node(&prefix).await,
+    );
     let mut rc = RunConfig::new(&a.ws_url(), TokenSource::Secret(SECRET.into()));
-    rc.urls = vec![a.ws_url(), b.ws_url()];
+    rc.urls = vec![a.ws_url(), b.ws_url(), c.ws_url()];
     rc.http_url = a.http_url();
     rc.api_key = Some(KEY.into());
     rc.seed = 13;
@@ -101,6 +95,7 @@ async fn the_suite_passes_across_two_nodes() {
     let apart = runner.run_all(&suite.select(&skip, &[]), |_| {}).await;
     let _ = a.shutdown().await;
     let _ = b.shutdown().await;
+    let _ = c.shutdown().await;
     let deleted = chorus_server::cluster::delete_deployment(&redis_url(), &prefix).unwrap();
     for (glob, why) in NOT_CLUSTERED {
         eprintln!("not clustered yet: {glob}: {why}");

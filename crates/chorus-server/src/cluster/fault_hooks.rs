@@ -35,8 +35,8 @@ impl RedisEngine {
 
 impl RedisEngine {
     /// `cluster_remote_item_lost`: the item counts as delivered but reaches no one.
-    pub(super) fn lose_remote(&mut self, key: &ChannelKey, seq: u64) -> Delivery {
-        self.mark_delivered(key, seq);
+    pub(super) fn lose_remote(&mut self, key: &ChannelKey, seq: u64, order: u64) -> Delivery {
+        self.mark_delivered(key, seq, order);
         Delivery::Frames(Vec::new())
     }
 }

@@ -29,7 +29,8 @@ impl Keys {
     }
 
     /// Hash: `epoch`, `seq` (the stream's top), `sver` and `slen` (shared state's version
-    /// and summed entry lengths, STATE-9).
+    /// and summed entry lengths, STATE-9), `bseq` (the last place in the channel's one bus
+    /// order, CLUS-7).
     pub fn meta(&self, key: &ChannelKey) -> String {
         self.channel("meta", key)
     }
@@ -37,6 +38,12 @@ impl Keys {
     /// List: the retained stream items, oldest first, each an [`entry`](super::entry).
     pub fn history(&self, key: &ChannelKey) -> String {
         self.channel("hist", key)
+    }
+
+    /// List: the last bus payloads of the channel, oldest first, one per `bseq` (a node
+    /// that sees a gap in the bus order fills it from here, CLUS-7).
+    pub fn recent(&self, key: &ChannelKey) -> String {
+        self.channel("recent", key)
     }
 
     /// Hash: shared-state key -> compact JSON value.

@@ -35,6 +35,9 @@ const SEQ_PLACEHOLDER: u64 = u64::MAX;
 struct Scripts {
     position: Script,
     append: Script,
+    relay: Script,
+    read_recent: Script,
+    discard: Script,
     read_after: Script,
     write_state: Script,
     read_state: Script,
@@ -45,11 +48,27 @@ struct Delivered {
     epoch: Epoch,
     /// The last `seq` handed to this node's subscribers (or accounted for in `pending`).
     seq: u64,
-    /// Stream items other nodes appended that an append of this node revealed, still to be
+    /// The last place in the channel's one order (`bseq`) handed to this node's subscribers
+    /// (or accounted for in `pending`): every frame of the channel, stream item or not, is
+    /// delivered in this order on every node (CLUS-7).
+    order: u64,
+    /// Frames other nodes published that an append of this node revealed, still to be
     /// sent before the next frame of the channel.
     pending: Vec<Frame>,
     /// The node lost the channel's continuity; its subscribers are evicted (CLUS-9).
     broken: bool,
+}
+
+impl Delivered {
+    fn new(epoch: Epoch, seq: u64, order: u64) -> Delivered {
+        Delivered {
+            epoch,
+            seq,
+            order,
+            pending: Vec::new(),
+            broken: false,
+        }
+    }
 }
 
 /// The Redis engine of one node.
@@ -109,7 +128,10 @@ impl RedisEngine {
             bus,
             scripts: Scripts {
                 position: Script::new(scripts::POSITION),
-                append: Script::new(scripts::APPEND),
+                append: Script::new(&scripts::append()),
+                relay: Script::new(&scripts::relay()),
+                read_recent: Script::new(scripts::READ_RECENT),
+                discard: Script::new(scripts::DISCARD),
                 read_after: Script::new(scripts::READ_AFTER),
                 write_state: Script::new(scripts::WRITE_STATE),
                 read_state: Script::new(scripts::READ_STATE),
@@ -137,10 +159,11 @@ impl RedisEngine {
         &self.local
     }
 
-    /// Counts `seq` of `key` as delivered.
-    pub(super) fn mark_delivered(&mut self, key: &ChannelKey, seq: u64) {
+    /// Counts `seq` of `key`, at `order` in the channel's bus order, as delivered.
+    pub(super) fn mark_delivered(&mut self, key: &ChannelKey, seq: u64, order: u64) {
         if let Some(d) = self.delivering.get_mut(key) {
             d.seq = seq;
+            d.order = order;
         }
     }
 
@@ -179,15 +202,91 @@ impl RedisEngine {
         call.invoke::<Value>(&mut *conn).map_err(|e| e.to_string())
     }
 
-    /// The channel's position in Redis, creating its epoch when missing.
-    fn stored_position(&self, key: &ChannelKey) -> Result<StreamPosition, String> {
+    /// The channel's position in Redis, creating its epoch when missing, with its place in
+    /// the bus order.
+    fn stored_position(&self, key: &ChannelKey) -> Result<(StreamPosition, u64), String> {
         let keys = [self.keys.meta(key)];
         let reply = self.run(&self.scripts.position, &keys, &[new_epoch().into_bytes()])?;
         let parts = array(reply)?;
-        Ok(StreamPosition {
+        let position = StreamPosition {
             epoch: Epoch(string(parts.first())?),
             seq: int(parts.get(1))? as u64,
+        };
+        Ok((position, int(parts.get(2))? as u64))
+    }
+
+    /// The recent payloads of `key` after `after` and up to `upto` in the bus order, or
+    /// `None` when some are no longer kept (or the epoch moved on).
+    fn recent_between(
+        &self,
+        key: &ChannelKey,
+        epoch: &Epoch,
+        after: u64,
+        upto: u64,
+    ) -> Option<Vec<Remote>> {
+        let keys = [self.keys.meta(key), self.keys.recent(key)];
+        let args = [
+            after.to_string().into_bytes(),
+            upto.to_string().into_bytes(),
+        ];
+        let parsed = (|| -> Result<Option<Vec<Remote>>, String> {
+            let parts = array(self.run(&self.scripts.read_recent, &keys, &args)?)?;
+            let same = match parts.first() {
+                Some(Value::Nil) | None => false,
+                v => string(v)? == epoch.as_str(),
+            };
+            if !same || int(parts.get(2))? != 1 {
+                return Ok(None);
+            }
+            Ok(Some(missed_of(parts.into_iter().skip(3))?))
+        })();
+        parsed.unwrap_or_else(|e| {
+            self.fail("read recent", e);
+            None
         })
+    }
+
+    /// Accounts for `missed` (frames of other nodes, in the bus order) and `frame` at
+    /// `order`: the frames this node's subscribers must get, in order, or `None` when the
+    /// channel's continuity is lost (CLUS-9).
+    fn advance(
+        &mut self,
+        key: &ChannelKey,
+        epoch: &Epoch,
+        missed: Vec<Remote>,
+        last: Option<(Frame, u64, Option<u64>)>,
+    ) -> Option<Vec<Frame>> {
+        let d = self.delivering.get_mut(key)?;
+        if d.broken || d.epoch != *epoch {
+            tracing::warn!(channel = %key.name, have = %d.epoch.as_str(), got = %epoch.as_str(), "the channel moved to another epoch: evicting subscribers");
+            d.broken = true;
+            return None;
+        }
+        let mut frames = std::mem::take(&mut d.pending);
+        for m in missed {
+            if m.order.0 != d.epoch {
+                d.broken = true;
+                return None;
+            }
+            if m.order.1 <= d.order {
+                continue;
+            }
+            if let Some((_, seq)) = m.stream {
+                d.seq = d.seq.max(seq);
+            }
+            d.order = m.order.1;
+            frames.push(m.frame);
+        }
+        if let Some((frame, order, seq)) = last {
+            if order > d.order {
+                d.order = order;
+                if let Some(seq) = seq {
+                    d.seq = d.seq.max(seq);
+                }
+                frames.push(frame);
+            }
+        }
+        Some(frames)
     }
 
     /// The retained entries after `after`, with the epoch, top and first retained `seq`.
@@ -283,35 +382,90 @@ impl RedisEngine {
         })
     }
 
-    /// The items this node missed before `seq` of a channel it delivers, or `None` when
-    /// some are no longer retained.
-    fn missed_before(&self, key: &ChannelKey, delivered: u64, seq: u64) -> Option<Vec<Frame>> {
-        let retained = match self.read_after(key, delivered) {
-            Ok(r) => r,
-            Err(e) => {
-                self.fail("read", e);
-                return None;
-            }
-        };
-        if retained.first > delivered + 1 {
-            return None;
+    /// What this node delivers of `key`, as the scripts' ARGV 6 and 7.
+    fn delivered_args(&self, key: &ChannelKey) -> (Vec<u8>, Vec<u8>) {
+        match self.delivering.get(key) {
+            Some(d) => (
+                d.epoch.as_str().as_bytes().to_vec(),
+                d.order.to_string().into_bytes(),
+            ),
+            None => (Vec::new(), b"-1".to_vec()),
         }
-        Some(
-            retained
-                .entries
-                .into_iter()
-                .zip(retained.first.max(delivered + 1)..)
-                .filter(|(_, s)| *s > delivered && *s < seq)
-                .map(|(e, _)| e.frame)
-                .collect(),
-        )
     }
 
-    /// An ephemeral frame's bus payload (stream items are published by the append script).
-    fn bus_payload(&self, except: Option<ConnId>, frame: &str) -> Vec<u8> {
-        let except = except.map(|c| c.to_string()).unwrap_or_default();
-        format!("{}\n\n\n{except}\n{frame}", self.node).into_bytes()
+    /// Publishes an ephemeral frame in the channel's bus order; what this node's
+    /// subscribers must get before it.
+    fn publish_ephemeral(
+        &mut self,
+        key: &ChannelKey,
+        frame: &Frame,
+        except: Option<ConnId>,
+    ) -> Delivery {
+        let (known, delivered) = self.delivered_args(key);
+        let keys = [
+            self.keys.meta(key),
+            self.keys.history(key),
+            self.keys.recent(key),
+        ];
+        let args = [
+            new_epoch().into_bytes(),
+            frame.as_bytes().to_vec(),
+            self.node.to_string().into_bytes(),
+            self.keys.bus(key).into_bytes(),
+            self.retention.to_string().into_bytes(),
+            known,
+            delivered,
+            except
+                .map(|c| c.to_string())
+                .unwrap_or_default()
+                .into_bytes(),
+        ];
+        let parsed = (|| -> Result<_, String> {
+            let parts = array(self.run(&self.scripts.relay, &keys, &args)?)?;
+            let epoch = Epoch(string(parts.first())?);
+            let order = int(parts.get(1))? as u64;
+            let complete = int(parts.get(2))? == 1;
+            let missed = missed_of(parts.into_iter().skip(3))?;
+            Ok((epoch, order, complete, missed))
+        })();
+        let (epoch, order, complete, missed) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail("publish", e);
+                return Delivery::Frames(Vec::new());
+            }
+        };
+        if !self.delivering.contains_key(key) {
+            return Delivery::Frames(Vec::new()); // no subscriber here
+        }
+        if !complete {
+            if let Some(d) = self.delivering.get_mut(key) {
+                d.broken = true;
+            }
+            return Delivery::Discontinuity;
+        }
+        // The frame itself is delivered by the core after the missed ones.
+        match self.advance(key, &epoch, missed, None) {
+            Some(frames) => {
+                if let Some(d) = self.delivering.get_mut(key) {
+                    d.order = d.order.max(order);
+                }
+                Delivery::Frames(frames)
+            }
+            None => Delivery::Discontinuity,
+        }
     }
+}
+
+/// Parses the missed payloads a script returned.
+fn missed_of(values: impl Iterator<Item = Value>) -> Result<Vec<Remote>, String> {
+    values
+        .map(|v| {
+            bytes(v).and_then(|b| {
+                parse_payload(&b).ok_or_else(|| "unreadable recent payload".to_owned())
+            })
+        })
+        .collect()
 }
 
 /// What [`RedisEngine::read_after`] found.
@@ -407,27 +561,29 @@ pub(super) fn bytes(v: Value) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Parses a bus payload `origin\nepoch\nseq\nexcept\nframe` (epoch and seq empty for an
+/// Parses a bus payload `origin\nbseq\nepoch\nseq\nexcept\nframe` (seq empty for an
 /// ephemeral frame, except empty when the frame is for every subscriber).
 pub fn parse_payload(payload: &[u8]) -> Option<Remote> {
     let text = std::str::from_utf8(payload).ok()?;
-    let mut parts = text.splitn(5, '\n');
+    let mut parts = text.splitn(6, '\n');
     let origin = parts.next()?.parse().ok()?;
-    let epoch = parts.next()?;
+    let order: u64 = parts.next()?.parse().ok()?;
+    let epoch = Epoch(parts.next()?.to_owned());
     let seq = parts.next()?;
     let except = match parts.next()? {
         "" => None,
         c => Some(c.parse().ok()?),
     };
     let frame = parts.next()?;
-    let stream = if epoch.is_empty() {
+    let stream = if seq.is_empty() {
         None
     } else {
-        Some((Epoch(epoch.to_owned()), seq.parse().ok()?))
+        Some((epoch.clone(), seq.parse().ok()?))
     };
     Some(Remote {
         origin,
         stream,
+        order: (epoch, order),
         except,
         frame: Arc::from(frame),
     })
@@ -443,13 +599,15 @@ impl Engine for RedisEngine {
                 seq: d.seq,
             };
         }
-        self.stored_position(key).unwrap_or_else(|e| {
-            self.fail("position", e);
-            StreamPosition {
-                epoch: Epoch("e-unavailable".into()),
-                seq: 0,
-            }
-        })
+        self.stored_position(key)
+            .map(|(p, _)| p)
+            .unwrap_or_else(|e| {
+                self.fail("position", e);
+                StreamPosition {
+                    epoch: Epoch("e-unavailable".into()),
+                    seq: 0,
+                }
+            })
     }
 
     fn append(
@@ -460,21 +618,22 @@ impl Engine for RedisEngine {
         let item = build(SEQ_PLACEHOLDER);
         let text = frame_of(&item);
         let (before, after) = split_at_seq(&text)?;
-        let (known, delivered) = match self.delivering.get(key) {
-            Some(d) => (d.epoch.as_str().to_owned(), d.seq as i64),
-            None => (String::new(), -1),
-        };
-        let keys = [self.keys.meta(key), self.keys.history(key)];
+        let (known, delivered) = self.delivered_args(key);
+        let keys = [
+            self.keys.meta(key),
+            self.keys.history(key),
+            self.keys.recent(key),
+        ];
         let args = [
             new_epoch().into_bytes(),
             before.as_bytes().to_vec(),
+            self.node.to_string().into_bytes(),
+            self.keys.bus(key).into_bytes(),
+            self.retention.to_string().into_bytes(),
+            known,
+            delivered,
             after.as_bytes().to_vec(),
             Entry::header(&item).into_bytes(),
-            self.retention.to_string().into_bytes(),
-            known.into_bytes(),
-            delivered.to_string().into_bytes(),
-            self.keys.bus(key).into_bytes(),
-            self.node.to_string().into_bytes(),
         ];
         let stale = self.stale_seq(key); // None unless cluster_seq_read_modify_write
         let parts = self
@@ -485,29 +644,28 @@ impl Engine for RedisEngine {
         let parsed = (|| -> Result<_, String> {
             let epoch = Epoch(string(parts.first())?);
             let seq = int(parts.get(1))? as u64;
-            let complete = int(parts.get(2))? == 1;
-            let missed = parts
-                .iter()
-                .skip(3)
-                .map(|v| {
-                    bytes(v.clone())
-                        .and_then(|b| Entry::parse(&b))
-                        .map(|e| e.frame)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((epoch, seq, complete, missed))
+            let order = int(parts.get(2))? as u64;
+            let complete = int(parts.get(3))? == 1;
+            let missed = missed_of(parts.into_iter().skip(4))?;
+            Ok((epoch, seq, order, complete, missed))
         })()
         .map_err(|e| CoreError::Engine(format!("redis append: {e}")))?;
-        let (epoch, seq, complete, missed) = parsed;
+        let (epoch, seq, order, complete, missed) = parsed;
         let frame: Frame = Arc::from(format!("{before}{seq}{after}"));
-        if let Some(d) = self.delivering.get_mut(key) {
-            if d.epoch != epoch || !complete {
-                d.broken = true; // CLUS-9: the broker lost the stream, or we lagged too far
-            } else {
-                d.pending.extend(missed);
+        if self.delivering.contains_key(key) {
+            // CLUS-9: the broker lost the stream, or this node lagged too far.
+            let frames = complete
+                .then(|| self.advance(key, &epoch, missed, None))
+                .flatten();
+            if let Some(d) = self.delivering.get_mut(key) {
+                match frames {
+                    Some(frames) => d.pending = frames,
+                    None => d.broken = true,
+                }
+                d.epoch = epoch;
+                d.seq = seq;
+                d.order = d.order.max(order);
             }
-            d.epoch = epoch;
-            d.seq = seq;
         }
         self.appended = Some(frame.clone());
         Ok((seq, frame))
@@ -586,16 +744,25 @@ impl Engine for RedisEngine {
         let keys = [
             self.keys.meta(key),
             self.keys.history(key),
+            self.keys.recent(key),
             self.keys.state(key),
             self.keys.presence(key),
             self.keys.leases(key),
             self.keys.room(key),
         ];
-        redis::cmd("DEL")
-            .arg(&keys)
-            .query::<i64>(&mut *self.redis.borrow_mut())
+        let epoch = new_epoch();
+        let args = [
+            epoch.clone().into_bytes(),
+            self.keys.bus(key).into_bytes(),
+            self.node.to_string().into_bytes(),
+        ];
+        self.run(&self.scripts.discard, &keys, &args)
             .map_err(|e| CoreError::Engine(format!("redis discard: {e}")))?;
-        self.delivering.remove(key);
+        if let Some(d) = self.delivering.get_mut(key) {
+            // Watchers stay subscribed: this node delivers the new epoch from its start, as
+            // the other nodes do once the reset reaches them.
+            *d = Delivered::new(Epoch(epoch), 0, 0);
+        }
         self.local.discard(key)
     }
 
@@ -610,16 +777,9 @@ impl Engine for RedisEngine {
             return;
         }
         match self.stored_position(key) {
-            Ok(p) => {
-                self.delivering.insert(
-                    key.clone(),
-                    Delivered {
-                        epoch: p.epoch,
-                        seq: p.seq,
-                        pending: Vec::new(),
-                        broken: false,
-                    },
-                );
+            Ok((p, order)) => {
+                self.delivering
+                    .insert(key.clone(), Delivered::new(p.epoch, p.seq, order));
             }
             Err(e) => self.fail("position", e),
         }
@@ -644,21 +804,9 @@ impl Engine for RedisEngine {
             return Delivery::Frames(Vec::new()); // CLUS-7 broken on purpose: this node only
         }
         if !appended {
-            // An ephemeral frame: no place in the stream, published as it is, and delivered
-            // here when the bus brings it back, in the order every node sees (CLUS-7).
-            let payload = self.bus_payload(except, frame);
-            let published = redis::cmd("PUBLISH")
-                .arg(self.keys.bus(key))
-                .arg(payload)
-                .query::<i64>(&mut *self.redis.borrow_mut());
-            if let Err(e) = published {
-                self.fail("publish", e);
-            }
-            // Missed stream items stay pending: the next item of the channel sends them.
-            return match self.delivering.get(key) {
-                Some(d) if d.broken => Delivery::Discontinuity,
-                _ => Delivery::Relayed,
-            };
+            // An ephemeral frame: published with its place in the channel's one order and
+            // delivered here at once, after what other nodes published before it (CLUS-7).
+            return self.publish_ephemeral(key, frame, except);
         }
         match self.delivering.get_mut(key) {
             Some(d) if d.broken => Delivery::Discontinuity,
@@ -671,33 +819,48 @@ impl Engine for RedisEngine {
         let Some(d) = self.delivering.get(key) else {
             return Delivery::Frames(Vec::new()); // no subscriber here any more
         };
-        let Some((epoch, seq)) = remote.stream else {
-            return Delivery::Frames(vec![remote.frame]);
-        };
+        let (epoch, order) = remote.order.clone();
+        if order == 0 && remote.frame.is_empty() && !d.broken {
+            // A node discarded the channel (ROOM-17, STATE-26): a new epoch on purpose,
+            // announced on the bus before any frame of it, not a loss (CLUS-9).
+            let fresh = Delivered::new(epoch, 0, 0);
+            self.delivering.insert(key.clone(), fresh);
+            return Delivery::Frames(Vec::new());
+        }
         if d.broken || epoch != d.epoch {
+            tracing::warn!(channel = %key.name, have = %d.epoch.as_str(), got = %epoch.as_str(), "bus frame of another epoch: evicting subscribers");
             return Delivery::Discontinuity; // CLUS-9
         }
-        if seq <= d.seq {
-            return Delivery::Frames(Vec::new()); // already delivered
+        if order <= d.order {
+            // Already delivered (this node's own frame, or one a gap fill brought).
+            return Delivery::Frames(Vec::new());
         }
-        if self.faults.on(Fault::ClusterRemoteItemLost) && seq % 2 == 0 {
-            return self.lose_remote(key, seq); // CLUS-1 broken on purpose
-        }
-        let (delivered, mut frames) = (d.seq, Vec::new());
-        if seq > delivered + 1 {
-            match self.missed_before(key, delivered, seq) {
-                Some(missed) => frames = missed,
-                None => return Delivery::Discontinuity,
+        if let Some((_, seq)) = remote
+            .stream
+            .as_ref()
+            .filter(|_| self.faults.on(Fault::ClusterRemoteItemLost))
+        {
+            if seq % 2 == 0 {
+                return self.lose_remote(key, *seq, order); // CLUS-1 broken on purpose
             }
         }
-        if let Some(d) = self.delivering.get_mut(key) {
-            let mut all = std::mem::take(&mut d.pending);
-            all.append(&mut frames);
-            all.push(remote.frame);
-            d.seq = seq;
-            return Delivery::Frames(all);
+        let delivered = d.order;
+        let missed = if order > delivered + 1 {
+            match self.recent_between(key, &epoch, delivered, order - 1) {
+                Some(missed) => missed,
+                None => {
+                    tracing::warn!(channel = %key.name, delivered, order, "missed bus frames no longer kept: evicting subscribers");
+                    return Delivery::Discontinuity;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let seq = remote.stream.map(|(_, s)| s);
+        match self.advance(key, &epoch, missed, Some((remote.frame, order, seq))) {
+            Some(frames) => Delivery::Frames(frames),
+            None => Delivery::Discontinuity,
         }
-        Delivery::Frames(Vec::new())
     }
 
     fn room(&self, key: &ChannelKey) -> Option<Room> {
@@ -937,11 +1100,17 @@ mod tests {
 
     #[test]
     fn bus_payloads_parse_back() {
-        let r = parse_payload(b"3\ne-1\n42\n\n{\"a\":\"x\\ny\"}").unwrap();
+        let r = parse_payload(b"3\n9\ne-1\n42\n\n{\"a\":\"x\\ny\"}").unwrap();
         assert_eq!(r.origin, 3);
         assert_eq!(r.stream, Some((Epoch("e-1".into()), 42)));
+        assert_eq!(r.order, (Epoch("e-1".into()), 9));
         assert_eq!(r.except, None);
-        let r = parse_payload(b"3\n\n\n7\n{}").unwrap();
+        assert_eq!(&*r.frame, "{\"a\":\"x\\ny\"}");
+        let r = parse_payload(b"3\n10\ne-1\n\n7\n{}").unwrap();
         assert_eq!((r.stream, r.except), (None, Some(7)));
+        assert!(
+            parse_payload(b"3\n\ne-1\n\n\n{}").is_none(),
+            "no place in the order"
+        );
     }
 }

@@ -4,52 +4,131 @@
 //! call); written for this project.
 
 /// Ensures the channel has an epoch (a new channel, or one whose keys the broker lost,
-/// starts at seq 0 in the candidate epoch `ARGV[1]`, HIST-3); returns `{epoch, seq}`.
+/// starts at seq 0 in the candidate epoch `ARGV[1]`, HIST-3); returns `{epoch, seq, bseq}`.
 ///
 /// KEYS: meta.
 pub const POSITION: &str = r#"
 if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'seq', 0, 'sver', 0, 'slen', 0)
+  redis.call('HSET', KEYS[1], 'seq', 0, 'sver', 0, 'slen', 0, 'bseq', 0)
 end
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
-return {m[1], tonumber(m[2]) or 0}
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'bseq')
+return {m[1], tonumber(m[2]) or 0, tonumber(m[3]) or 0}
 "#;
 
-/// Numbers one stream item, appends it, trims the history and publishes it to the nodes
-/// that subscribe, all at once: the bus carries items in `seq` order (CLUS-1).
-///
-/// KEYS: meta, history. ARGV: 1 candidate epoch, 2 the frame before its `seq`, 3 the
-/// frame after it, 4 the history entry's header, 5 retention, 6 the epoch this node
-/// delivers (or ""), 7 the last `seq` this node delivered (or -1), 8 bus channel,
-/// 9 origin node.
-///
-/// Returns `{epoch, seq, complete, missed...}`: when the node delivers this epoch, the
-/// retained items after ARGV[7] and before this one (`complete` 0 when some of them are
-/// no longer retained).
-pub const APPEND: &str = r#"
-if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'seq', 0, 'sver', 0, 'slen', 0)
-  redis.call('DEL', KEYS[2])
-end
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local frame = ARGV[2] .. seq .. ARGV[3]
-redis.call('RPUSH', KEYS[2], ARGV[4] .. frame)
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
-redis.call('PUBLISH', ARGV[8], ARGV[9] .. '\n' .. epoch .. '\n' .. seq .. '\n\n' .. frame)
-local out = {epoch, seq, 1}
+/// The shared part of [`APPEND`] and [`RELAY`]: gives the payload `ARGV[3]..bseq..rest`
+/// the channel's next place in its one bus order, keeps it in the recent list (trimmed to
+/// `ARGV[5]`), publishes it on the bus `ARGV[4]` and collects what this node missed: when
+/// it delivers this epoch (`ARGV[6]`) up to `bseq` `ARGV[7]`, the recent payloads after
+/// that and before this one (`complete` 0 when some are no longer kept). Expects `epoch`
+/// and `tail` (the payload after the `bseq`) defined; sets `out = {bseq, complete, missed...}`.
+const PUBLISH_ORDERED: &str = r#"
+local bseq = redis.call('HINCRBY', KEYS[1], 'bseq', 1)
+local payload = ARGV[3] .. '\n' .. bseq .. '\n' .. tail
+redis.call('RPUSH', KEYS[3], payload)
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
+redis.call('PUBLISH', ARGV[4], payload)
+local out = {bseq, 1}
 local after = tonumber(ARGV[7])
-if epoch == ARGV[6] and after >= 0 and after < seq - 1 then
-  local len = redis.call('LLEN', KEYS[2])
-  local first = seq - len + 1
+if epoch == ARGV[6] and after >= 0 and after < bseq - 1 then
+  local len = redis.call('LLEN', KEYS[3])
+  local first = bseq - len + 1
   if after + 1 < first then
-    out[3] = 0
+    out[2] = 0
   else
-    local missed = redis.call('LRANGE', KEYS[2], after + 1 - first, len - 2)
+    local missed = redis.call('LRANGE', KEYS[3], after + 1 - first, len - 2)
     for _, e in ipairs(missed) do table.insert(out, e) end
   end
 end
+"#;
+
+/// Creates the channel's epoch when missing (and drops what an older epoch left).
+const ENSURE_EPOCH: &str = r#"
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'seq', 0, 'sver', 0, 'slen', 0, 'bseq', 0)
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+"#;
+
+/// Numbers one stream item, appends it, trims the history and publishes it in the
+/// channel's one bus order, all at once: the bus carries items in `seq` order and every
+/// frame of the channel in one order (CLUS-1, CLUS-7).
+///
+/// KEYS: meta, history, recent. ARGV: 1 candidate epoch, 2 the frame before its `seq`,
+/// 3 origin node, 4 bus channel, 5 retention (of the history and the recent list), 6 the
+/// epoch this node delivers (or ""), 7 the last `bseq` this node delivered (or -1), 8 the
+/// frame after its `seq`, 9 the history entry's header.
+///
+/// Returns `{epoch, seq, bseq, complete, missed payloads...}` (see [`PUBLISH_ORDERED`]).
+pub fn append() -> String {
+    format!(
+        "{ENSURE_EPOCH}{}{PUBLISH_ORDERED}{}",
+        r#"
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local frame = ARGV[2] .. seq .. ARGV[8]
+redis.call('RPUSH', KEYS[2], ARGV[9] .. frame)
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
+local tail = epoch .. '\n' .. seq .. '\n\n' .. frame
+"#,
+        r#"
+table.insert(out, 1, seq)
+table.insert(out, 1, epoch)
 return out
+"#
+    )
+}
+
+/// Publishes an ephemeral frame (presence, state, cursors) in the channel's one bus order
+/// (CLUS-7): no `seq`, but a `bseq` like every frame of the channel.
+///
+/// KEYS: meta, history, recent. ARGV: 1 candidate epoch, 2 the frame, 3 origin node, 4 bus
+/// channel, 5 length of the recent list, 6 and 7 as [`append`], 8 the connection the
+/// frame is not for (or "").
+///
+/// Returns `{epoch, bseq, complete, missed payloads...}`.
+pub fn relay() -> String {
+    format!(
+        "{ENSURE_EPOCH}{}{PUBLISH_ORDERED}{}",
+        r#"
+local tail = epoch .. '\n\n' .. ARGV[8] .. '\n' .. ARGV[2]
+"#,
+        r#"
+table.insert(out, 1, epoch)
+return out
+"#
+    )
+}
+
+/// The recent payloads with `bseq` after `ARGV[1]` and up to `ARGV[2]`.
+///
+/// KEYS: meta, recent. Returns `{epoch or false, bseq, complete, payloads...}`.
+pub const READ_RECENT: &str = r#"
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'bseq')
+if not m[1] then return {false, 0, 0} end
+local top = tonumber(m[2]) or 0
+local len = redis.call('LLEN', KEYS[2])
+local first = top - len + 1
+local after, upto = tonumber(ARGV[1]), tonumber(ARGV[2])
+if upto > top then upto = top end
+if after + 1 < first then return {m[1], top, 0} end
+local out = {m[1], top, 1}
+if upto > after then
+  local items = redis.call('LRANGE', KEYS[2], after + 1 - first, upto - first)
+  for _, e in ipairs(items) do table.insert(out, e) end
+end
+return out
+"#;
+
+/// Forgets the channel (ROOM-17, STATE-26) and starts its new epoch `ARGV[1]` at once,
+/// announcing it on the bus `ARGV[2]` with the reset payload (bseq 0, no frame) so that
+/// nodes delivering the channel follow it instead of taking it for a loss (CLUS-9).
+///
+/// KEYS: meta, then every other key of the channel. ARGV: 3 origin node.
+pub const DISCARD: &str = r#"
+redis.call('DEL', unpack(KEYS))
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', 0, 'sver', 0, 'slen', 0, 'bseq', 0)
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. '\n0\n' .. ARGV[1] .. '\n\n\n')
+return 1
 "#;
 
 /// The retained items after `ARGV[1]`, with the position they were read at.
@@ -81,7 +160,7 @@ return out
 /// Returns `{outcome, epoch, version}`: outcome 1 applied, 0 conflict, -1 too large.
 pub const WRITE_STATE: &str = r#"
 if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'seq', 0, 'sver', 0, 'slen', 0)
+  redis.call('HSET', KEYS[1], 'seq', 0, 'sver', 0, 'slen', 0, 'bseq', 0)
 end
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'sver', 'slen')
 local epoch, ver, len = m[1], tonumber(m[2]) or 0, tonumber(m[3]) or 0
@@ -118,7 +197,7 @@ return {1, epoch, ver}
 /// KEYS: meta, state. ARGV: 1 candidate epoch. Returns `{epoch, version, k1, v1, ...}`.
 pub const READ_STATE: &str = r#"
 if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'seq', 0, 'sver', 0, 'slen', 0)
+  redis.call('HSET', KEYS[1], 'seq', 0, 'sver', 0, 'slen', 0, 'bseq', 0)
 end
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'sver')
 local out = {m[1], tonumber(m[2]) or 0}

@@ -173,6 +173,9 @@ pub struct Remote {
     /// For a stream item: its epoch and `seq`; `None` for an ephemeral frame (presence,
     /// state, cursors), which has no place in the stream.
     pub stream: Option<(Epoch, u64)>,
+    /// The frame's place in the one order of every frame of the channel, whatever its kind
+    /// (CLUS-7): the channel's epoch and the broker's count of the channel's frames.
+    pub order: (Epoch, u64),
     /// The connection the frame is not for (the sender of an echo-less frame).
     pub except: Option<ConnId>,
     /// The frame as the origin serialized it.
