@@ -21,10 +21,6 @@ const KEY: &str = "cluster-test-key";
 /// their verdicts are printed, not asserted.
 const NOT_CLUSTERED: &[(&str, &str)] = &[
     ("cursors.*", "cursors are per node"),
-    (
-        "http.stats.*",
-        "channel statistics count this node's connections only",
-    ),
 ];
 
 fn redis_url() -> String {
@@ -114,6 +110,11 @@ async fn the_suite_passes_across_three_nodes() {
         .iter()
         .filter(|c| c.verdict == Verdict::Pass)
         .count();
+    eprintln!(
+        "{passed} of {} passed across three nodes ({} skipped: capability or limit)",
+        clustered.len(),
+        clustered.len() - passed
+    );
     assert!(
         passed * 10 >= clustered.len() * 8,
         "{passed} of {} passed",

@@ -17,6 +17,11 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The deployment's prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Keys under `prefix` (e.g. `chorus`).
     pub fn new(prefix: &str) -> Keys {
         Keys {
@@ -69,6 +74,13 @@ impl Keys {
     /// Hash: user -> the member's leases.
     pub fn leases(&self, key: &ChannelKey) -> String {
         self.channel("lease", key)
+    }
+
+    /// Hash of a node's share of the statistics (HTTP-14a, HTTP-14b): `c:{tenant}` ->
+    /// its open connections of the tenant, `s:{channel id}` -> its subscribers of the
+    /// channel; expires with the node's liveness, so a dead node's share goes with it.
+    pub fn stats(&self, node: u64) -> String {
+        format!("{}:stats:{node}", self.prefix)
     }
 
     /// String: the room of a presence channel, JSON.

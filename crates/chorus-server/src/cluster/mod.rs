@@ -267,6 +267,12 @@ impl Engine for ServerEngine {
     fn active_channels(&self, tenant: &str) -> Vec<ChannelStats> {
         both!(self, e => e.active_channels(tenant))
     }
+    fn count_connection(&mut self, tenant: &str, delta: i64) {
+        both!(self, e => e.count_connection(tenant, delta))
+    }
+    fn totals(&self, tenant: &str, local: (u64, u64)) -> (u64, u64) {
+        both!(self, e => e.totals(tenant, local))
+    }
     fn record(
         &self,
         tenant: &str,

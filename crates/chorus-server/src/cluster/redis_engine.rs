@@ -38,6 +38,8 @@ struct Scripts {
     relay: Script,
     read_recent: Script,
     discard: Script,
+    count: Script,
+    stats: Script,
     read_after: Script,
     write_state: Script,
     read_state: Script,
@@ -132,6 +134,8 @@ impl RedisEngine {
                 relay: Script::new(&scripts::relay()),
                 read_recent: Script::new(scripts::READ_RECENT),
                 discard: Script::new(scripts::DISCARD),
+                count: Script::new(scripts::COUNT),
+                stats: Script::new(scripts::STATS),
                 read_after: Script::new(scripts::READ_AFTER),
                 write_state: Script::new(scripts::WRITE_STATE),
                 read_state: Script::new(scripts::READ_STATE),
@@ -380,6 +384,44 @@ impl RedisEngine {
             version,
             epoch,
         })
+    }
+
+    /// Adds `delta` to this node's share of a statistic (HTTP-14a, HTTP-14b).
+    fn count(&self, field: String, delta: i64) {
+        let args = [
+            field.into_bytes(),
+            delta.to_string().into_bytes(),
+            super::redis_presence::LIVENESS_TTL_MS
+                .to_string()
+                .into_bytes(),
+        ];
+        if let Err(e) = self.run(&self.scripts.count, &[self.keys.stats(self.node)], &args) {
+            self.fail("statistics", e);
+        }
+    }
+
+    /// The tenant's statistics summed over the live nodes.
+    fn deployment_stats(&self, tenant: &str) -> Result<((u64, u64), Vec<ChannelStats>), String> {
+        let ids = format!("{}:{tenant}", tenant.len());
+        let args = [
+            self.keys.prefix().as_bytes().to_vec(),
+            tenant.as_bytes().to_vec(),
+            ids.into_bytes(),
+        ];
+        let parts = array(self.run(&self.scripts.stats, &[], &args)?)?;
+        let totals = (int(parts.first())? as u64, int(parts.get(1))? as u64);
+        let mut channels = Vec::new();
+        for entry in parts[2.min(parts.len())..].chunks(3) {
+            let id = string(entry.first())?;
+            let key = Keys::channel_of_id(&id).ok_or("bad channel id")?;
+            channels.push(ChannelStats {
+                name: key.name,
+                subscribers: int(entry.get(1))? as u64,
+                members: int(entry.get(2))? as u64,
+            });
+        }
+        channels.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok((totals, channels))
     }
 
     /// What this node delivers of `key`, as the scripts' ARGV 6 and 7.
@@ -763,10 +805,19 @@ impl Engine for RedisEngine {
             // the other nodes do once the reset reaches them.
             *d = Delivered::new(Epoch(epoch), 0, 0);
         }
-        self.local.discard(key)
+        // The fan-out set is the node's, not the channel's data: it stays (ROOM-23).
+        let watchers: Vec<ConnId> = self.local.subscribers(key).collect();
+        self.local.discard(key)?;
+        for conn in watchers {
+            self.local.add_subscriber(key, conn);
+        }
+        Ok(())
     }
 
     fn add_subscriber(&mut self, key: &ChannelKey, conn: ConnId) {
+        if !self.local.subscribers(key).any(|c| c == conn) {
+            self.count(format!("s:{}", Keys::channel_id(key)), 1);
+        }
         self.local.add_subscriber(key, conn);
         if self.delivering.contains_key(key) {
             return;
@@ -786,6 +837,9 @@ impl Engine for RedisEngine {
     }
 
     fn remove_subscriber(&mut self, key: &ChannelKey, conn: ConnId) {
+        if self.local.subscribers(key).any(|c| c == conn) {
+            self.count(format!("s:{}", Keys::channel_id(key)), -1);
+        }
         self.local.remove_subscriber(key, conn);
         if self.local.subscribers(key).next().is_none() && self.delivering.remove(key).is_some() {
             if let Err(e) = self.bus.unsubscribe(&self.keys.bus(key)) {
@@ -1002,7 +1056,27 @@ impl Engine for RedisEngine {
     }
 
     fn active_channels(&self, tenant: &str) -> Vec<ChannelStats> {
-        self.local.active_channels(tenant)
+        self.deployment_stats(tenant).map_or_else(
+            |e| {
+                self.fail("statistics", e);
+                Vec::new()
+            },
+            |(_, channels)| channels,
+        )
+    }
+
+    fn count_connection(&mut self, tenant: &str, delta: i64) {
+        self.count(format!("c:{tenant}"), delta);
+    }
+
+    fn totals(&self, tenant: &str, _local: (u64, u64)) -> (u64, u64) {
+        self.deployment_stats(tenant).map_or_else(
+            |e| {
+                self.fail("statistics", e);
+                (0, 0)
+            },
+            |(totals, _)| totals,
+        )
     }
 
     fn record(

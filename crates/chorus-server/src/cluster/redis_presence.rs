@@ -310,6 +310,10 @@ impl RedisEngine {
             .cmd("DEL")
             .arg(self.keys.dead(self.node))
             .ignore()
+            .cmd("PEXPIRE")
+            .arg(self.keys.stats(self.node))
+            .arg(LIVENESS_TTL_MS)
+            .ignore()
             .query::<()>(&mut *conn)
             .map_err(|e| e.to_string())
     }

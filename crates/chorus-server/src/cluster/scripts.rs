@@ -131,6 +131,55 @@ redis.call('PUBLISH', ARGV[2], ARGV[3] .. '\n0\n' .. ARGV[1] .. '\n\n\n')
 return 1
 "#;
 
+/// Adds `ARGV[2]` to field `ARGV[1]` of a node's statistics hash (KEYS[1]), dropping the
+/// field at 0, and keeps the hash alive for `ARGV[3]` ms.
+pub const COUNT: &str = r#"
+local v = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if v <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return v
+"#;
+
+/// A tenant's statistics summed over the nodes of `ARGV[1]:nodeset` whose statistics hash
+/// lives (HTTP-14a, HTTP-14b, CLUS-4): ARGV 2 the tenant, 3 the prefix of its channel ids.
+/// Channels with subscribers on some node, or with members (found through the nodes' sets
+/// of channels with leases). Reads keys it is not given: one Redis, not a Redis Cluster.
+///
+/// Returns `{connections, subscriptions, id1, subscribers1, members1, ...}`.
+pub const STATS: &str = r#"
+local p, tenant, ids = ARGV[1], ARGV[2], ARGV[3]
+local conns, total = 0, 0
+local subs, order = {}, {}
+local function note(id)
+  if subs[id] == nil then subs[id] = 0; table.insert(order, id) end
+end
+for _, n in ipairs(redis.call('SMEMBERS', p .. ':nodeset')) do
+  local h = redis.call('HGETALL', p .. ':stats:' .. n)
+  for i = 1, #h, 2 do
+    local f, v = h[i], tonumber(h[i + 1])
+    if f == 'c:' .. tenant then
+      conns = conns + v
+    elseif string.sub(f, 1, 2 + #ids) == 's:' .. ids then
+      local id = string.sub(f, 3)
+      note(id)
+      subs[id] = subs[id] + v
+      total = total + v
+    end
+  end
+  for _, id in ipairs(redis.call('SMEMBERS', p .. ':nodechans:' .. n)) do
+    if string.sub(id, 1, #ids) == ids then note(id) end
+  end
+end
+local out = {conns, total}
+for _, id in ipairs(order) do
+  local members = redis.call('HLEN', p .. ':pres:' .. id)
+  if subs[id] > 0 or members > 0 then
+    table.insert(out, id); table.insert(out, subs[id]); table.insert(out, members)
+  end
+end
+return out
+"#;
+
 /// The retained items after `ARGV[1]`, with the position they were read at.
 ///
 /// KEYS: meta, history. Returns `{epoch or false, seq, first retained seq, entries...}`.

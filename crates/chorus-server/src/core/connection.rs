@@ -70,6 +70,7 @@ impl<E: Engine> Core<E> {
             }),
         };
         let tenant: Arc<str> = Arc::from(session.tenant.as_str());
+        self.engine.count_connection(&tenant, 1); // HTTP-14a across nodes
         self.conns.insert(
             conn,
             Connection {
@@ -177,6 +178,7 @@ impl<E: Engine> Core<E> {
         };
         let names: Vec<_> = c.subscriptions.iter().cloned().collect();
         let ghosts: Vec<_> = c.ghosts.iter().map(|n| self.key(&c.tenant, n)).collect();
+        let tenant = c.tenant.clone();
         for name in names {
             self.leave(conn, &name, graceful, now, &mut out);
         }
@@ -184,6 +186,7 @@ impl<E: Engine> Core<E> {
             self.engine.remove_subscriber(&key, conn);
         }
         self.conns.remove(&conn);
+        self.engine.count_connection(&tenant, -1);
         // The gone connection receives nothing more.
         out.effects
             .retain(|e| !matches!(e, Effect::Send { to, .. } if *to == conn));

@@ -311,6 +311,14 @@ pub trait Engine {
 
     /// Channels of the tenant with a subscriber or a member, by name (HTTP-14b, HTTP-15).
     fn active_channels(&self, tenant: &str) -> Vec<ChannelStats>;
+    /// A connection of `tenant` opened (`delta` 1) or closed (-1) on this node; a cluster
+    /// engine counts it for the deployment's statistics (HTTP-14a).
+    fn count_connection(&mut self, _tenant: &str, _delta: i64) {}
+    /// The tenant's `(connections, subscriptions)` in the whole deployment, given this
+    /// node's own (HTTP-14a); one process has only its own.
+    fn totals(&self, _tenant: &str, local: (u64, u64)) -> (u64, u64) {
+        local
+    }
 
     // --- resource records (http.md, changes.md) ---
 

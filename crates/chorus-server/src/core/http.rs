@@ -125,6 +125,8 @@ impl<E: Engine> Core<E> {
         let (connections, subscriptions) = conns.fold((0, 0), |(n, s), c| {
             (n + 1, s + c.subscriptions.len() as u64)
         });
+        // A cluster engine sums every node's (HTTP-14a, CLUS-4); one process has its own.
+        let (connections, subscriptions) = self.engine.totals(tenant, (connections, subscriptions));
         StatsResponse {
             connections,
             subscriptions,
