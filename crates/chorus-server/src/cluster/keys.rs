@@ -83,6 +83,11 @@ impl Keys {
         format!("{}:stats:{node}", self.prefix)
     }
 
+    /// Hash: user -> the user's latest flushed cursor, as in `cursor:moved` (CURS-14).
+    pub fn cursors(&self, key: &ChannelKey) -> String {
+        self.channel("curs", key)
+    }
+
     /// String: the room of a presence channel, JSON.
     pub fn room(&self, key: &ChannelKey) -> String {
         self.channel("room", key)

@@ -65,7 +65,8 @@ pub mod scripts;
 
 use chorus_protocol::http::ChannelStats;
 use chorus_protocol::{
-    Member, Millis, PresenceStatus, StateSnapshot, StateVersion, StreamItem, StreamPosition,
+    CursorState, Member, Millis, PresenceStatus, StateSnapshot, StateVersion, StreamItem,
+    StreamPosition,
 };
 
 use crate::core::engine::{
@@ -186,6 +187,15 @@ impl Engine for ServerEngine {
     }
     fn accept_remote(&mut self, key: &ChannelKey, remote: Remote) -> Delivery {
         both!(self, e => e.accept_remote(key, remote))
+    }
+    fn keep_cursors(&mut self, key: &ChannelKey, entries: &[(String, String)]) {
+        both!(self, e => e.keep_cursors(key, entries))
+    }
+    fn forget_cursor(&mut self, key: &ChannelKey, user: &str) {
+        both!(self, e => e.forget_cursor(key, user))
+    }
+    fn shared_cursors(&self, key: &ChannelKey) -> Option<Vec<CursorState>> {
+        both!(self, e => e.shared_cursors(key))
     }
     fn room(&self, key: &ChannelKey) -> Option<Room> {
         both!(self, e => e.room(key))

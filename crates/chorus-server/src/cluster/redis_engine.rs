@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use chorus_protocol::http::ChannelStats;
 use chorus_protocol::{
-    Epoch, Member, Millis, PresenceStatus, StateData, StateSnapshot, StateVersion, StreamItem,
-    StreamPosition,
+    CursorState, Epoch, Member, Millis, PresenceStatus, StateData, StateSnapshot, StateVersion,
+    StreamItem, StreamPosition,
 };
 use redis::{FromRedisValue, Script, Value};
 
@@ -791,6 +791,7 @@ impl Engine for RedisEngine {
             self.keys.presence(key),
             self.keys.leases(key),
             self.keys.room(key),
+            self.keys.cursors(key),
         ];
         let epoch = new_epoch();
         let args = [
@@ -914,6 +915,47 @@ impl Engine for RedisEngine {
         match self.advance(key, &epoch, missed, Some((remote.frame, order, seq))) {
             Some(frames) => Delivery::Frames(frames),
             None => Delivery::Discontinuity,
+        }
+    }
+
+    fn keep_cursors(&mut self, key: &ChannelKey, entries: &[(String, String)]) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut hset = redis::cmd("HSET");
+        hset.arg(self.keys.cursors(key));
+        for (user, json) in entries {
+            hset.arg(user).arg(json);
+        }
+        if let Err(e) = hset.query::<i64>(&mut *self.redis.borrow_mut()) {
+            self.fail("cursors", e);
+        }
+    }
+
+    fn forget_cursor(&mut self, key: &ChannelKey, user: &str) {
+        let done = redis::cmd("HDEL")
+            .arg(self.keys.cursors(key))
+            .arg(user)
+            .query::<i64>(&mut *self.redis.borrow_mut());
+        if let Err(e) = done {
+            self.fail("cursors", e);
+        }
+    }
+
+    fn shared_cursors(&self, key: &ChannelKey) -> Option<Vec<CursorState>> {
+        let got: Result<Vec<(String, String)>, _> = redis::cmd("HGETALL")
+            .arg(self.keys.cursors(key))
+            .query(&mut *self.redis.borrow_mut());
+        match got {
+            Ok(all) => Some(
+                all.iter()
+                    .filter_map(|(_, json)| serde_json::from_str(json).ok())
+                    .collect(),
+            ),
+            Err(e) => {
+                self.fail("cursors", e);
+                None
+            }
         }
     }
 

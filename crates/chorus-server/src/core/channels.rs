@@ -151,11 +151,18 @@ impl<E: Engine> Core<E> {
             cursors: None,
             state: (req.state == Some(true)).then(|| self.engine.state(key)),
         };
+        if let Some(s) = &reply.state {
+            let version = chorus_protocol::StateVersion {
+                version: s.version,
+                epoch: s.epoch.clone(),
+            };
+            self.snapshots.note(key, conn, version);
+        }
         if presence && self.has(Capability::Rooms) {
             reply.room = self.room_info(key); // ROOM-5
         }
         if presence && self.has(Capability::Cursors) {
-            let mut cursors = self.cursors.snapshot(key); // CURS-14
+            let mut cursors = self.cursor_snapshot(key); // CURS-14
             if self.fault(Fault::CursorSnapshotEmpty) {
                 cursors.clear();
             }
@@ -247,6 +254,7 @@ impl<E: Engine> Core<E> {
         let user = c.session.user_id.clone();
         let key = self.key(&tenant, name);
         self.engine.remove_subscriber(&key, conn); // CHAN-34
+        self.snapshots.forget(&key, conn);
         if name.kind() == ChannelKind::Presence {
             self.release_lease(&key, conn, &user, graceful, now, out);
         }

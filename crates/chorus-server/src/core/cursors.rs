@@ -1,12 +1,14 @@
 //! Live cursors: latest position per user, coalesced per channel (spec: cursors.md).
 //!
-//! Coalescing is per node by design: the engine's fan-out sets deliver the batches.
+//! Coalescing is per node by design (CLUS-7 allows once per node): a node's flush goes to
+//! its own subscribers as below, and through the engine to the other nodes' subscribers
+//! (none of which produced its entries), in the channel's one order.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chorus_protocol::{Capability, ChannelKind, CursorState, CursorUpdate, Millis, Right};
 
-use super::engine::ChannelKey;
+use super::engine::{ChannelKey, Delivery};
 use super::faults::Fault;
 use super::limits::check_size;
 use super::{frame_of, ConnId, Core, CoreError, Engine, Frame, Outbox};
@@ -96,23 +98,22 @@ impl Cursors {
 
     /// Sends the pending cursors of `key` to `subscribers`: one shared frame for every
     /// recipient that produced none of them, a filtered frame for each producer (CURS-10),
-    /// never an empty one (CURS-11). Cursor frames are droppable (CURS-15).
+    /// never an empty one (CURS-11). Cursor frames are droppable (CURS-15). Returns the
+    /// shared frame and the flushed entries by user, for the other nodes of a cluster.
     fn flush(
         &mut self,
         key: &ChannelKey,
         now: Millis,
         subscribers: impl Iterator<Item = ConnId>,
         out: &mut Outbox,
-    ) {
-        let Some(b) = self.boards.get_mut(key) else {
-            return;
-        };
+    ) -> Option<Flushed> {
+        let b = self.boards.get_mut(key)?;
         if let Some(at) = b.due.take() {
             self.due.remove(&(at, key.clone()));
         }
         let pending = std::mem::take(&mut b.pending);
         if pending.is_empty() {
-            return;
+            return None;
         }
         b.last_flush = Some(now);
         // Each entry is serialized once; a producer's filtered frame is spliced from the
@@ -147,7 +148,21 @@ impl Cursors {
                 out.frame(to, moved(Some(to)), true);
             }
         }
+        let users = pending.keys().filter(|u| b.latest.contains_key(*u));
+        let by_user = users.cloned().zip(entries.into_iter().map(|(j, _)| j));
+        Some(Flushed {
+            frame: all,
+            entries: by_user.collect(),
+        })
     }
+}
+
+/// What one flush sent, for the other nodes of a cluster.
+struct Flushed {
+    /// The frame with every flushed entry.
+    frame: Frame,
+    /// `(user, entry JSON)` of each flushed cursor.
+    entries: Vec<(String, String)>,
 }
 
 /// One cursor as it appears inside `cursor:moved`.
@@ -194,10 +209,44 @@ impl<E: Engine> Core<E> {
         let interval = self.config.limits.cursor_interval_ms;
         let due = self.cursors.record(&key, cursor, conn, interval);
         if due <= now || self.fault(Fault::CursorsUncoalesced) {
-            let to = self.cursor_recipients(&key);
-            self.cursors.flush(&key, now, to.into_iter(), out);
+            self.flush_channel_cursors(&key, now, out);
         }
         Ok(())
+    }
+
+    /// Flushes `key`'s pending cursors here and hands the shared frame to the engine for
+    /// the other nodes; what the engine says precedes it in the channel's order is sent to
+    /// this node's subscribers first (CLUS-7).
+    fn flush_channel_cursors(&mut self, key: &ChannelKey, now: Millis, out: &mut Outbox) {
+        let to = self.cursor_recipients(key);
+        let mut flushed = Outbox::default();
+        let Some(done) = self.cursors.flush(key, now, to.into_iter(), &mut flushed) else {
+            return;
+        };
+        self.engine.keep_cursors(key, &done.entries);
+        match self.engine.relay(key, &done.frame, None) {
+            Delivery::Frames(earlier) => {
+                for frame in &earlier {
+                    self.deliver_local(key, frame, None, out);
+                }
+            }
+            Delivery::Relayed => {}
+            Delivery::Discontinuity => self.evict_subscribers(key, out),
+        }
+        out.effects.append(&mut flushed.effects);
+    }
+
+    /// The current cursors of a channel (CURS-14): those the engine shares across nodes,
+    /// with this node's own latest ones over them.
+    pub(super) fn cursor_snapshot(&self, key: &ChannelKey) -> Vec<CursorState> {
+        let local = self.cursors.snapshot(key);
+        let Some(shared) = self.engine.shared_cursors(key) else {
+            return local;
+        };
+        let mut by_user: BTreeMap<String, CursorState> =
+            shared.into_iter().map(|c| (c.user_id.clone(), c)).collect();
+        by_user.extend(local.into_iter().map(|c| (c.user_id.clone(), c)));
+        by_user.into_values().collect()
     }
 
     /// The connections a flush of `key` goes to: every subscriber, except, with the
@@ -225,8 +274,7 @@ impl<E: Engine> Core<E> {
             if let Some(b) = self.cursors.boards.get_mut(&key) {
                 b.due = None;
             }
-            let to = self.cursor_recipients(&key);
-            self.cursors.flush(&key, now, to.into_iter(), out);
+            self.flush_channel_cursors(&key, now, out);
         }
     }
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use chorus_protocol::http::ChannelStats;
 use chorus_protocol::{
-    ChannelName, Epoch, Member, Millis, PresenceStatus, StateData, StateSnapshot, StateVersion,
-    StreamItem, StreamPosition, UserId,
+    ChannelName, CursorState, Epoch, Member, Millis, PresenceStatus, StateData, StateSnapshot,
+    StateVersion, StreamItem, StreamPosition, UserId,
 };
 
 use super::{ConnId, CoreError, Frame};
@@ -228,6 +228,19 @@ pub trait Engine {
     /// order (duplicates dropped, missed stream items filled in from the retained stream).
     fn accept_remote(&mut self, _key: &ChannelKey, _remote: Remote) -> Delivery {
         Delivery::Frames(Vec::new())
+    }
+
+    // --- cursors (cursors.md) ---
+
+    /// Keeps the users' latest flushed cursors, `(user, entry JSON)` as they appear in
+    /// `cursor:moved`, where every node reads them (CURS-14 across nodes); one process keeps
+    /// them in the core only.
+    fn keep_cursors(&mut self, _key: &ChannelKey, _entries: &[(String, String)]) {}
+    /// Forgets a user's kept cursor (CURS-12).
+    fn forget_cursor(&mut self, _key: &ChannelKey, _user: &str) {}
+    /// The cursors kept by [`Engine::keep_cursors`] on any node; `None` in one process.
+    fn shared_cursors(&self, _key: &ChannelKey) -> Option<Vec<CursorState>> {
+        None
     }
 
     // --- rooms (rooms.md) ---

@@ -276,6 +276,8 @@ pub struct Core<E: Engine = InProcessEngine> {
     engine: E,
     conns: HashMap<ConnId, Connection>,
     cursors: Cursors,
+    /// State snapshots sent, against which other nodes' state frames are filtered.
+    snapshots: state::Snapshots,
     /// `POST /api/publish` rate limit per (tenant, user) (HTTP-24).
     publish_buckets: HashMap<(Arc<str>, UserId), TokenBucket>,
     /// When expired `Idempotency-Key`s of `POST /api/changes` are next forgotten.
@@ -309,6 +311,7 @@ impl<E: Engine> Core<E> {
             engine,
             conns: HashMap::new(),
             cursors: Cursors::default(),
+            snapshots: state::Snapshots::default(),
             publish_buckets: HashMap::new(),
             key_sweep_at: 0,
             publish_ids: dedup::PublishIds::default(),
@@ -564,7 +567,17 @@ impl<E: Engine> Core<E> {
                 let last = frames.len().saturating_sub(1);
                 for (i, frame) in frames.iter().enumerate() {
                     let skip = if i == last { except } else { None };
-                    self.deliver_local(key, frame, skip, &mut out);
+                    // Another node's cursor batch stays droppable here too (CURS-15).
+                    let droppable = frame.starts_with(r#"{"type":"cursor:moved""#);
+                    let against = self.snapshots.against(key, frame);
+                    for to in self.engine.subscribers(key) {
+                        let held = against
+                            .as_ref()
+                            .is_some_and(|(v, seen)| state::held_by(seen.get(&to), v));
+                        if Some(to) != skip && !held {
+                            out.frame(to, frame.clone(), droppable);
+                        }
+                    }
                 }
             }
             Delivery::Relayed => {}

@@ -82,6 +82,7 @@ impl<E: Engine> Core<E> {
     fn member_left(&mut self, key: &ChannelKey, user: &str, last_seen: Millis, out: &mut Outbox) {
         if !self.fault(Fault::CursorKeptAfterLeave) {
             self.cursors.forget_user(key, user);
+            self.engine.forget_cursor(key, user);
         }
         if !self.fault(Fault::SkipUserLeft) {
             let left = ServerMessage::UserLeft(UserLeft {

@@ -6,6 +6,8 @@ use chorus_protocol::{
     StateVersion,
 };
 
+use std::collections::HashMap;
+
 use super::engine::{ChannelKey, Expected, StateWrite};
 use super::faults::Fault;
 use super::{frame_of, ConnId, Core, CoreError, Engine, Outbox};
@@ -128,6 +130,11 @@ impl<E: Engine> Core<E> {
         self.check_name(&req.channel)?;
         let (key, _) = self.subscribed_key(conn, &req.channel)?;
         let snap = self.engine.state(&key);
+        let version = StateVersion {
+            version: snap.version,
+            epoch: snap.epoch.clone(),
+        };
+        self.snapshots.note(&key, conn, version);
         let sync = StateSync {
             id: req.id,
             channel: req.channel,
@@ -219,6 +226,51 @@ impl<E: Engine> Core<E> {
             .then_some(writer);
         self.fan_out(key, &frame_of(msg), except, out);
     }
+}
+
+/// The state version each connection was last sent in a snapshot, by channel. In a cluster
+/// a write's `state:*` frame can reach this node after a snapshot taken here already holds
+/// the write (it was in flight on the bus, or published just after the write): such a
+/// frame is not sent to that connection, which gets exactly the versions after its
+/// snapshot (STATE-22, STATE-23 across nodes). One process never sends one.
+#[derive(Debug, Default)]
+pub(super) struct Snapshots(HashMap<ChannelKey, HashMap<ConnId, StateVersion>>);
+
+impl Snapshots {
+    /// `conn` was sent the snapshot at `version` of `key`.
+    pub fn note(&mut self, key: &ChannelKey, conn: ConnId, version: StateVersion) {
+        self.0.entry(key.clone()).or_default().insert(conn, version);
+    }
+
+    /// `conn` left `key`.
+    pub fn forget(&mut self, key: &ChannelKey, conn: ConnId) {
+        if let Some(by_conn) = self.0.get_mut(key) {
+            by_conn.remove(&conn);
+            if by_conn.is_empty() {
+                self.0.remove(key);
+            }
+        }
+    }
+
+    /// The snapshots sent on `key`, when `frame` is a state frame: `(its version, them)`.
+    pub fn against<'a>(
+        &'a self,
+        key: &ChannelKey,
+        frame: &str,
+    ) -> Option<(StateVersion, &'a HashMap<ConnId, StateVersion>)> {
+        let by_conn = self.0.get(key)?;
+        if !frame.starts_with(r#"{"type":"state:"#) {
+            return None;
+        }
+        // Another node's frame: read back for its version, ignoring the other members.
+        let version: StateVersion = serde_json::from_str(frame).ok()?;
+        Some((version, by_conn))
+    }
+}
+
+/// Whether a connection sent the snapshot `seen` already holds the write of `frame`.
+pub(super) fn held_by(seen: Option<&StateVersion>, frame: &StateVersion) -> bool {
+    seen.is_some_and(|s| s.epoch == frame.epoch && s.version >= frame.version)
 }
 
 /// The compare-and-set conditions of a write (STATE-19, STATE-32).
