@@ -113,15 +113,26 @@ async fn the_suite_passes_across_three_nodes() {
         .filter(|c| c.verdict == Verdict::Pass)
         .count();
     eprintln!(
-        "{passed} of {} passed across three nodes ({} skipped: capability or limit)",
+        "{passed} of {} passed across three nodes ({} skipped: cases for servers without a capability)",
         clustered.len(),
         clustered.len() - passed
     );
-    assert!(
-        passed * 10 >= clustered.len() * 8,
-        "{passed} of {} passed",
-        clustered.len()
-    );
+    for c in clustered.iter().filter(|c| c.verdict != Verdict::Pass) {
+        eprintln!(
+            "  {} ({}): {}",
+            c.id,
+            c.verdict.as_str(),
+            c.reason.as_deref().unwrap_or("")
+        );
+    }
+    // The whole suite: what did not pass is only a case grading a server that lacks a
+    // capability these nodes announce.
+    let inapplicable: Vec<&str> = clustered
+        .iter()
+        .filter(|c| c.verdict != Verdict::Pass && !c.id.contains(".unannounced."))
+        .map(|c| c.id.as_str())
+        .collect();
+    assert!(inapplicable.is_empty(), "not passed: {inapplicable:?}");
     assert!(deleted > 0, "the run wrote nothing to Redis under {prefix}");
 }
 

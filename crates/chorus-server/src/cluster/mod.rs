@@ -17,42 +17,78 @@
 //! blocking boundary keeps each handler one atomic step with one lock, at the price of
 //! one Redis round trip per engine call under that lock (figures in docs/).
 //!
+//! # One order per channel (CHAN-46, CLUS-1, CLUS-7)
+//! Every frame of a channel, stream item or ephemeral (presence, state, cursor batches),
+//! is published by one script that gives it the channel's next place in its bus order
+//! (`bseq`), keeps the payload in `P:recent:C` and publishes it; Redis runs scripts one at
+//! a time and delivers a channel's publishes in that order to every node. A node delivers
+//! a channel strictly in `bseq` order: its own frame at once (no reply is held: TRANS-25
+//! and TRANS-26 hold as on one server), after the frames of other nodes that precede it,
+//! which the script returns from `P:recent:C` when this node has not received them yet;
+//! a bus frame with a gap before it is filled the same way, and a bus frame at or below
+//! what the node delivered is a duplicate (its own, or one a gap fill brought). A gap no
+//! longer kept, or a frame of another epoch, closes the node's subscribers with 4301
+//! (CLUS-9). A discard (ROOM-17, STATE-26) starts the new epoch at once and publishes a
+//! reset (`bseq` 0, no frame) that nodes follow instead of taking it for a loss.
+//!
+//! Why not hold replies behind the bus (every frame delivered only when the bus brings it
+//! back): it adds a Redis round trip of latency to every local delivery, and needs a
+//! per-connection queue of replies waiting for their connection's own frames; the gap
+//! fill costs one `LRANGE` only when a node is behind, and nothing when it is not.
+//!
+//! Snapshots: a state frame another node published can reach this node after a snapshot
+//! taken here already holds its write (it was in flight, or the writer published it just
+//! after the write); the core does not send it to a connection whose snapshot holds that
+//! version (`core::state::Snapshots`, STATE-22).
+//!
 //! # What lives in Redis (prefix `P`, channel id `C` = `{tenant length}:{tenant}{name}`)
-//! - `P:meta:C` hash `epoch`, `seq`, `sver`, `slen`: the stream position and the shared
-//!   state's version ([`scripts::POSITION`], [`scripts::APPEND`], [`scripts::WRITE_STATE`]).
+//! - `P:meta:C` hash `epoch`, `seq`, `sver`, `slen`, `bseq`: the stream position, the
+//!   shared state's version and the channel's place in its bus order
+//!   ([`scripts::POSITION`], [`scripts::append`], [`scripts::relay`],
+//!   [`scripts::WRITE_STATE`]).
 //! - `P:hist:C` list of the retained items, `m<len>:<event><frame>` or `d<frame>`.
+//! - `P:recent:C` list of the last bus payloads (as many as the retention), one per
+//!   `bseq`: what a node that is behind fills its gap from ([`scripts::READ_RECENT`]).
 //! - `P:state:C` hash of the shared state, compact JSON values.
-//! - `P:bus:C` pub/sub channel: `origin\nepoch\nseq\nexcept\nframe` (epoch and seq
-//!   empty for ephemeral frames: presence and state events, which reach every node,
-//!   their origin included, in the order Redis publishes them, CLUS-7).
+//! - `P:curs:C` hash user -> latest flushed cursor, for `subscribed.cursors` (CURS-14);
+//!   forgotten when the member leaves (CURS-12).
+//! - `P:bus:C` pub/sub channel: `origin\nbseq\nepoch\nseq\nexcept\nframe` (seq empty
+//!   for ephemeral frames).
 //! - `P:nodes` counter: node numbers, the high bits of every connection id (CLUS-5).
-//!
-//! # Redis operations
-//! - publish: one `EVALSHA` (HSETNX, HGET, HINCRBY, RPUSH, LTRIM, PUBLISH; LLEN and LRANGE
-//!   only when this node missed items), delivered by Redis to the nodes subscribed to the
-//!   channel's bus, and only those.
-//! - subscribe: the node's first subscriber of a channel costs a `SUBSCRIBE` (confirmed)
-//!   and a position script; a recovery adds one read script. Later subscribers on the node
-//!   cost the read script only when they recover.
-//! - state write: one `EVALSHA` plus a `PUBLISH` of the `state:updated` frame.
-//!
+//! - `P:stats:N` hash of node N's share of `GET /api/stats` (`c:{tenant}` connections,
+//!   `s:C` subscribers), expiring with its liveness; summed by [`scripts::STATS`].
 //! - `P:pres:C`, `P:lease:C` hashes: presence members by user and their leases
 //!   ([`presence_scripts`]); `P:alive:N` (TTL), `P:nodeset`, `P:nodechans:N`, `P:dead:N`:
 //!   node liveness and the sweep of a dead node's leases (CLUS-8).
-//!
 //! - `P:room:C` string: the room's settings as JSON, created with `SET NX` (the first
 //!   node to create it wins; persistent rooms are as durable as Redis).
 //!
+//! # Redis operations
+//! - publish (a `broadcast`, an HTTP publish, a `data_change`): one `EVALSHA` (HSETNX,
+//!   HGET, 2 HINCRBY, 2 RPUSH, 2 LTRIM, PUBLISH; LLEN and LRANGE only when this node is
+//!   behind), delivered by Redis to the nodes subscribed to the channel's bus, and only
+//!   those; a node receiving it with a gap before it adds one `EVALSHA` (LRANGE).
+//! - an ephemeral frame (presence change, state write's event, a node's cursor flush):
+//!   one `EVALSHA` of the same shape without the history, after the change's own script
+//!   (a presence change: the lease script; a state write: the write script; a cursor
+//!   flush: an `HSET` of `P:curs:C`).
+//! - subscribe: one `EVALSHA` (HINCRBY of the node's statistics); the node's first
+//!   subscriber of a channel adds a `SUBSCRIBE` (confirmed) and a position script; a
+//!   recovery adds one read script; unsubscribe the same `HINCRBY`, and the node's last
+//!   subscriber an `UNSUBSCRIBE`. A connection opened or closed: one `HINCRBY`.
+//! - `GET /api/stats`: two `EVALSHA` reading every live node's statistics hash and set of
+//!   channels with leases, and `HLEN` of each listed channel's members.
+//!
 //! # Not clustered yet (kept per node in its [`InProcessEngine`])
-//! Cursors, resource records and ingestion marks, `active_channels` (HTTP stats);
-//! ephemeral frames (presence, state) are not yet ordered against snapshots taken on
-//! another node, nor against the channel's stream items: an item is delivered on its own
-//! node at once and an ephemeral frame when the bus brings it back, so a `user:joined` can
-//! follow a later `message` there (`chorus conform --url A --url B` shows it in its
-//! presence, rooms and mixed properties). Delivering items through the bus too would fix
-//! that but let a reply overtake the sender's own earlier echo (TRANS order), unless the
-//! shell holds a connection's later replies behind its frames still on the bus. See spec/cluster.md for the requirements these leave
-//! unmet and the suite's list of what a multi-node run cannot grade yet.
+//! Resource records and ingestion marks. A write and the publish of its event are two
+//! scripts, so two nodes writing the same channel's state (or presence) at once may
+//! publish their events in the other order than their versions; every node still sees the
+//! one order the bus gave (CHAN-46), but a `state:updated` of version 7 can precede that of
+//! version 6. A presence snapshot taken while a `user:joined` is on its way may be
+//! followed by that `user:joined`. A dead node's last flushed cursors stay in `P:curs:C`
+//! until its members' leases are swept and a member of the channel leaves. See
+//! spec/cluster.md for the requirements and conformance/tests/cluster.rs for the
+//! three-node run.
 
 pub mod bus;
 mod fault_hooks;

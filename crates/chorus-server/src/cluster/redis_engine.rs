@@ -38,7 +38,7 @@ struct Scripts {
     relay: Script,
     read_recent: Script,
     discard: Script,
-    count: Script,
+    share: Script,
     stats: Script,
     read_after: Script,
     write_state: Script,
@@ -94,6 +94,11 @@ pub struct RedisEngine {
     /// The frame of the last append: [`Engine::relay`] does not publish it again (the
     /// append script did).
     appended: Option<Frame>,
+    /// This node's share of the statistics (`c:{tenant}`, `s:C` -> count), as written to
+    /// `P:stats:N`.
+    share: HashMap<String, i64>,
+    /// A write of the share failed: rewrite it whole at the next liveness renewal.
+    share_dirty: std::cell::Cell<bool>,
     /// A Redis call failed since the shell last asked: the node can no longer keep its
     /// promises and closes its connections with 4301 (CLUS-10).
     failed: RefCell<Option<String>>,
@@ -134,7 +139,7 @@ impl RedisEngine {
                 relay: Script::new(&scripts::relay()),
                 read_recent: Script::new(scripts::READ_RECENT),
                 discard: Script::new(scripts::DISCARD),
-                count: Script::new(scripts::COUNT),
+                share: Script::new(scripts::SHARE),
                 stats: Script::new(scripts::STATS),
                 read_after: Script::new(scripts::READ_AFTER),
                 write_state: Script::new(scripts::WRITE_STATE),
@@ -142,6 +147,8 @@ impl RedisEngine {
             },
             delivering: HashMap::new(),
             appended: None,
+            share: HashMap::new(),
+            share_dirty: std::cell::Cell::new(false),
             failed: RefCell::new(None),
             faults: Faults::default(),
         }
@@ -386,17 +393,44 @@ impl RedisEngine {
         })
     }
 
-    /// Adds `delta` to this node's share of a statistic (HTTP-14a, HTTP-14b).
-    fn count(&self, field: String, delta: i64) {
-        let args = [
-            field.into_bytes(),
-            delta.to_string().into_bytes(),
-            super::redis_presence::LIVENESS_TTL_MS
-                .to_string()
-                .into_bytes(),
+    /// Adds `delta` to this node's share of a statistic (HTTP-14a, HTTP-14b) and writes
+    /// the new count to Redis. The node's own counts are the truth: a write that fails
+    /// (Redis away) only marks the share for a full rewrite at the next liveness renewal,
+    /// and closes nobody (statistics are no acknowledged write).
+    fn count(&mut self, field: String, delta: i64) {
+        let n = self.share.entry(field.clone()).or_insert(0);
+        *n = n.saturating_add(delta).max(0);
+        let n = *n;
+        if n == 0 {
+            self.share.remove(&field);
+        }
+        if let Err(e) = self.write_share(false, &[(field, n)]) {
+            tracing::warn!(error = %e, "redis statistics write failed; rewritten later");
+            self.share_dirty.set(true);
+        }
+    }
+
+    fn write_share(&self, whole: bool, fields: &[(String, i64)]) -> Result<Value, String> {
+        let ttl = super::redis_presence::LIVENESS_TTL_MS.to_string();
+        let mut args = vec![
+            if whole { b"1".to_vec() } else { b"0".to_vec() },
+            ttl.into_bytes(),
         ];
-        if let Err(e) = self.run(&self.scripts.count, &[self.keys.stats(self.node)], &args) {
-            self.fail("statistics", e);
+        for (field, n) in fields {
+            args.push(field.as_bytes().to_vec());
+            args.push(n.to_string().into_bytes());
+        }
+        self.run(&self.scripts.share, &[self.keys.stats(self.node)], &args)
+    }
+
+    /// Rewrites this node's whole share of the statistics when a write of it failed.
+    pub(super) fn rewrite_share_if_needed(&self) {
+        if !self.share_dirty.get() {
+            return;
+        }
+        let all: Vec<(String, i64)> = self.share.iter().map(|(f, n)| (f.clone(), *n)).collect();
+        if self.write_share(true, &all).is_ok() {
+            self.share_dirty.set(false);
         }
     }
 

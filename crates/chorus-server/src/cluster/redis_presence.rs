@@ -315,7 +315,10 @@ impl RedisEngine {
             .arg(LIVENESS_TTL_MS)
             .ignore()
             .query::<()>(&mut *conn)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        drop(conn);
+        self.rewrite_share_if_needed();
+        Ok(())
     }
 
     /// CLUS-8: the leases of every node whose liveness key expired at least the grace

@@ -131,13 +131,20 @@ redis.call('PUBLISH', ARGV[2], ARGV[3] .. '\n0\n' .. ARGV[1] .. '\n\n\n')
 return 1
 "#;
 
-/// Adds `ARGV[2]` to field `ARGV[1]` of a node's statistics hash (KEYS[1]), dropping the
-/// field at 0, and keeps the hash alive for `ARGV[3]` ms.
-pub const COUNT: &str = r#"
-local v = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-if v <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return v
+/// Sets a node's statistics hash (KEYS[1]): `ARGV[1]` 1 replaces the whole hash, 0
+/// changes only the fields given; then keeps it alive for `ARGV[2]` ms. ARGV from 3 on:
+/// field, count pairs (a count of 0 drops the field).
+pub const SHARE: &str = r#"
+if ARGV[1] == '1' then redis.call('DEL', KEYS[1]) end
+for i = 3, #ARGV, 2 do
+  if tonumber(ARGV[i + 1]) > 0 then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
 "#;
 
 /// A tenant's statistics summed over the nodes of `ARGV[1]:nodeset` whose statistics hash

@@ -441,3 +441,53 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod snapshot_tests {
+    use std::sync::Arc;
+
+    use chorus_protocol::{ChannelName, Epoch, StateVersion};
+
+    use super::{held_by, ChannelKey, Snapshots};
+
+    fn key() -> ChannelKey {
+        ChannelKey {
+            tenant: Arc::from(""),
+            name: ChannelName("doc".into()),
+        }
+    }
+
+    fn v(epoch: &str, version: u64) -> StateVersion {
+        StateVersion {
+            version,
+            epoch: Epoch(epoch.into()),
+        }
+    }
+
+    #[test]
+    fn a_state_frame_the_snapshot_holds_is_held_back_and_a_later_one_is_not() {
+        let mut s = Snapshots::default();
+        s.note(&key(), 7, v("e-1", 5));
+        let frame = r#"{"type":"state:update","channel":"doc","key":"x","value":{"version":99},"version":5,"epoch":"e-1","from":"ann","ts":1}"#;
+        let (version, seen) = s.against(&key(), frame).unwrap();
+        assert_eq!(
+            version,
+            v("e-1", 5),
+            "the frame's own version, not one in its value"
+        );
+        assert!(held_by(seen.get(&7), &version));
+        assert!(
+            !held_by(seen.get(&8), &version),
+            "another connection gets it"
+        );
+        assert!(!held_by(seen.get(&7), &v("e-1", 6)));
+        assert!(
+            !held_by(seen.get(&7), &v("e-2", 1)),
+            "another epoch is never held"
+        );
+        let message = r#"{"type":"message","channel":"doc","event":"e","data":1,"ts":1,"seq":5}"#;
+        assert!(s.against(&key(), message).is_none());
+        s.forget(&key(), 7);
+        assert!(s.against(&key(), frame).is_none(), "nothing noted any more");
+    }
+}
