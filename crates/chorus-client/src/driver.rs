@@ -884,6 +884,14 @@ impl Driver {
                 }
                 return;
             }
+            // HIST-21: the channel's epoch changed under the subscription; the frame is read
+            // like the reply to a resubscribe whose recovery failed.
+            (ServerMessage::Subscribed(s), None) if s.id.is_none() => {
+                if let Some(t) = self.tracked.get_mut(&s.channel) {
+                    t.on_subscribed(s.clone(), &faults);
+                }
+                return;
+            }
             (ServerMessage::Error(e), Some(Internal::Subscribe(name))) => {
                 if let Some(t) = self.tracked.get_mut(&name) {
                     outcome = t.on_subscribe_error(RequestError::Server(Box::new(e.clone())));

@@ -63,6 +63,7 @@ faults! {
     CapacityCountsConnections = "capacity_counts_connections": "a room's max_users counts subscribed connections, not users (ROOM-14)",
     PasswordTruncated = "password_truncated": "room passwords are compared on their first 72 bytes only, as bcrypt does (ROOM-10)",
     PasswordOncePerUser = "password_once_per_user": "a user who is already a member joins a protected room without the password (ROOM-11)",
+    EpochChangeSilent = "epoch_change_silent": "connections still subscribed to a discarded room's channel get no subscribed frame for the new epoch (HIST-21)",
     DiscardDropsWatchers = "discard_drops_watchers": "discarding an emptied room drops the connections still subscribed without a member from its fan-out (ROOM-23)",
     RoomOutlivesMembers = "room_outlives_members": "an emptied non-persistent room is kept with its options for the next creator (ROOM-17)",
     NoPong = "no_pong": "ping gets no pong (CONN-12)",
@@ -581,6 +582,19 @@ mod fault_tests {
         let (_, effects) = d.core.resource_write("", op, d.now).unwrap();
         d.route(effects);
         assert_eq!(d.types(r), ["data_change"]);
+    }
+
+    #[test]
+    fn epoch_change_silent() {
+        let mut d = with("epoch_change_silent");
+        let a = d.connect("ann");
+        let mut watcher = super::super::testkit::session("wat", "");
+        watcher.rights = Some(serde_json::from_value(json!({"subscribe": ["*"]})).unwrap());
+        let w = d.connect_session(watcher);
+        d.subscribe(a, "presence-r");
+        d.subscribe(w, "presence-r");
+        d.send(a, json!({"type": "unsubscribe", "channel": "presence-r"}));
+        assert_eq!(d.types(w), ["user:left"]);
     }
 
     #[test]

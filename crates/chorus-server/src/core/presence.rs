@@ -93,7 +93,7 @@ impl<E: Engine> Core<E> {
             self.fan_out(key, &frame_of(&left), None, out);
         }
         // A store failure here leaves the room in memory; it is retried at the next leave.
-        let _ = self.discard_if_empty(key);
+        let _ = self.discard_if_empty(key, out);
     }
 
     /// Grace leases that ran out (PRES-29).

@@ -1,12 +1,14 @@
 //! Rooms: presence channels with options fixed by the creating subscribe (spec: rooms.md).
 
-use chorus_protocol::{Millis, RoomInfo, RoomOptions, Subscribe};
+use chorus_protocol::{
+    Capability, ChannelKind, Millis, RoomInfo, RoomOptions, ServerMessage, Subscribe, Subscribed,
+};
 
 use super::engine::{ChannelKey, Room};
 use super::faults::Fault;
 use super::limits::check_size;
 use super::room_password::{self, Checked};
-use super::{ConnId, Core, CoreError, Engine};
+use super::{ConnId, Core, CoreError, Engine, Outbox};
 
 /// Longest room password in characters (ROOM-7a).
 const MAX_PASSWORD_CHARS: usize = 128;
@@ -143,7 +145,11 @@ impl<E: Engine> Core<E> {
     }
 
     /// Discards a non-persistent room whose last member is gone (ROOM-17).
-    pub(super) fn discard_if_empty(&mut self, key: &ChannelKey) -> Result<(), CoreError> {
+    pub(super) fn discard_if_empty(
+        &mut self,
+        key: &ChannelKey,
+        out: &mut Outbox,
+    ) -> Result<(), CoreError> {
         let persistent = self.engine.room(key).is_some_and(|r| r.persist);
         let keep = self.fault(Fault::RoomOutlivesMembers);
         if self.engine.member_count(key) == 0 && !persistent && !keep {
@@ -153,12 +159,38 @@ impl<E: Engine> Core<E> {
             let watchers: Vec<ConnId> = self.engine.subscribers(key).collect();
             self.engine.discard(key)?;
             if !self.fault(Fault::DiscardDropsWatchers) {
-                for conn in watchers {
+                for &conn in &watchers {
                     self.engine.add_subscriber(key, conn);
+                }
+                if !self.fault(Fault::EpochChangeSilent) {
+                    self.announce_new_epoch(key, &watchers, out);
                 }
             }
         }
         Ok(())
+    }
+}
+
+impl<E: Engine> Core<E> {
+    /// HIST-21: tells the connections still subscribed to `key` that its epoch changed, with
+    /// a `subscribed` without `id` holding the new position and snapshots.
+    fn announce_new_epoch(&mut self, key: &ChannelKey, to: &[ConnId], out: &mut Outbox) {
+        let kind = key.name.kind();
+        let presence = kind == ChannelKind::Presence;
+        for &conn in to {
+            let frame = Subscribed {
+                id: None,
+                channel: key.name.clone(),
+                kind,
+                position: self.engine.position(key),
+                recovered: Some(false),
+                presence: presence.then(|| self.presence_snapshot(key, conn)),
+                room: None,
+                cursors: (presence && self.has(Capability::Cursors)).then(Vec::new),
+                state: None,
+            };
+            out.send(conn, &ServerMessage::Subscribed(frame));
+        }
     }
 }
 
