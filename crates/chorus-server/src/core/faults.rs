@@ -158,7 +158,7 @@ faults! {
     SseResumeIgnored = "sse_resume_ignored": "SSE streams ignore Last-Event-ID and last_event_id (SSE-11)",
     SseQueryResumeIgnored = "sse_query_resume_ignored": "SSE streams ignore the last_event_id query parameter (SSE-11)",
     SseUndecodableRefused = "sse_undecodable_refused": "an SSE resume token that does not decode refuses the stream with 400 (SSE-14)",
-    SsePresenceAllowed = "sse_presence_allowed": "SSE streams accept presence channels (SSE-2)",
+    SsePresenceAllowed = "sse_presence_allowed": "SSE streams accept presence channels (SSE-2c)",
     SseNoCacheControl = "sse_no_cache_control": "SSE responses lack Cache-Control: no-cache (SSE-3)",
     SseExpiryIgnored = "sse_expiry_ignored": "an SSE stream outlives its token's expiry (SSE-16)",
     SseDataChangeUntracked = "sse_data_change_untracked": "data_change events do not advance the SSE resume token (SSE-7)",

@@ -56,7 +56,7 @@ pub async fn stream(
     }
 }
 
-/// Everything checked before streaming (SSE-2), then the subscriptions.
+/// Everything checked before streaming (SSE-2a to SSE-2e), then the subscriptions.
 async fn open(
     shared: &Arc<Shared>,
     query: Option<&str>,
@@ -132,7 +132,7 @@ fn authenticate(
 }
 
 /// Distinct requested channels in query order (SSE-6), each valid and not a presence
-/// channel, at most `max_subscriptions` of them (SSE-2).
+/// channel, at most `max_subscriptions` of them (SSE-2e).
 fn requested_channels(shared: &Shared, query: Option<&str>) -> Result<Vec<ChannelName>, ApiError> {
     let mut channels: Vec<ChannelName> = Vec::new();
     let twice = shared.faults.on(Fault::SseRepeatedChannelTwice);
