@@ -98,6 +98,7 @@ async fn open(
         queue,
         prefix: VecDeque::new(),
         positions: Positions::new(),
+        resumed_from: Positions::new(),
         faults: shared.faults.clone(),
         expires_at: expires_at.map(deadline_at),
         done: false,
@@ -105,6 +106,12 @@ async fn open(
     };
     for channel in channels {
         let since = since_for(resume.as_ref(), &channel);
+        if let Some(since) = &since {
+            state.resumed_from.insert(
+                channel.as_str().to_owned(),
+                (since.epoch.0.clone(), since.seq),
+            );
+        }
         state.subscribe(channel, since).await?;
     }
     Ok(futures_util::stream::unfold(
@@ -207,6 +214,9 @@ struct StreamState {
     /// Items taken from the queue while checking the subscriptions.
     prefix: VecDeque<Outbound>,
     positions: Positions,
+    /// The position each channel was resumed from: a recovered `subscribed` carries it in
+    /// its id, and the replay advances it (SSE-21).
+    resumed_from: Positions,
     expires_at: Option<Instant>,
     faults: crate::core::Faults,
     done: bool,
@@ -312,8 +322,19 @@ impl StreamState {
             "subscribed" => {
                 let epoch = value["position"]["epoch"].as_str().unwrap_or_default();
                 let seq = value["position"]["seq"].as_u64().unwrap_or(0);
-                self.positions
-                    .insert(channel.to_owned(), (epoch.to_owned(), seq));
+                let mut position = (epoch.to_owned(), seq);
+                // A replay follows a recovered subscribed: until it arrives, the stream is
+                // at the resume point, not at the channel's newest position (SSE-21).
+                if value["recovered"] == Value::Bool(true)
+                    && !self.faults.on(Fault::SseRecoveredIdAtHead)
+                {
+                    if let Some(from) = self.resumed_from.remove(channel) {
+                        if from.0 == position.0 {
+                            position = from;
+                        }
+                    }
+                }
+                self.positions.insert(channel.to_owned(), position);
                 true
             }
             "data_change" if self.faults.on(Fault::SseDataChangeUntracked) => true,
