@@ -192,6 +192,22 @@ pub struct HttpRequest {
     /// Raw body text, sent as is with `Content-Type: application/json` (bad input).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_body: Option<String>,
+    /// Query parameters appended to `path`, generated: `count` pairs `{name}={value}{i}`
+    /// for i in 0..count, e.g. one channel more than `limits.max_subscriptions` (SSE-2e).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_query: Option<RepeatQuery>,
+}
+
+/// `repeat_query` of an HTTP request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatQuery {
+    /// The parameter's name, e.g. `channel`.
+    pub name: String,
+    /// How many pairs (at most 1000).
+    pub count: NumExpr,
+    /// The value's prefix (placeholders substituted); the pair's index is appended.
+    pub value: String,
 }
 
 /// One step of a case. Each variant is recognised by its action key (`connect`, `send`, …),

@@ -9,6 +9,9 @@ use crate::client::{ConnectError, Connection};
 use crate::fixture::{AuthKeyword, CloseCodes, Connect, HttpAuth, HttpStep};
 use crate::http::{self, Request};
 
+/// Most query parameters one `repeat_query` may generate (a URL stays a few KiB long).
+pub const MAX_REPEATED_QUERY: u64 = 1000;
+
 impl CaseRun<'_> {
     pub(super) async fn connect(&mut self, s: &Connect) -> StepResult {
         let name = s.connect.as_str();
@@ -180,7 +183,21 @@ impl CaseRun<'_> {
             (None, Some(raw)) => Some(self.scope.text(raw)?),
             _ => None,
         };
-        let path = self.scope.text(&r.path)?;
+        let mut path = self.scope.text(&r.path)?;
+        if let Some(repeat) = &r.repeat_query {
+            let count = self.scope.count(&repeat.count)?;
+            if count > MAX_REPEATED_QUERY {
+                return Err(Flow::Untestable(format!(
+                    "needs {count} query parameters, more than the harness generates \
+                     ({MAX_REPEATED_QUERY}); run the server with a lower limit"
+                )));
+            }
+            let value = self.scope.text(&repeat.value)?;
+            for i in 0..count {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                path = format!("{path}{sep}{}={value}{i}", repeat.name);
+            }
+        }
         if let Some((_, query)) = path.split_once('?') {
             // Fixture names need no percent-decoding ([a-z0-9-:] and the run prefix).
             for pair in query.split('&') {

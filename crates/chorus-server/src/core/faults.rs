@@ -163,6 +163,7 @@ faults! {
     SseExpiryIgnored = "sse_expiry_ignored": "an SSE stream outlives its token's expiry (SSE-16)",
     SseDataChangeUntracked = "sse_data_change_untracked": "data_change events do not advance the SSE resume token (SSE-7)",
     SseTokenEventChannelOnly = "sse_token_event_channel_only": "an SSE resume token holds only the position of its event's channel (SSE-7)",
+    SseChannelsTruncated = "sse_channels_truncated": "a stream request naming more channels than max_subscriptions streams the first max_subscriptions of them instead of being refused (SSE-2e)",
     SseRecoveredIdAtHead = "sse_recovered_id_at_head": "the id of a recovered SSE subscribed holds the channel's newest position, so a stream dropped during the replay resumes past it (SSE-21)",
     SseRepeatedChannelTwice = "sse_repeated_channel_twice": "a channel repeated in the SSE query is subscribed twice, so the stream is refused (SSE-6)",
     HttpApiWithoutKey = "http_api_without_key": "the HTTP API accepts a missing or wrong X-Api-Key (HTTP-8)",

@@ -167,7 +167,11 @@ fn requested_channels(shared: &Shared, query: Option<&str>) -> Result<Vec<Channe
             ));
         }
     }
-    if channels.len() > shared.config.max_subscriptions as usize {
+    let max = shared.config.max_subscriptions as usize;
+    if channels.len() > max && shared.faults.on(Fault::SseChannelsTruncated) {
+        channels.truncate(max);
+    }
+    if channels.len() > max {
         return Err(ApiError::new(
             ErrorCode::LimitExceeded,
             "more channels than max_subscriptions",
