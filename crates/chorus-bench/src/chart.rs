@@ -45,10 +45,11 @@ const PANELS: [Panel; 4] = [
     },
 ];
 
-const COLORS: [RGBColor; 3] = [
+const COLORS: [RGBColor; 4] = [
     RGBColor(0x2b, 0x6c, 0xb0),
     RGBColor(0x8a, 0x8a, 0x8a),
     RGBColor(0x5f, 0xa0, 0x4e),
+    RGBColor(0xc0, 0x7a, 0x2c),
 ];
 
 fn register_font() -> Result<(), BenchError> {

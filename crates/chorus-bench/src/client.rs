@@ -89,6 +89,9 @@ pub async fn connect_with(
             }
             loop {
                 let text = recv_text(&mut ws).await?;
+                if let Some(answer) = dialect.reply(&text) {
+                    ws.send(Message::text(answer)).await?;
+                }
                 match dialect.classify(&text) {
                     Inbound::Joined => return Ok(ws),
                     Inbound::Error => return Err(BenchError::Protocol(text.to_string())),

@@ -1,9 +1,10 @@
 //! How the load generator speaks to each kind of server: where to connect, how to join a
 //! channel, how to publish, and how to recognise a delivery in a received frame.
 //!
-//! Two dialects: [`Minimal`] (the two baselines: the channel is the URL path, the server
-//! answers `ok` once the connection is in the channel, and every text frame a member sends
-//! goes verbatim to every other member) and [`ChorusDialect`] (spec/channels.md).
+//! Three dialects: [`Minimal`] (the bare and Node `ws` baselines: the channel is the URL
+//! path, the server answers `ok` once the connection is in the channel, and every text frame
+//! a member sends goes verbatim to every other member), [`SocketIo`] (Engine.IO v4 /
+//! Socket.IO v5 framing, bench/socketio) and [`ChorusDialect`] (spec/channels.md).
 
 use std::net::SocketAddr;
 
@@ -42,6 +43,11 @@ pub trait Dialect: Send + Sync {
     fn classify(&self, frame: &str) -> Inbound;
     /// Whether the server acknowledges each publish (then unacknowledged ones are counted).
     fn acks_publishes(&self) -> bool;
+    /// The frame a live client answers `frame` with, if any (a heartbeat the server
+    /// expects an answer to).
+    fn reply(&self, _frame: &str) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The baselines' dialect.
@@ -70,6 +76,58 @@ impl Dialect for Minimal {
 
     fn acks_publishes(&self) -> bool {
         false
+    }
+}
+
+/// Socket.IO 4 over its WebSocket transport (Engine.IO protocol v4, Socket.IO protocol v5):
+/// the server opens with `0{...}` (Engine.IO open), the client connects to the main
+/// namespace with `40{"channel":..}` (its `auth` payload, which bench/socketio joins to that
+/// room), and the server emits `42["ok"]` once it is in. A publish is the event
+/// `42<id>["m",payload]` with an acknowledgement id, answered `43<id>[]`; deliveries are
+/// `42["m",payload]`. The server pings with `2`, the client answers `3`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SocketIo;
+
+/// The acknowledgement id of every publish: the load generator counts acknowledgements, it
+/// does not match them, so one id serves (the server answers each packet's own).
+const SOCKETIO_ACK_ID: u32 = 1;
+
+impl Dialect for SocketIo {
+    fn request(&self, addr: SocketAddr, _channel: &str, _user: &str) -> Result<Request, BenchError> {
+        Ok(format!("ws://{addr}/socket.io/?EIO=4&transport=websocket").into_client_request()?)
+    }
+
+    fn join_frames(&self, channel: &str) -> Vec<String> {
+        vec![format!("40{}", serde_json::json!({ "channel": channel }))]
+    }
+
+    fn publish_frame(&self, _channel: &str, payload: &Payload) -> String {
+        // The payload is ASCII without quotes or backslashes: a JSON string as it is.
+        format!(r#"42{SOCKETIO_ACK_ID}["m","{}"]"#, payload.encode())
+    }
+
+    fn classify(&self, frame: &str) -> Inbound {
+        if let Some(event) = frame.strip_prefix("42") {
+            if event == r#"["ok"]"# {
+                return Inbound::Joined;
+            }
+            return Payload::find(event).map_or(Inbound::Other, Inbound::Delivery);
+        }
+        match frame.get(..2) {
+            Some("43") => Inbound::PublishAck,
+            // CONNECT_ERROR, DISCONNECT of the namespace, Engine.IO close.
+            Some("44") | Some("41") => Inbound::Error,
+            _ if frame == "1" => Inbound::Error,
+            _ => Inbound::Other,
+        }
+    }
+
+    fn acks_publishes(&self) -> bool {
+        true
+    }
+
+    fn reply(&self, frame: &str) -> Option<&'static str> {
+        (frame == "2").then_some("3")
     }
 }
 
@@ -233,6 +291,31 @@ mod tests {
         let key = jsonwebtoken::DecodingKey::from_secret(b"secret");
         let data = jsonwebtoken::decode::<Claims>(&token, &key, &validation).unwrap();
         assert_eq!(data.claims.sub, "u7");
+    }
+
+    #[test]
+    fn socketio_publish_asks_for_an_ack_and_deliveries_carry_the_payload() {
+        let p = Payload {
+            publisher: 4,
+            seq: 5,
+            sent_ns: 6,
+        };
+        let frame = SocketIo.publish_frame("c", &p);
+        assert!(frame.starts_with(r#"421["m",""#), "{frame}");
+        let delivered = format!(r#"42["m","{}"]"#, p.encode());
+        assert_eq!(SocketIo.classify(&delivered), Inbound::Delivery(p));
+        assert_eq!(SocketIo.classify("431[]"), Inbound::PublishAck);
+    }
+
+    #[test]
+    fn socketio_join_open_and_heartbeat_frames() {
+        assert_eq!(SocketIo.join_frames("a\"b"), [r#"40{"channel":"a\"b"}"#]);
+        assert_eq!(SocketIo.classify(r#"42["ok"]"#), Inbound::Joined);
+        assert_eq!(SocketIo.classify(r#"0{"sid":"x","pingInterval":25000}"#), Inbound::Other);
+        assert_eq!(SocketIo.classify(r#"40{"sid":"y"}"#), Inbound::Other);
+        assert_eq!(SocketIo.classify(r#"44{"message":"no"}"#), Inbound::Error);
+        assert_eq!(SocketIo.reply("2"), Some("3"));
+        assert_eq!(SocketIo.reply(r#"42["ok"]"#), None);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! # chorus-bench
 //!
 //! `chorus bench`: a load generator that drives real WebSocket connections on loopback
-//! against the Chorus server and two baselines (Node.js `ws`, bare tokio-tungstenite), the
-//! same workload for each, alternating, and reports each figure for all three with the
-//! Chorus/baseline ratios. Server CPU comes from the server process's own accounting
+//! against the Chorus server and three baselines (bare tokio-tungstenite, Node.js `ws`,
+//! Socket.IO 4), the same workload for each, alternating, and reports each figure for all
+//! of them with the Chorus/baseline ratios. Server CPU comes from the server process's own accounting
 //! (`/proc/<pid>/stat`), memory from its `/proc/<pid>/status`. Servers run pinned to one
 //! core, the load generator to the other. Every run is bounded in connections and time.
 //!
@@ -51,7 +51,7 @@ pub struct BenchArgs {
     /// needs PostgreSQL, and cluster, which needs `redis-server`: they run only when named].
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
-    /// Servers to compare, comma-separated: chorus, bare, node [default: all].
+    /// Servers to compare, comma-separated: chorus, bare, node, socketio [default: all].
     #[arg(long, value_delimiter = ',')]
     pub servers: Vec<String>,
     /// Measured repetitions per scenario and server [default: 5; quick: 1].
@@ -104,6 +104,10 @@ pub struct BenchArgs {
     /// bench/node-ws of this source tree].
     #[arg(long)]
     pub node_dir: Option<PathBuf>,
+    /// Folder of the Socket.IO baseline (`server.js`, `node_modules`) [default:
+    /// bench/socketio of this source tree].
+    #[arg(long)]
+    pub socketio_dir: Option<PathBuf>,
     /// Extra flag for `chorus serve` (repeatable), e.g. `--chorus-arg=--queue-capacity=4096`.
     #[arg(long = "chorus-arg", allow_hyphen_values = true)]
     pub chorus_args: Vec<String>,
@@ -266,15 +270,18 @@ fn launcher(args: &BenchArgs, kinds: &[ServerKind]) -> Result<Launcher, BenchErr
             )
         })?,
     };
-    let node_dir = args
-        .node_dir
+    let in_tree = |dir: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench").join(dir);
+    let node_dir = args.node_dir.clone().unwrap_or_else(|| in_tree("node-ws"));
+    let socketio_dir = args
+        .socketio_dir
         .clone()
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/node-ws"));
+        .unwrap_or_else(|| in_tree("socketio"));
     Ok(Launcher {
         chorus_bin,
         bare_bin,
         node_bin: args.node_bin.clone(),
         node_dir,
+        socketio_dir,
         server_core: args.server_core,
         chorus_extra: args.chorus_args.clone(),
         pg_url: args.pg_url.clone(),
@@ -282,19 +289,30 @@ fn launcher(args: &BenchArgs, kinds: &[ServerKind]) -> Result<Launcher, BenchErr
 }
 
 /// Checks that each chosen server can be started at all (before an hour of runs).
-fn preflight(settings: &mut Settings, quick: bool, named_node: bool) -> Result<(), BenchError> {
-    if settings.kinds.contains(&ServerKind::Node)
-        && !settings.launcher.node_dir.join("node_modules/ws").is_dir()
-    {
+fn preflight(settings: &mut Settings, quick: bool, named: &[String]) -> Result<(), BenchError> {
+    let installs = [
+        (ServerKind::Node, settings.launcher.node_dir.join("node_modules/ws")),
+        (
+            ServerKind::SocketIo,
+            settings.launcher.socketio_dir.join("node_modules/socket.io"),
+        ),
+    ];
+    for (kind, module) in installs {
+        if !settings.kinds.contains(&kind) || module.is_dir() {
+            continue;
+        }
+        let dir = module.parent().and_then(Path::parent).unwrap_or(&module);
         let hint = format!(
-            "Node baseline not installed: run `npm ci` in {}",
-            settings.launcher.node_dir.display()
+            "{} baseline not installed: run `npm ci` in {}",
+            kind.name(),
+            dir.display()
         );
-        // A quick run of the default servers goes on without node; a run that names node,
+        // A quick run of the default servers goes on without it; a run that names it,
         // or has nothing else to measure, fails: empty tables are not a result.
-        if quick && !named_node && settings.kinds.len() > 1 {
-            eprintln!("chorus bench: {hint}; skipping node");
-            settings.kinds.retain(|k| *k != ServerKind::Node);
+        let was_named = named.iter().any(|s| s.trim() == kind.name());
+        if quick && !was_named && settings.kinds.len() > 1 {
+            eprintln!("chorus bench: {hint}; skipping {}", kind.name());
+            settings.kinds.retain(|k| *k != kind);
         } else {
             return Err(BenchError::Options(hint));
         }
@@ -332,8 +350,7 @@ fn run_inner(args: &BenchArgs) -> Result<ExitCode, BenchError> {
     if load_before > 0.3 {
         eprintln!("chorus bench: warning: load average {load_before:.2} > 0.3; other work will pollute the figures");
     }
-    let named_node = args.servers.iter().any(|s| s.trim() == "node");
-    preflight(&mut settings, args.quick, named_node)?;
+    preflight(&mut settings, args.quick, &args.servers)?;
     eprintln!(
         "chorus bench: servers {:?} on CPU {}, load generator on CPU {}, open-file limit {nofile}",
         settings.kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),

@@ -87,8 +87,12 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-/// Rows of one scenario's table: figure, chorus, bare, node, chorus/bare, chorus/node.
-fn rows(result: &ScenarioResult) -> Vec<[String; 6]> {
+/// Columns of a scenario's table: the figure, each server, then Chorus over each baseline.
+const COLUMNS: usize = 2 + 2 * ServerKind::BASELINES.len();
+
+/// Rows of one scenario's table: figure, chorus, bare, node, socketio, chorus/bare,
+/// chorus/node, chorus/socketio.
+fn rows(result: &ScenarioResult) -> Vec<[String; COLUMNS]> {
     let cell = |kind, name: &str| {
         result
             .median(kind, name)
@@ -100,25 +104,30 @@ fn rows(result: &ScenarioResult) -> Vec<[String; 6]> {
         .iter()
         .map(|name| {
             let c = result.median(ServerKind::Chorus, name);
+            let b = ServerKind::BASELINES;
             [
                 (*name).to_owned(),
                 cell(ServerKind::Chorus, name),
-                cell(ServerKind::Bare, name),
-                cell(ServerKind::Node, name),
-                ratio(c, result.median(ServerKind::Bare, name)),
-                ratio(c, result.median(ServerKind::Node, name)),
+                cell(b[0], name),
+                cell(b[1], name),
+                cell(b[2], name),
+                ratio(c, result.median(b[0], name)),
+                ratio(c, result.median(b[1], name)),
+                ratio(c, result.median(b[2], name)),
             ]
         })
         .collect()
 }
 
-const HEADER: [&str; 6] = [
+const HEADER: [&str; COLUMNS] = [
     "figure (median)",
     "chorus",
     "bare",
     "node",
+    "socketio",
     "chorus/bare",
     "chorus/node",
+    "chorus/socketio",
 ];
 
 /// The terminal table.
@@ -126,10 +135,10 @@ pub fn text(report: &Report) -> String {
     let mut out = String::new();
     for r in &report.results {
         out.push_str(&format!("\n{} — {}\n", r.name, r.description));
-        let table: Vec<[String; 6]> = std::iter::once(HEADER.map(str::to_owned))
+        let table: Vec<[String; COLUMNS]> = std::iter::once(HEADER.map(str::to_owned))
             .chain(rows(r))
             .collect();
-        let widths: Vec<usize> = (0..6)
+        let widths: Vec<usize> = (0..COLUMNS)
             .map(|i| table.iter().map(|row| row[i].len()).max().unwrap_or(0))
             .collect();
         for row in &table {
@@ -164,7 +173,7 @@ pub fn markdown(report: &Report) -> String {
         out.push_str(&format!(
             "| {} |\n|{}\n",
             HEADER.join(" | "),
-            "---|".repeat(6)
+            "---|".repeat(COLUMNS)
         ));
         for row in rows(r) {
             out.push_str(&format!("| {} |\n", row.join(" | ")));

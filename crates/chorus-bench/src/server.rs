@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::dialect::{ChorusDialect, Dialect, Minimal};
+use crate::dialect::{ChorusDialect, Dialect, Minimal, SocketIo};
 use crate::error::BenchError;
 use crate::procstat;
 
@@ -23,11 +23,22 @@ pub enum ServerKind {
     Bare,
     /// The Node.js `ws` fan-out server (`bench/node-ws/server.js`).
     Node,
+    /// The Socket.IO 4 rooms/broadcast server (`bench/socketio/server.js`).
+    #[serde(rename = "socketio")]
+    SocketIo,
 }
 
 impl ServerKind {
     /// Every kind, in table order.
-    pub const ALL: [ServerKind; 3] = [ServerKind::Chorus, ServerKind::Bare, ServerKind::Node];
+    pub const ALL: [ServerKind; 4] = [
+        ServerKind::Chorus,
+        ServerKind::Bare,
+        ServerKind::Node,
+        ServerKind::SocketIo,
+    ];
+
+    /// The baselines, in table order.
+    pub const BASELINES: [ServerKind; 3] = [ServerKind::Bare, ServerKind::Node, ServerKind::SocketIo];
 
     /// Short name used in tables and on the command line.
     pub fn name(self) -> &'static str {
@@ -35,6 +46,7 @@ impl ServerKind {
             ServerKind::Chorus => "chorus",
             ServerKind::Bare => "bare",
             ServerKind::Node => "node",
+            ServerKind::SocketIo => "socketio",
         }
     }
 
@@ -58,8 +70,10 @@ pub struct Launcher {
     pub bare_bin: PathBuf,
     /// `node`.
     pub node_bin: PathBuf,
-    /// The folder of `server.js` (with `node_modules` installed).
+    /// The folder of the Node `ws` baseline's `server.js` (with `node_modules` installed).
     pub node_dir: PathBuf,
+    /// The folder of the Socket.IO baseline's `server.js` (with `node_modules` installed).
+    pub socketio_dir: PathBuf,
     /// CPU the servers are pinned to.
     pub server_core: usize,
     /// Extra `chorus serve` flags (after the bench's own).
@@ -99,12 +113,19 @@ impl Launcher {
                 chorus_args(&self.chorus_bin, &port, on_disk)
             }
             ServerKind::Bare => vec![self.bare_bin.display().to_string(), "--port".into(), port],
-            ServerKind::Node => vec![
-                self.node_bin.display().to_string(),
-                self.node_dir.join("server.js").display().to_string(),
-                "--port".into(),
-                port,
-            ],
+            ServerKind::Node | ServerKind::SocketIo => {
+                let dir = if kind == ServerKind::Node {
+                    &self.node_dir
+                } else {
+                    &self.socketio_dir
+                };
+                vec![
+                    self.node_bin.display().to_string(),
+                    dir.join("server.js").display().to_string(),
+                    "--port".into(),
+                    port,
+                ]
+            }
         };
         if kind == ServerKind::Chorus {
             args.extend(extra.iter().cloned());
@@ -139,7 +160,8 @@ impl Launcher {
             .map_err(|e| server_err(kind, format!("cannot start {}: {e}", line.join(" "))))?;
         let dialect: Arc<dyn Dialect> = match kind {
             ServerKind::Chorus => Arc::new(ChorusDialect::new(JWT_SECRET)),
-            _ => Arc::new(Minimal),
+            ServerKind::SocketIo => Arc::new(SocketIo),
+            ServerKind::Bare | ServerKind::Node => Arc::new(Minimal),
         };
         let mut server = Server {
             kind,

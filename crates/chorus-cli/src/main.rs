@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 /// A server's heap churns through millions of short-lived frames and connections. glibc's
 /// allocator kept the RSS of a long churn run growing (18 % above warm idle after 120 s of
 /// soak, with a flat live heap under massif); mimalloc returns freed pages to the OS.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -282,10 +282,11 @@ settings! {
     /// `cursors,sse`); their requests get `unsupported` (VER-6a to VER-6e) [default: empty].
     disable_capabilities: Vec<String> = Vec::new(), env = "CHORUS_DISABLE_CAPABILITIES",
         [value_delimiter = ',', num_args = 1..];
-    /// WebSocket read buffer per connection, bytes [default: 4096].
+    /// Bytes read from a connection's socket at once, into a buffer that exists only while
+    /// they are in flight [default: 4096].
     ws_read_buffer_bytes: usize = 4096, env = "CHORUS_WS_READ_BUFFER_BYTES";
-    /// WebSocket write buffer per connection before a write reaches the socket, bytes
-    /// [default: 4096].
+    /// Bytes of frames gathered per connection before a write reaches the socket (the
+    /// buffer is freed after each flush) [default: 4096].
     ws_write_buffer_bytes: usize = 4096, env = "CHORUS_WS_WRITE_BUFFER_BYTES";
     /// How long shutdown waits for connections to flush and close, ms [default: 5000].
     shutdown_timeout_ms: u64 = 5000, env = "CHORUS_SHUTDOWN_TIMEOUT_MS";

@@ -303,8 +303,13 @@ async fn serve(
     };
     // Frames are small and latency-bound: Nagle's algorithm would hold a frame written
     // behind an unacknowledged one for up to a delayed-ACK timeout (40 ms on Linux).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
+    // Every stream's read and write buffers exist only while bytes are in flight (an idle
+    // WebSocket holds none, net/lean_io.rs).
+    let config = &shared.config;
+    let listener =
+        net::lean_io::LeanListener::new(listener, config.ws_read_buffer_bytes, config.ws_write_buffer_bytes);
+    let listener = listener.tap_io(|io| {
+        if let Err(e) = io.get_ref().set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::client;
 use crate::error::BenchError;
@@ -36,11 +37,22 @@ pub async fn run(
         })
         .collect();
     let sockets = client::connect_many(server.dialect.as_ref(), server.addr, &members, 64).await?;
-    // Keep reading (presence joins of later members) as a live client would.
+    // Keep reading (presence joins of later members) and answering heartbeats (Socket.IO's
+    // Engine.IO pings) as a live client would.
     let readers: Vec<_> = sockets
         .into_iter()
         .map(|mut ws| {
-            tokio::task::spawn_local(async move { while let Some(Ok(_)) = ws.next().await {} })
+            let dialect = server.dialect.clone();
+            tokio::task::spawn_local(async move {
+                while let Some(Ok(msg)) = ws.next().await {
+                    let answer = msg.to_text().ok().and_then(|t| dialect.reply(t));
+                    if let Some(answer) = answer {
+                        if ws.send(Message::text(answer)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            })
         })
         .collect();
     let connect_cpu = server.cpu()?.saturating_sub(cpu_start);

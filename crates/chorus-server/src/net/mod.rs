@@ -14,6 +14,7 @@ use crate::config::Config;
 pub mod admission;
 pub mod http;
 pub mod hub;
+pub mod lean_io;
 pub mod outbound;
 pub mod pages;
 pub mod resume;

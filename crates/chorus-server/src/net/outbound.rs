@@ -1,19 +1,26 @@
 //! The bounded outbound queue of one connection (LIMIT-7..10, CURS-15).
 //!
-//! Frames wait in a bounded channel between the core (which enqueues without ever blocking,
+//! Frames wait in a bounded queue between the core (which enqueues without ever blocking,
 //! under the hub lock) and the connection's writer task. The queue is bounded twice: in
 //! frames and in bytes (so that its memory is bounded whatever the frames' sizes, LIMIT-7;
 //! a single frame larger than the byte bound still passes an empty queue, LIMIT-10). A full
 //! queue means the client stopped reading: the connection is closed with 4200 at once,
 //! instead of growing memory or slowing the senders. Droppable frames (`cursor:moved`) are
 //! dropped while the queue is above its watermark.
+//!
+//! The queue holds memory only while frames wait: it is a `VecDeque` behind a mutex that the
+//! writer takes whole (one lock per batch, not per frame) and gives back unallocated once it
+//! finds the queue empty. A bounded `tokio::sync::mpsc` channel, which this replaces, keeps a
+//! block of 32 slots (1.3 KiB) allocated for every idle connection. The bound is a counter
+//! checked under the same mutex, so no semaphore is paid per frame either.
 
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
 use chorus_protocol::CloseCode;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 /// A frame as queued: reference-counted bytes, so one serialization fanned out to many
 /// connections is shared, never copied per recipient, down to the socket write.
@@ -87,65 +94,145 @@ pub struct QueueLimits {
     pub max_bytes: usize,
 }
 
+/// What the hub's handles and the writer share.
+#[derive(Debug, Default)]
+struct Line {
+    /// Items queued and not yet taken by the writer.
+    items: Mutex<VecDeque<Outbound>>,
+    /// Items queued and not yet received by the writer (its taken batch included).
+    len: AtomicUsize,
+    /// Bytes of those items' frames.
+    bytes: AtomicUsize,
+    /// Wakes the writer: an item was queued, or the last handle went.
+    ready: Notify,
+    /// Every handle is gone: the writer ends once it has received what is queued.
+    handles_gone: AtomicBool,
+    /// The writer is gone: nothing more is queued.
+    writer_gone: AtomicBool,
+}
+
+impl Line {
+    fn items(&self) -> MutexGuard<'_, VecDeque<Outbound>> {
+        // Nothing panics under this lock; a poisoned queue is still a consistent one.
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Marks the line when the last clone of a connection's handle is dropped.
+#[derive(Debug)]
+struct HandlesAlive(Arc<Line>);
+
+impl Drop for HandlesAlive {
+    fn drop(&mut self) {
+        self.0.handles_gone.store(true, Ordering::Release);
+        self.0.ready.notify_one();
+    }
+}
+
 /// The sending side of a connection's queue, held by the hub.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
-    tx: mpsc::Sender<Outbound>,
+    line: Arc<Line>,
     closer: Arc<Closer>,
+    capacity: usize,
     watermark: usize,
     max_bytes: usize,
-    bytes: Arc<AtomicUsize>,
+    _alive: Arc<HandlesAlive>,
 }
 
 /// The receiving side, held by the connection's writer.
 #[derive(Debug)]
 pub struct ConnQueue {
-    rx: mpsc::Receiver<Outbound>,
+    line: Arc<Line>,
+    /// The batch taken from the line, received item by item.
+    taken: VecDeque<Outbound>,
     /// Immediate close requests.
     pub closer: Arc<Closer>,
-    bytes: Arc<AtomicUsize>,
+}
+
+impl Drop for ConnQueue {
+    fn drop(&mut self) {
+        self.line.writer_gone.store(true, Ordering::Release);
+    }
+}
+
+/// Why an item was not queued.
+enum Refused {
+    Full,
+    Closed,
 }
 
 /// A queue within `limits`.
 pub fn queue(limits: QueueLimits) -> (ConnHandle, ConnQueue) {
-    let (tx, rx) = mpsc::channel(limits.capacity.max(1));
+    let line = Arc::new(Line::default());
     let closer = Arc::new(Closer::default());
-    let bytes = Arc::new(AtomicUsize::new(0));
     let handle = ConnHandle {
-        tx,
+        line: line.clone(),
         closer: closer.clone(),
+        capacity: limits.capacity.max(1),
         watermark: limits.watermark,
         max_bytes: limits.max_bytes,
-        bytes: bytes.clone(),
+        _alive: Arc::new(HandlesAlive(line.clone())),
     };
-    (handle, ConnQueue { rx, closer, bytes })
+    let queue = ConnQueue {
+        line,
+        taken: VecDeque::new(),
+        closer,
+    };
+    (handle, queue)
 }
 
 impl ConnQueue {
-    /// The next item, once one is queued; `None` once every handle is gone.
+    /// The next item, once one is queued; `None` once every handle is gone and everything
+    /// queued was received. Waiting on an empty queue releases its buffers.
     pub async fn recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.recv().await?;
-        Some(self.taken(item))
+        loop {
+            if let Some(item) = self.try_recv() {
+                return Some(item);
+            }
+            if self.line.handles_gone.load(Ordering::Acquire) {
+                // Anything queued before the last handle went was taken above.
+                return self.try_recv();
+            }
+            self.release();
+            // A notification sent since the check above is kept as a permit: no lost wake-up.
+            self.line.ready.notified().await;
+        }
     }
 
     /// The next item if one is queued now.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.try_recv().ok()?;
-        Some(self.taken(item))
+        if self.taken.is_empty() {
+            let mut items = self.line.items();
+            if items.is_empty() {
+                return None;
+            }
+            // The whole batch in one lock; the line keeps the (empty) buffer we had.
+            std::mem::swap(&mut *items, &mut self.taken);
+        }
+        let item = self.taken.pop_front()?;
+        if let Outbound::Frame(frame) = &item {
+            self.line.bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        }
+        self.line.len.fetch_sub(1, Ordering::AcqRel);
+        Some(item)
     }
 
-    fn taken(&self, item: Outbound) -> Outbound {
-        if let Outbound::Frame(frame) = &item {
-            self.bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+    /// Nothing is queued: gives both buffers back, so an idle connection's queue holds no
+    /// memory beyond its fixed parts.
+    fn release(&mut self) {
+        self.taken = VecDeque::new();
+        let mut items = self.line.items();
+        if items.is_empty() {
+            *items = VecDeque::new();
         }
-        item
     }
 }
 
 impl ConnHandle {
     /// Items waiting in the queue.
     pub fn len(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.line.len.load(Ordering::Acquire)
     }
 
     /// Whether nothing waits in the queue.
@@ -161,32 +248,47 @@ impl ConnHandle {
         if droppable && self.len() >= self.watermark {
             return Enqueued::Dropped;
         }
-        let len = frame.len();
-        let queued = self.bytes.load(Ordering::Acquire);
-        if queued > 0 && queued + len > self.max_bytes {
+        let queued = self.line.bytes.load(Ordering::Acquire);
+        if queued > 0 && queued + frame.len() > self.max_bytes {
             self.closer.close_now(CloseCode::SlowConsumer);
             return Enqueued::Overflow;
         }
-        // Counted before the writer can take it, so the count never goes below zero.
-        self.bytes.fetch_add(len, Ordering::AcqRel);
-        match self.tx.try_send(Outbound::Frame(frame)) {
+        match self.push(Outbound::Frame(frame)) {
             Ok(()) => Enqueued::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.bytes.fetch_sub(len, Ordering::AcqRel);
+            Err(Refused::Full) => {
                 self.closer.close_now(CloseCode::SlowConsumer);
                 Enqueued::Overflow
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.bytes.fetch_sub(len, Ordering::AcqRel);
-                Enqueued::Closed
-            }
+            Err(Refused::Closed) => Enqueued::Closed,
         }
+    }
+
+    fn push(&self, item: Outbound) -> Result<(), Refused> {
+        if self.line.writer_gone.load(Ordering::Acquire) {
+            return Err(Refused::Closed);
+        }
+        let bytes = match &item {
+            Outbound::Frame(frame) => frame.len(),
+            Outbound::Close(_) => 0,
+        };
+        {
+            let mut items = self.line.items();
+            if self.line.len.load(Ordering::Acquire) >= self.capacity {
+                return Err(Refused::Full);
+            }
+            // Counted before the writer can take it, so the counts never go below zero.
+            self.line.len.fetch_add(1, Ordering::AcqRel);
+            self.line.bytes.fetch_add(bytes, Ordering::AcqRel);
+            items.push_back(item);
+        }
+        self.line.ready.notify_one();
+        Ok(())
     }
 
     /// Closes after the frames already queued (CONN-19, TRANS-24); when the queue is full the
     /// close happens at once with the same code.
     pub fn close_after_queued(&self, code: CloseCode) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Outbound::Close(code)) {
+        if let Err(Refused::Full) = self.push(Outbound::Close(code)) {
             self.closer.close_now(code);
         }
     }
@@ -272,6 +374,52 @@ mod tests {
         h.send(frame("a"), false);
         h.close_after_queued(CloseCode::GoingAway);
         assert_eq!(q.closer.requested(), Some(CloseCode::GoingAway));
+    }
+
+    #[tokio::test]
+    async fn an_idle_queue_gives_its_buffers_back() {
+        let (h, mut q) = queue(limits(64, 64));
+        for _ in 0..20 {
+            h.send(frame("frame"), false);
+        }
+        for _ in 0..20 {
+            assert!(q.recv().await.is_some());
+        }
+        assert!(h.is_empty());
+        // The next wait finds the queue empty and releases it before sleeping.
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(10), q.recv()).await;
+        assert!(waited.is_err(), "nothing was queued");
+        assert_eq!(q.taken.capacity(), 0);
+        assert_eq!(q.line.items().capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_writer_ends_after_what_the_last_handle_queued() {
+        let (h, mut q) = queue(limits(4, 4));
+        let reader_copy = h.clone();
+        h.send(frame("a"), false);
+        drop(h);
+        reader_copy.close_after_queued(CloseCode::GoingAway);
+        drop(reader_copy);
+        assert_eq!(q.recv().await, Some(Outbound::Frame(frame("a"))));
+        assert_eq!(q.recv().await, Some(Outbound::Close(CloseCode::GoingAway)));
+        assert_eq!(q.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_writer_wakes_for_a_new_frame() {
+        let (h, mut q) = queue(limits(4, 4));
+        let writer = tokio::spawn(async move { q.recv().await });
+        tokio::task::yield_now().await;
+        h.send(frame("late"), false);
+        assert_eq!(writer.await.unwrap(), Some(Outbound::Frame(frame("late"))));
+    }
+
+    #[test]
+    fn nothing_is_queued_once_the_writer_is_gone() {
+        let (h, q) = queue(limits(4, 4));
+        drop(q);
+        assert_eq!(h.send(frame("a"), false), Enqueued::Closed);
     }
 
     #[tokio::test]

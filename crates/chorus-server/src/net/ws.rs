@@ -28,6 +28,9 @@ use super::{origin_allowed, query_param};
 
 /// Frames the writer takes from the queue before one flush.
 const WRITE_BATCH: usize = 64;
+/// tungstenite's read buffer, allocated for the connection's life: a client frame of up to
+/// this size is read into it without growing it.
+const TUNGSTENITE_READ_BUFFER: usize = 256;
 /// How long a closing connection waits for the client's Close reply.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 
@@ -74,7 +77,6 @@ pub async fn upgrade(
             .auth
             .authenticate(token, now_ms().saturating_sub(leeway))
     });
-    let config = &shared.config;
     let frame_limit = frame_limit(&shared);
     let first_only = shared.faults.on(Fault::SubprotocolOnlyFirst);
     let selectable: &[&str] = match offered.first() {
@@ -83,8 +85,11 @@ pub async fn upgrade(
     };
     let ws = ws
         .protocols(selectable.iter().copied())
-        .read_buffer_size(config.ws_read_buffer_bytes)
-        .write_buffer_size(config.ws_write_buffer_bytes)
+        // The socket reads in chunks and gathers writes itself, with buffers that exist only
+        // while bytes are in flight (net/lean_io.rs); tungstenite's own buffers, which live
+        // as long as the connection, are kept small.
+        .read_buffer_size(TUNGSTENITE_READ_BUFFER)
+        .write_buffer_size(0)
         .max_message_size(frame_limit)
         .max_frame_size(frame_limit);
     let shared = shared.clone();
