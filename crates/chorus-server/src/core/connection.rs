@@ -73,7 +73,7 @@ impl<E: Engine> Core<E> {
         self.engine.count_connection(&tenant, 1); // HTTP-14a across nodes
         self.conns.insert(
             conn,
-            Connection {
+            Box::new(Connection {
                 session,
                 tenant,
                 subscriptions: Subscriptions::new(),
@@ -88,7 +88,7 @@ impl<E: Engine> Core<E> {
                 requests: TokenBucket::full(limits.request_burst, now),
                 passwords: TokenBucket::full(limits.max_password_attempts, now),
                 ghosts: Vec::new(),
-            },
+            }),
         );
         let mut out = Outbox::default();
         out.send(conn, &ServerMessage::Welcome(welcome));

@@ -161,7 +161,9 @@ async fn run(
         errors: 0,
         last_inbound: Instant::now(),
     };
-    reader.run(stream, writer, live).await;
+    // A task of its own, so that axum's upgrade task (the handshake, refusals and this
+    // set-up: 2.8 KiB of future) ends here instead of living as long as the connection.
+    tokio::spawn(reader.run(stream, writer, live));
 }
 
 /// Completes a refused upgrade: the close code is the whole answer (CONN-4, CONN-5).
@@ -438,7 +440,8 @@ async fn write_loop(
             },
         };
         if let Some(code) = close {
-            return send_close(&mut sink, code).await;
+            // Boxed: the rare close path would otherwise widen every idle writer's task.
+            return Box::pin(send_close(&mut sink, code)).await;
         }
     }
 }
