@@ -9,7 +9,7 @@ use chorus_protocol::{
 
 use super::faults::Fault;
 use super::limits::{grants_match, rights_allow, TokenBucket};
-use super::{ConnId, Core, CoreError, Effect, Engine, Outbox, Session, Subscriptions};
+use super::{ConnId, Core, CoreError, Effect, Engine, Outbox, Session};
 
 /// What the core knows about one open connection.
 #[derive(Debug)]
@@ -26,6 +26,52 @@ pub(super) struct Connection {
     pub passwords: TokenBucket,
     /// Channels left in the fan-out by the `unsubscribe_keeps_delivering` fault.
     pub ghosts: Vec<chorus_protocol::ChannelName>,
+}
+
+/// The channels a connection is subscribed to, in name order: a sorted `Vec` (a few
+/// dozen bytes for the usual one or two channels, where a `BTreeSet` allocates a 280-byte
+/// node for the first), searched in O(log n) up to `max_subscriptions`.
+#[derive(Debug, Default)]
+pub(super) struct Subscriptions(Vec<chorus_protocol::ChannelName>);
+
+impl Subscriptions {
+    pub fn new() -> Self {
+        Subscriptions(Vec::new())
+    }
+
+    pub fn contains(&self, name: &chorus_protocol::ChannelName) -> bool {
+        self.0.binary_search(name).is_ok()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds `name`; false when it was there already.
+    pub fn insert(&mut self, name: chorus_protocol::ChannelName) -> bool {
+        match self.0.binary_search(&name) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, name);
+                true
+            }
+        }
+    }
+
+    /// Removes `name`; false when it was not there.
+    pub fn remove(&mut self, name: &chorus_protocol::ChannelName) -> bool {
+        match self.0.binary_search(name) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &chorus_protocol::ChannelName> {
+        self.0.iter()
+    }
 }
 
 impl<E: Engine> Core<E> {
@@ -191,5 +237,26 @@ impl<E: Engine> Core<E> {
         out.effects
             .retain(|e| !matches!(e, Effect::Send { to, .. } if *to == conn));
         out.effects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Subscriptions;
+    use chorus_protocol::ChannelName;
+
+    #[test]
+    fn subscriptions_are_a_set_in_name_order() {
+        let mut s = Subscriptions::new();
+        for name in ["presence-b", "a", "presence-b", "c"] {
+            s.insert(ChannelName::from(name));
+        }
+        assert_eq!(s.len(), 3);
+        let names: Vec<&str> = s.iter().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["a", "c", "presence-b"]);
+        assert!(s.remove(&ChannelName::from("c")));
+        assert!(!s.remove(&ChannelName::from("c")));
+        assert!(!s.contains(&ChannelName::from("c")));
+        assert!(s.contains(&ChannelName::from("a")));
     }
 }

@@ -44,7 +44,7 @@
 //! [`InProcessEngine`] without touching the handlers. [`faults`] holds the deliberate bugs
 //! of the conformance self-test (feature `faults`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chorus_protocol::http::ResourceRecord;
@@ -639,7 +639,6 @@ fn request_channel(msg: &ClientMessage) -> Option<&ChannelName> {
 }
 
 /// The set of channel names a connection is subscribed to.
-type Subscriptions = BTreeSet<ChannelName>;
 
 #[cfg(test)]
 mod budget_tests;

@@ -30,7 +30,7 @@ use super::{origin_allowed, query_param};
 const WRITE_BATCH: usize = 64;
 /// tungstenite's read buffer, allocated for the connection's life: a client frame of up to
 /// this size is read into it without growing it.
-const TUNGSTENITE_READ_BUFFER: usize = 256;
+const TUNGSTENITE_READ_BUFFER: usize = 128;
 /// How long a closing connection waits for the client's Close reply.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 
@@ -239,15 +239,19 @@ impl Reader {
         let expiry_on = !self.shared.faults.on(Fault::TokenExpiryIgnored);
         let mut writer_done = false;
         let end = loop {
-            let heartbeat = self.last_inbound + timeout;
-            let expiry = self.expires_at;
+            let heartbeat = heartbeat_on.then(|| self.last_inbound + timeout);
+            let expiry = self.expires_at.filter(|_| expiry_on);
+            // One timer for both deadlines (a timer is some 100 bytes of every idle
+            // connection's task): the earlier one.
+            let deadline = heartbeat.into_iter().chain(expiry).min();
             let step = tokio::select! {
                 msg = stream.next() => self.on_message(msg),
-                // CONN-13
-                _ = sleep_until(heartbeat), if heartbeat_on => Step::Close(CloseCode::HeartbeatTimeout),
-                // CONN-18
-                _ = sleep_until(expiry.unwrap_or(heartbeat)), if expiry.is_some() && expiry_on => {
-                    Step::Close(CloseCode::TokenExpired)
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    if expiry.is_some_and(|at| at <= Instant::now()) {
+                        Step::Close(CloseCode::TokenExpired) // CONN-18
+                    } else {
+                        Step::Close(CloseCode::HeartbeatTimeout) // CONN-13
+                    }
                 }
                 // LIMIT-8: leave the core at once; the writer still tries to deliver the
                 // Close frame for a while.
