@@ -93,7 +93,12 @@ pub struct SocketIo;
 const SOCKETIO_ACK_ID: u32 = 1;
 
 impl Dialect for SocketIo {
-    fn request(&self, addr: SocketAddr, _channel: &str, _user: &str) -> Result<Request, BenchError> {
+    fn request(
+        &self,
+        addr: SocketAddr,
+        _channel: &str,
+        _user: &str,
+    ) -> Result<Request, BenchError> {
         Ok(format!("ws://{addr}/socket.io/?EIO=4&transport=websocket").into_client_request()?)
     }
 
@@ -311,7 +316,10 @@ mod tests {
     fn socketio_join_open_and_heartbeat_frames() {
         assert_eq!(SocketIo.join_frames("a\"b"), [r#"40{"channel":"a\"b"}"#]);
         assert_eq!(SocketIo.classify(r#"42["ok"]"#), Inbound::Joined);
-        assert_eq!(SocketIo.classify(r#"0{"sid":"x","pingInterval":25000}"#), Inbound::Other);
+        assert_eq!(
+            SocketIo.classify(r#"0{"sid":"x","pingInterval":25000}"#),
+            Inbound::Other
+        );
         assert_eq!(SocketIo.classify(r#"40{"sid":"y"}"#), Inbound::Other);
         assert_eq!(SocketIo.classify(r#"44{"message":"no"}"#), Inbound::Error);
         assert_eq!(SocketIo.reply("2"), Some("3"));

@@ -270,7 +270,11 @@ fn launcher(args: &BenchArgs, kinds: &[ServerKind]) -> Result<Launcher, BenchErr
             )
         })?,
     };
-    let in_tree = |dir: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench").join(dir);
+    let in_tree = |dir: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../bench")
+            .join(dir)
+    };
     let node_dir = args.node_dir.clone().unwrap_or_else(|| in_tree("node-ws"));
     let socketio_dir = args
         .socketio_dir
@@ -291,10 +295,16 @@ fn launcher(args: &BenchArgs, kinds: &[ServerKind]) -> Result<Launcher, BenchErr
 /// Checks that each chosen server can be started at all (before an hour of runs).
 fn preflight(settings: &mut Settings, quick: bool, named: &[String]) -> Result<(), BenchError> {
     let installs = [
-        (ServerKind::Node, settings.launcher.node_dir.join("node_modules/ws")),
+        (
+            ServerKind::Node,
+            settings.launcher.node_dir.join("node_modules/ws"),
+        ),
         (
             ServerKind::SocketIo,
-            settings.launcher.socketio_dir.join("node_modules/socket.io"),
+            settings
+                .launcher
+                .socketio_dir
+                .join("node_modules/socket.io"),
         ),
     ];
     for (kind, module) in installs {

@@ -38,7 +38,8 @@ impl ServerKind {
     ];
 
     /// The baselines, in table order.
-    pub const BASELINES: [ServerKind; 3] = [ServerKind::Bare, ServerKind::Node, ServerKind::SocketIo];
+    pub const BASELINES: [ServerKind; 3] =
+        [ServerKind::Bare, ServerKind::Node, ServerKind::SocketIo];
 
     /// Short name used in tables and on the command line.
     pub fn name(self) -> &'static str {

@@ -13,6 +13,7 @@ fn launcher() -> Launcher {
         bare_bin: PathBuf::from(env!("CARGO_BIN_EXE_chorus-bench-bare")),
         node_bin: PathBuf::from("node"),
         node_dir: PathBuf::from("not-used"),
+        socketio_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/socketio"),
         server_core: 0,
         chorus_extra: Vec::new(),
         pg_url: String::new(),
@@ -97,4 +98,19 @@ fn paced_run_keeps_close_to_its_rate() {
     assert_eq!(out.lost(), 0);
     // 20,000 deliveries/s for 0.5 s over 10 subscribers: 1,000 messages, give or take one.
     assert!((995..=1001).contains(&out.sent), "sent {}", out.sent);
+}
+
+/// The Socket.IO dialect against the real Socket.IO 4 server. Needs Node.js and
+/// `npm ci` in bench/socketio, so it is not part of `cargo test`:
+/// `(cd bench/socketio && npm ci) && cargo test -p chorus-bench --test baseline -- --ignored`.
+#[test]
+#[ignore]
+fn socketio_rooms_deliver_and_acknowledge_everything() {
+    let server = launcher().start(ServerKind::SocketIo).unwrap();
+    let out = local(pubsub::run(&server, &plan(2, 1, 5))).unwrap();
+    assert!(out.sent > 0);
+    assert_eq!(out.delivered, out.expected, "lost {}", out.lost());
+    assert_eq!(out.disorder, 0, "a delivery crossed rooms");
+    assert_eq!(out.acks, out.sent, "every publish is acknowledged");
+    assert_eq!(out.errors, 0);
 }

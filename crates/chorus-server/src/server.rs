@@ -306,8 +306,11 @@ async fn serve(
     // Every stream's read and write buffers exist only while bytes are in flight (an idle
     // WebSocket holds none, net/lean_io.rs).
     let config = &shared.config;
-    let listener =
-        net::lean_io::LeanListener::new(listener, config.ws_read_buffer_bytes, config.ws_write_buffer_bytes);
+    let listener = net::lean_io::LeanListener::new(
+        listener,
+        config.ws_read_buffer_bytes,
+        config.ws_write_buffer_bytes,
+    );
     let listener = listener.tap_io(|io| {
         if let Err(e) = io.get_ref().set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");

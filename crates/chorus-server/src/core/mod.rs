@@ -638,8 +638,6 @@ fn request_channel(msg: &ClientMessage) -> Option<&ChannelName> {
     }
 }
 
-/// The set of channel names a connection is subscribed to.
-
 #[cfg(test)]
 mod budget_tests;
 

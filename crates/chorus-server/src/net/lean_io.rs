@@ -68,6 +68,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for LeanIo<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if buf.remaining() == 0 {
+            // Nothing could be handed over: reading the socket now would only stash bytes.
+            return Poll::Ready(Ok(()));
+        }
         if this.unread_at < this.unread.len() {
             let rest = &this.unread[this.unread_at..];
             let n = rest.len().min(buf.remaining());
@@ -230,8 +234,12 @@ mod tests {
         lean.write_all(b"second").await.unwrap();
         assert!(lean.buffered() > 0);
         let mut probe = [0u8; 16];
-        let early = tokio::time::timeout(std::time::Duration::from_millis(20), peer.read(&mut probe));
-        assert!(early.await.is_err(), "nothing reaches the peer before the flush");
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(20), peer.read(&mut probe));
+        assert!(
+            early.await.is_err(),
+            "nothing reaches the peer before the flush"
+        );
         lean.flush().await.unwrap();
         assert_eq!(lean.buffered(), 0);
         let mut got = [0u8; 12];
