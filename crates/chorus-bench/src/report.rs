@@ -479,11 +479,15 @@ mod tests {
             &[
                 (ServerKind::Chorus, &[("delivered_per_sec", 2000.0)]),
                 (ServerKind::Bare, &[("delivered_per_sec", 1000.0)]),
+                (ServerKind::SocketIo, &[("delivered_per_sec", 500.0)]),
             ],
         );
         let row = &rows(&r)[0];
-        assert_eq!(row[4], "2.00");
-        assert_eq!(row[5], "-");
+        assert_eq!(row[3], "-", "node not measured");
+        assert_eq!(row[4], "500");
+        assert_eq!(row[5], "2.00");
+        assert_eq!(row[6], "-");
+        assert_eq!(row[7], "4.00");
     }
 
     #[test]
