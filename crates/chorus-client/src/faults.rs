@@ -81,6 +81,9 @@ faults! {
     /// CLIENT-12: does not report `recovered: false` or a new epoch as stale.
     HideUnrecovered = "hide_unrecovered",
         ["CLIENT-12"];
+    /// CLIENT-20: takes a recovered `subscribed`'s position at once, before the replay.
+    SinceFromRecoveredSubscribed = "since_from_recovered_subscribed",
+        ["CLIENT-20"];
     /// STATE-28 / CLIENT-13: applies state frames of a new epoch without a new snapshot.
     NoStateResync = "no_state_resync",
         ["STATE-28", "CLIENT-13"];

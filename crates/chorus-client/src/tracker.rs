@@ -142,8 +142,8 @@ impl Tracked {
             } && !faults.has(Fault::HideUnrecovered);
             // With `recovered: true` the replay that follows moves the position; otherwise
             // the client continues from the reply's position.
-            let keep =
-                matches!(&old, Some(o) if o.epoch == s.position.epoch && s.recovered == Some(true));
+            let keep = matches!(&old, Some(o) if o.epoch == s.position.epoch && s.recovered == Some(true))
+                && !faults.has(Fault::SinceFromRecoveredSubscribed);
             if !keep {
                 view.position = Some(s.position.clone());
             }
