@@ -266,12 +266,14 @@ pub fn requirements_of(fault: Fault) -> Vec<&'static str> {
         .collect()
 }
 
+/// `AREA-n`, or a split requirement's sub-id `AREA-na` (SSE-2c, VER-6a).
 fn is_requirement_id(word: &str) -> bool {
     word.split_once('-').is_some_and(|(area, n)| {
+        let digits = n.trim_end_matches(|c: char| c.is_ascii_lowercase());
         !area.is_empty()
             && area.bytes().all(|b| b.is_ascii_uppercase())
-            && !n.is_empty()
-            && n.bytes().all(|b| b.is_ascii_digit())
+            && !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
     })
 }
 
@@ -515,6 +517,7 @@ mod tests {
             assert!(!requirements_of(*f).is_empty(), "{}", f.name());
         }
         assert_eq!(requirements_of(Fault::NoPong), ["CONN-12"]);
+        assert_eq!(requirements_of(Fault::SsePresenceAllowed), ["SSE-2c"]);
     }
 
     #[test]
