@@ -914,7 +914,7 @@ impl Engine for RedisEngine {
             // announced on the bus before any frame of it, not a loss (CLUS-9).
             let fresh = Delivered::new(epoch, 0, 0);
             self.delivering.insert(key.clone(), fresh);
-            return Delivery::Frames(Vec::new());
+            return Delivery::NewEpoch;
         }
         if d.broken || epoch != d.epoch {
             tracing::warn!(channel = %key.name, have = %d.epoch.as_str(), got = %epoch.as_str(), "bus frame of another epoch: evicting subscribers");

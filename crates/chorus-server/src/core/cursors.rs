@@ -230,7 +230,7 @@ impl<E: Engine> Core<E> {
                     self.deliver_local(key, frame, None, out);
                 }
             }
-            Delivery::Relayed => {}
+            Delivery::Relayed | Delivery::NewEpoch => {}
             Delivery::Discontinuity => self.evict_subscribers(key, out),
         }
         out.effects.append(&mut flushed.effects);

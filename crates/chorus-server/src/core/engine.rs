@@ -163,6 +163,10 @@ pub enum Delivery {
     /// it missed that are no longer retained): its subscribers are closed with 4301 so that
     /// they resubscribe with `since` and learn of the gap (CLUS-9), never a silent one.
     Discontinuity,
+    /// Another node started the channel's next epoch on purpose (a room discarded,
+    /// ROOM-17): this node's subscribers are told with a `subscribed` of the new epoch
+    /// (HIST-21). Only [`Engine::accept_remote`] answers it.
+    NewEpoch,
 }
 
 /// A frame another node published for a channel's subscribers.

@@ -527,7 +527,7 @@ impl<E: Engine> Core<E> {
                         .for_each(|conn| out.frame(conn, held.clone(), false));
                 }
             }
-            Delivery::Relayed => {}
+            Delivery::Relayed | Delivery::NewEpoch => {}
             Delivery::Discontinuity => self.evict_subscribers(key, out),
         }
     }
@@ -584,6 +584,14 @@ impl<E: Engine> Core<E> {
             }
             Delivery::Relayed => {}
             Delivery::Discontinuity => self.evict_subscribers(key, &mut out),
+            Delivery::NewEpoch => {
+                // The discarding node told its own watchers; these are this node's (HIST-21).
+                self.cursors.forget_channel(key);
+                if !self.fault(Fault::EpochChangeSilent) {
+                    let to: Vec<ConnId> = self.engine.subscribers(key).collect();
+                    self.announce_new_epoch(key, &to, &mut out);
+                }
+            }
         }
         out.effects
     }

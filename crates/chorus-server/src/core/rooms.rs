@@ -174,7 +174,7 @@ impl<E: Engine> Core<E> {
 impl<E: Engine> Core<E> {
     /// HIST-21: tells the connections still subscribed to `key` that its epoch changed, with
     /// a `subscribed` without `id` holding the new position and snapshots.
-    fn announce_new_epoch(&mut self, key: &ChannelKey, to: &[ConnId], out: &mut Outbox) {
+    pub(super) fn announce_new_epoch(&mut self, key: &ChannelKey, to: &[ConnId], out: &mut Outbox) {
         let kind = key.name.kind();
         let presence = kind == ChannelKind::Presence;
         for &conn in to {
