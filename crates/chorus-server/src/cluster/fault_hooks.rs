@@ -12,12 +12,16 @@ impl RedisEngine {
         if !self.faults.on(Fault::ClusterSeqReadModifyWrite) {
             return None;
         }
-        redis::cmd("HGET")
+        let read = redis::cmd("HGET")
             .arg(self.keys.meta(key))
             .arg("seq")
             .query::<Option<u64>>(&mut *self.redis.borrow_mut())
             .ok()
-            .flatten()
+            .flatten();
+        // The race a read-modify-write loses, made wide enough that two pipelining
+        // publishers on two nodes meet it every run, not only on an unlucky schedule.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        read
     }
 
     /// `cluster_seq_read_modify_write`: writes back what was read plus one, undoing the
