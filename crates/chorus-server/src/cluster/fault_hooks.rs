@@ -44,3 +44,21 @@ impl RedisEngine {
         Delivery::Frames(Vec::new())
     }
 }
+
+impl RedisEngine {
+    /// `cluster_ephemeral_unpublished`, `cluster_state_event_unordered`: a state write's
+    /// event is not published by the write script; [`Engine::relay`](crate::core::Engine)
+    /// publishes it apart (or, for the first, not at all).
+    pub(super) fn event_detached(&self) -> bool {
+        self.faults.on(Fault::ClusterEphemeralUnpublished)
+            || self.faults.on(Fault::ClusterStateEventUnordered)
+    }
+
+    /// `cluster_state_event_unordered`: the gap between a write and its publish, made wide
+    /// enough that writers on two nodes meet it every run.
+    pub(super) fn delay_detached_event(&self) {
+        if self.faults.on(Fault::ClusterStateEventUnordered) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}

@@ -307,8 +307,9 @@ impl Engine for ServerEngine {
         write: &StateWrite,
         expected: &Expected,
         max_bytes: usize,
-    ) -> Result<StateVersion, CoreError> {
-        both!(self, e => e.write_state(key, write, expected, max_bytes))
+        event: &mut dyn FnMut(&StateVersion) -> Frame,
+    ) -> Result<(StateVersion, Frame), CoreError> {
+        both!(self, e => e.write_state(key, write, expected, max_bytes, event))
     }
     fn active_channels(&self, tenant: &str) -> Vec<ChannelStats> {
         both!(self, e => e.active_channels(tenant))

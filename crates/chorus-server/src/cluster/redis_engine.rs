@@ -91,8 +91,8 @@ pub struct RedisEngine {
     bus: Arc<Bus>,
     scripts: Scripts,
     delivering: HashMap<ChannelKey, Delivered>,
-    /// The frame of the last append: [`Engine::relay`] does not publish it again (the
-    /// append script did).
+    /// The frame of the last append or state write: [`Engine::relay`] does not publish it
+    /// again (the append or write script did).
     appended: Option<Frame>,
     /// This node's share of the statistics (`c:{tenant}`, `s:C` -> count), as written to
     /// `P:stats:N`.
@@ -142,7 +142,7 @@ impl RedisEngine {
                 share: Script::new(scripts::SHARE),
                 stats: Script::new(scripts::STATS),
                 read_after: Script::new(scripts::READ_AFTER),
-                write_state: Script::new(scripts::WRITE_STATE),
+                write_state: Script::new(&scripts::write_state()),
                 read_state: Script::new(scripts::READ_STATE),
             },
             delivering: HashMap::new(),
@@ -327,15 +327,30 @@ impl RedisEngine {
         })
     }
 
+    /// Runs the write script with the event split around its version and epoch; the
+    /// outcome, the version, and (when applied) the publish's reply after them.
     fn write_state_script(
         &self,
         key: &ChannelKey,
         write: &StateWrite,
         expected: &Expected,
         max_bytes: usize,
-    ) -> Result<(i64, StateVersion), String> {
+        event: (&str, &str, &str),
+    ) -> Result<(i64, StateVersion, Vec<Value>), String> {
+        let (known, delivered) = self.delivered_args(key);
         let mut args: Vec<Vec<u8>> = vec![
             new_epoch().into_bytes(),
+            if self.event_detached() {
+                b"quiet".to_vec() // CLUS-7 broken on purpose (fault_hooks.rs)
+            } else {
+                Vec::new()
+            },
+            self.node.to_string().into_bytes(),
+            self.keys.bus(key).into_bytes(),
+            self.retention.to_string().into_bytes(),
+            known,
+            delivered,
+            Vec::new(), // every subscriber gets a state event, the writer too (STATE-15)
             expected
                 .version
                 .map(|v| v.to_string())
@@ -348,6 +363,9 @@ impl RedisEngine {
                 .unwrap_or_default()
                 .into_bytes(),
             max_bytes.to_string().into_bytes(),
+            event.0.as_bytes().to_vec(),
+            event.1.as_bytes().to_vec(),
+            event.2.as_bytes().to_vec(),
         ];
         let mut change = |k: &str, v: Option<&serde_json::Value>| {
             let key_len = frame_of(&k).len();
@@ -363,14 +381,20 @@ impl RedisEngine {
             StateWrite::Merge { data } => data.iter().for_each(|(k, v)| change(k, Some(v))),
             StateWrite::Delete { key } => change(key, None),
         }
-        let keys = [self.keys.meta(key), self.keys.state(key)];
-        let parts = array(self.run(&self.scripts.write_state, &keys, &args)?)?;
+        let keys = [
+            self.keys.meta(key),
+            self.keys.history(key),
+            self.keys.recent(key),
+            self.keys.state(key),
+        ];
+        let mut parts = array(self.run(&self.scripts.write_state, &keys, &args)?)?;
         let outcome = int(parts.first())?;
         let version = StateVersion {
             epoch: Epoch(string(parts.get(1))?),
             version: int(parts.get(2))? as u64,
         };
-        Ok((outcome, version))
+        let published = parts.split_off(parts.len().min(3));
+        Ok((outcome, version, published))
     }
 
     fn read_state(&self, key: &ChannelKey) -> Result<StateSnapshot, String> {
@@ -497,20 +521,29 @@ impl RedisEngine {
                 .into_bytes(),
         ];
         let parsed = (|| -> Result<_, String> {
-            let parts = array(self.run(&self.scripts.relay, &keys, &args)?)?;
+            let mut parts = array(self.run(&self.scripts.relay, &keys, &args)?)?;
+            let rest = parts.split_off(parts.len().min(1));
             let epoch = Epoch(string(parts.first())?);
-            let order = int(parts.get(1))? as u64;
-            let complete = int(parts.get(2))? == 1;
-            let missed = missed_of(parts.into_iter().skip(3))?;
-            Ok((epoch, order, complete, missed))
+            parse_published(epoch, rest)
         })();
-        let (epoch, order, complete, missed) = match parsed {
-            Ok(p) => p,
+        match parsed {
+            Ok(published) => self.deliver_published(key, published),
             Err(e) => {
                 self.fail("publish", e);
-                return Delivery::Frames(Vec::new());
+                Delivery::Frames(Vec::new())
             }
-        };
+        }
+    }
+
+    /// What this node's subscribers of `key` must get before a frame this node just
+    /// published (CLUS-7).
+    fn deliver_published(&mut self, key: &ChannelKey, published: Published) -> Delivery {
+        let Published {
+            epoch,
+            order,
+            complete,
+            missed,
+        } = published;
         if !self.delivering.contains_key(key) {
             return Delivery::Frames(Vec::new()); // no subscriber here
         }
@@ -531,6 +564,46 @@ impl RedisEngine {
             None => Delivery::Discontinuity,
         }
     }
+}
+
+/// A publishing script's reply: the frame's place in the channel's one order, and what
+/// this node missed before it.
+struct Published {
+    epoch: Epoch,
+    order: u64,
+    complete: bool,
+    missed: Vec<Remote>,
+}
+
+/// Parses `{bseq, complete, missed payloads...}` (after the epoch and what else a script
+/// returns first).
+fn parse_published(epoch: Epoch, parts: Vec<Value>) -> Result<Published, String> {
+    let order = int(parts.first())? as u64;
+    let complete = int(parts.get(1))? == 1;
+    let missed = missed_of(parts.into_iter().skip(2))?;
+    Ok(Published {
+        epoch,
+        order,
+        complete,
+        missed,
+    })
+}
+
+/// Splits a state event serialized at [`StateVersion`] `u64::MAX` with an empty epoch
+/// around the version and the epoch: the last such pair is the event's own (user data
+/// comes before it; the fields after it, `from` and `ts`, cannot hold it).
+fn split_at_version(frame: &str) -> Result<(&str, &str, &str), CoreError> {
+    let marker = format!(r#""version":{},"epoch":"""#, SEQ_PLACEHOLDER);
+    let at = frame
+        .rfind(&marker)
+        .ok_or_else(|| CoreError::Engine("state event without its version".into()))?;
+    let version_at = at + r#""version":"#.len();
+    let epoch_at = at + marker.len() - 1;
+    Ok((
+        &frame[..version_at],
+        &frame[version_at + SEQ_PLACEHOLDER.to_string().len()..epoch_at],
+        &frame[epoch_at..],
+    ))
 }
 
 /// Parses the missed payloads a script returned.
@@ -1118,12 +1191,43 @@ impl Engine for RedisEngine {
         write: &StateWrite,
         expected: &Expected,
         max_bytes: usize,
-    ) -> Result<StateVersion, CoreError> {
-        let (outcome, version) = self
-            .write_state_script(key, write, expected, max_bytes)
+        event: &mut dyn FnMut(&StateVersion) -> Frame,
+    ) -> Result<(StateVersion, Frame), CoreError> {
+        let placeholder = StateVersion {
+            version: SEQ_PLACEHOLDER,
+            epoch: Epoch(String::new()),
+        };
+        let text = event(&placeholder);
+        let parts = split_at_version(&text)?;
+        let (outcome, version, published) = self
+            .write_state_script(key, write, expected, max_bytes, parts)
             .map_err(|e| CoreError::Engine(format!("redis state write: {e}")))?;
         match outcome {
-            1 => Ok(version),
+            1 => {
+                let (before, between, after) = parts;
+                let frame: Frame = Arc::from(format!(
+                    "{before}{}{between}{}{after}",
+                    version.version,
+                    version.epoch.as_str()
+                ));
+                if self.event_detached() {
+                    self.delay_detached_event();
+                    return Ok((version, frame)); // relayed apart (or not at all) by relay()
+                }
+                // The write published its event (CLUS-7): what must be delivered before it
+                // waits for the core's relay of the frame.
+                let published = parse_published(version.epoch.clone(), published)
+                    .map_err(|e| CoreError::Engine(format!("redis state write: {e}")))?;
+                let delivery = self.deliver_published(key, published);
+                if let Some(d) = self.delivering.get_mut(key) {
+                    match delivery {
+                        Delivery::Frames(frames) => d.pending = frames,
+                        _ => d.broken = true,
+                    }
+                }
+                self.appended = Some(frame.clone());
+                Ok((version, frame))
+            }
             0 => Err(CoreError::Conflict { current: version }),
             _ => Err(CoreError::LimitExceeded {
                 limit: "max_frame_bytes",
@@ -1219,7 +1323,7 @@ impl Engine for RedisEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chorus_protocol::{ChannelName, Message};
+    use chorus_protocol::{ChannelName, Message, ServerMessage};
 
     #[test]
     fn the_placeholder_is_found_after_data_that_contains_it() {
@@ -1237,6 +1341,29 @@ mod tests {
         let back: StreamItem = serde_json::from_str(&frame).unwrap();
         assert_eq!(back.seq(), 7);
         assert!(frame.contains(&SEQ_PLACEHOLDER.to_string()), "data kept");
+    }
+
+    #[test]
+    fn the_state_placeholders_are_found_after_values_that_contain_them() {
+        let marker = serde_json::json!({"version": SEQ_PLACEHOLDER, "epoch": ""});
+        let msg = ServerMessage::StateUpdate(chorus_protocol::StateUpdated {
+            channel: ChannelName("s".into()),
+            key: "k".into(),
+            value: marker.clone(),
+            version: SEQ_PLACEHOLDER,
+            epoch: Epoch(String::new()),
+            from: Some(r#"","version":1,"epoch":""#.to_owned()),
+            ts: 1,
+        });
+        let text = frame_of(&msg);
+        let (before, between, after) = split_at_version(&text).unwrap();
+        let frame = format!("{before}7{between}e-9{after}");
+        let ServerMessage::StateUpdate(back) = serde_json::from_str(&frame).unwrap() else {
+            panic!("not a state:update: {frame}");
+        };
+        assert_eq!((back.version, back.epoch.as_str()), (7, "e-9"));
+        assert_eq!(back.value, marker, "the value is kept");
+        assert!(split_at_version("{}").is_err());
     }
 
     #[test]

@@ -207,28 +207,35 @@ return out
 "#;
 
 /// A shared-state write with compare-and-set (STATE-19, STATE-32) and the size limit
-/// (STATE-9), atomic across nodes (CLUS-2).
+/// (STATE-9), atomic across nodes (CLUS-2), and the publish of its event in the same call:
+/// the version is assigned and the event takes its place in the channel's one bus order
+/// at once, so every subscriber gets a channel's state events in version order (CLUS-7,
+/// CHAN-46), whatever node each write came through.
 ///
-/// KEYS: meta, state. ARGV: 1 candidate epoch, 2 expected version (or ""), 3 expected
-/// epoch (or ""), 4 max bytes, then per changed key: its name, the length of its JSON
-/// string, and `s<json>` (set) or `d` (delete).
+/// KEYS: meta, history, recent, state. ARGV: 1 candidate epoch, 2 `quiet` to leave the
+/// event unpublished (the `cluster_ephemeral_unpublished` fault only) or "", 3 to 8 as
+/// [`relay`], 9 expected version (or ""), 10 expected epoch (or ""), 11 max bytes, 12 the
+/// event before its version, 13 between its version and its epoch, 14 after its epoch,
+/// then per changed key: its name, the length of its JSON string, and `s<json>` (set) or
+/// `d` (delete).
 ///
-/// Returns `{outcome, epoch, version}`: outcome 1 applied, 0 conflict, -1 too large.
-pub const WRITE_STATE: &str = r#"
-if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'seq', 0, 'sver', 0, 'slen', 0, 'bseq', 0)
-end
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'sver', 'slen')
-local epoch, ver, len = m[1], tonumber(m[2]) or 0, tonumber(m[3]) or 0
-if (ARGV[2] ~= '' and tonumber(ARGV[2]) ~= ver) or (ARGV[3] ~= '' and ARGV[3] ~= epoch) then
+/// Returns `{outcome, epoch, version}`, then when applied `bseq, complete, missed
+/// payloads...` (see [`PUBLISH_ORDERED`]): outcome 1 applied, 0 conflict, -1 too large.
+pub fn write_state() -> String {
+    format!(
+        "{ENSURE_EPOCH}{}{PUBLISH_ORDERED}{}",
+        r#"
+local m = redis.call('HMGET', KEYS[1], 'sver', 'slen')
+local ver, len = tonumber(m[1]) or 0, tonumber(m[2]) or 0
+if (ARGV[9] ~= '' and tonumber(ARGV[9]) ~= ver) or (ARGV[10] ~= '' and ARGV[10] ~= epoch) then
   return {0, epoch, ver}
 end
-local count = redis.call('HLEN', KEYS[2])
+local count = redis.call('HLEN', KEYS[4])
 local seen = {}
-for i = 5, #ARGV, 3 do
+for i = 15, #ARGV, 3 do
   local field, keylen, op = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   local old = seen[field]
-  if old == nil then old = redis.call('HGET', KEYS[2], field) end
+  if old == nil then old = redis.call('HGET', KEYS[4], field) end
   if old then len = len - keylen - 1 - #old; count = count - 1 end
   if string.sub(op, 1, 1) == 's' then
     local v = string.sub(op, 2)
@@ -239,14 +246,24 @@ for i = 5, #ARGV, 3 do
 end
 local size = 2 + len
 if count > 1 then size = size + count - 1 end
-if size > tonumber(ARGV[4]) then return {-1, epoch, ver} end
+if size > tonumber(ARGV[11]) then return {-1, epoch, ver} end
 for field, v in pairs(seen) do
-  if v then redis.call('HSET', KEYS[2], field, v) else redis.call('HDEL', KEYS[2], field) end
+  if v then redis.call('HSET', KEYS[4], field, v) else redis.call('HDEL', KEYS[4], field) end
 end
 ver = ver + 1
 redis.call('HSET', KEYS[1], 'sver', ver, 'slen', len)
-return {1, epoch, ver}
-"#;
+if ARGV[2] == 'quiet' then return {1, epoch, ver, 0, 1} end
+local frame = ARGV[12] .. ver .. ARGV[13] .. epoch .. ARGV[14]
+local tail = epoch .. '\n\n' .. ARGV[8] .. '\n' .. frame
+"#,
+        r#"
+table.insert(out, 1, ver)
+table.insert(out, 1, epoch)
+table.insert(out, 1, 1)
+return out
+"#
+    )
+}
 
 /// The whole shared state, creating the channel's epoch when missing.
 ///

@@ -315,14 +315,20 @@ pub trait Engine {
     /// The whole state.
     fn state(&mut self, key: &ChannelKey) -> StateSnapshot;
     /// Applies a write atomically when `expected` holds (STATE-19, STATE-20, STATE-32) and the
-    /// state stays within `max_bytes` (STATE-34); stores it durably; the new version.
+    /// state stays within `max_bytes` (STATE-34); stores it durably; the new version and the
+    /// write's event frame, built by `event` (called once, on success). An engine that
+    /// publishes the event with the write, so that a channel's state events keep version
+    /// order across nodes (CLUS-7, CHAN-46), passes a placeholder version (`u64::MAX`, an
+    /// empty epoch) and writes the real ones into the frame; the frame is then relayed
+    /// already, and [`Engine::relay`] of it only says what must be delivered before it.
     fn write_state(
         &mut self,
         key: &ChannelKey,
         write: &StateWrite,
         expected: &Expected,
         max_bytes: usize,
-    ) -> Result<StateVersion, CoreError>;
+        event: &mut dyn FnMut(&StateVersion) -> Frame,
+    ) -> Result<(StateVersion, Frame), CoreError>;
 
     // --- HTTP views ---
 

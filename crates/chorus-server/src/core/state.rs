@@ -3,14 +3,14 @@
 use chorus_protocol::{
     Capability, ChannelKind, ChannelName, Millis, Right, ServerMessage, StateAck, StateDelete,
     StateDeleted, StateMerge, StateMerged, StateSync, StateSyncRequest, StateUpdate, StateUpdated,
-    StateVersion,
+    StateVersion, UserId,
 };
 
 use std::collections::HashMap;
 
 use super::engine::{ChannelKey, Expected, StateWrite};
 use super::faults::Fault;
-use super::{frame_of, ConnId, Core, CoreError, Engine, Outbox};
+use super::{frame_of, ConnId, Core, CoreError, Engine, Frame, Outbox};
 
 /// Longest state key in characters (STATE-8a).
 const MAX_KEY_CHARS: usize = 256;
@@ -31,28 +31,8 @@ impl<E: Engine> Core<E> {
             key: req.key,
             value: req.value,
         };
-        let (key, user, v) = self.write(
-            conn,
-            &req.channel,
-            &write,
-            expect(req.expected_version, req.expected_epoch),
-            now,
-        )?;
-        self.ack(conn, req.id, &req.channel, &v, out);
-        let StateWrite::Update { key: k, value } = write else {
-            return Ok(());
-        };
-        let msg = ServerMessage::StateUpdate(StateUpdated {
-            channel: req.channel,
-            key: k,
-            value,
-            version: v.version,
-            epoch: v.epoch,
-            from: Some(user),
-            ts: now,
-        });
-        self.fan_out_state(&key, conn, &msg, out);
-        Ok(())
+        let expected = expect(req.expected_version, req.expected_epoch);
+        self.write_and_announce(conn, req.id, &req.channel, &write, expected, now, out)
     }
 
     /// `state:merge` (shallow, STATE-6).
@@ -64,27 +44,8 @@ impl<E: Engine> Core<E> {
         out: &mut Outbox,
     ) -> Result<(), CoreError> {
         let write = StateWrite::Merge { data: req.data };
-        let (key, user, v) = self.write(
-            conn,
-            &req.channel,
-            &write,
-            expect(req.expected_version, req.expected_epoch),
-            now,
-        )?;
-        self.ack(conn, req.id, &req.channel, &v, out);
-        let StateWrite::Merge { data } = write else {
-            return Ok(());
-        };
-        let msg = ServerMessage::StateMerge(StateMerged {
-            channel: req.channel,
-            data,
-            version: v.version,
-            epoch: v.epoch,
-            from: Some(user),
-            ts: now,
-        });
-        self.fan_out_state(&key, conn, &msg, out);
-        Ok(())
+        let expected = expect(req.expected_version, req.expected_epoch);
+        self.write_and_announce(conn, req.id, &req.channel, &write, expected, now, out)
     }
 
     /// `state:delete` (STATE-7).
@@ -96,26 +57,27 @@ impl<E: Engine> Core<E> {
         out: &mut Outbox,
     ) -> Result<(), CoreError> {
         check_key(&req.key)?;
-        let write = StateWrite::Delete {
-            key: req.key.clone(),
-        };
-        let (key, user, v) = self.write(
-            conn,
-            &req.channel,
-            &write,
-            expect(req.expected_version, req.expected_epoch),
-            now,
-        )?;
-        self.ack(conn, req.id, &req.channel, &v, out);
-        let msg = ServerMessage::StateDelete(StateDeleted {
-            channel: req.channel,
-            key: req.key,
-            version: v.version,
-            epoch: v.epoch,
-            from: Some(user),
-            ts: now,
-        });
-        self.fan_out_state(&key, conn, &msg, out);
+        let write = StateWrite::Delete { key: req.key };
+        let expected = expect(req.expected_version, req.expected_epoch);
+        self.write_and_announce(conn, req.id, &req.channel, &write, expected, now, out)
+    }
+
+    /// A write, its `state:ack` to the writer first (STATE-14, STATE-16), then its event to
+    /// every subscriber.
+    #[allow(clippy::too_many_arguments)]
+    fn write_and_announce(
+        &mut self,
+        conn: ConnId,
+        id: Option<chorus_protocol::RequestId>,
+        channel: &ChannelName,
+        write: &StateWrite,
+        expected: Expected,
+        now: Millis,
+        out: &mut Outbox,
+    ) -> Result<(), CoreError> {
+        let (key, v, frame) = self.write(conn, channel, write, expected, now)?;
+        self.ack(conn, id, channel, &v, out);
+        self.fan_out_state(&key, conn, &frame, out);
         Ok(())
     }
 
@@ -155,7 +117,7 @@ impl<E: Engine> Core<E> {
         write: &StateWrite,
         mut expected: Expected,
         now: Millis,
-    ) -> Result<(ChannelKey, String, StateVersion), CoreError> {
+    ) -> Result<(ChannelKey, StateVersion, Frame), CoreError> {
         self.require(Capability::State)?;
         let kind = self.check_name(channel)?;
         if channel.is_resource_feed() {
@@ -179,9 +141,10 @@ impl<E: Engine> Core<E> {
         if self.fault(Fault::StateLimitOffByOne) {
             max = max.saturating_sub(1);
         }
-        let version = self
+        let mut event = |v: &StateVersion| frame_of(&event_of(channel, write, v, &user, now));
+        let (version, frame) = self
             .engine
-            .write_state(&key, write, &expected, max as usize)
+            .write_state(&key, write, &expected, max as usize, &mut event)
             .map_err(|e| match e {
                 // The engine knows the bound, not its name.
                 CoreError::LimitExceeded { .. } => CoreError::LimitExceeded {
@@ -192,7 +155,7 @@ impl<E: Engine> Core<E> {
         if kind == ChannelKind::Presence {
             self.engine.touch_member(&key, &user, now); // PRES-24
         }
-        Ok((key, user, version))
+        Ok((key, version, frame))
     }
 
     /// `state:ack` to the writer first (STATE-14, STATE-16).
@@ -214,17 +177,54 @@ impl<E: Engine> Core<E> {
     }
 
     /// The server state frame to every subscriber, the writer included (STATE-15).
-    fn fan_out_state(
-        &mut self,
-        key: &ChannelKey,
-        writer: ConnId,
-        msg: &ServerMessage,
-        out: &mut Outbox,
-    ) {
+    fn fan_out_state(&mut self, key: &ChannelKey, writer: ConnId, frame: &Frame, out: &mut Outbox) {
         let except = self
             .fault(Fault::StateNoBroadcastToWriter)
             .then_some(writer);
-        self.fan_out(key, &frame_of(msg), except, out);
+        self.fan_out(key, frame, except, out);
+    }
+}
+
+/// The event announcing `write` at version `v` (STATE-15).
+fn event_of(
+    channel: &ChannelName,
+    write: &StateWrite,
+    v: &StateVersion,
+    from: &UserId,
+    ts: Millis,
+) -> ServerMessage {
+    let (channel, version, epoch, from) = (
+        channel.clone(),
+        v.version,
+        v.epoch.clone(),
+        Some(from.clone()),
+    );
+    match write {
+        StateWrite::Update { key, value } => ServerMessage::StateUpdate(StateUpdated {
+            channel,
+            key: key.clone(),
+            value: value.clone(),
+            version,
+            epoch,
+            from,
+            ts,
+        }),
+        StateWrite::Merge { data } => ServerMessage::StateMerge(StateMerged {
+            channel,
+            data: data.clone(),
+            version,
+            epoch,
+            from,
+            ts,
+        }),
+        StateWrite::Delete { key } => ServerMessage::StateDelete(StateDeleted {
+            channel,
+            key: key.clone(),
+            version,
+            epoch,
+            from,
+            ts,
+        }),
     }
 }
 

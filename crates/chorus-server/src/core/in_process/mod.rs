@@ -588,7 +588,8 @@ impl Engine for InProcessEngine {
         write: &StateWrite,
         expected: &Expected,
         max_bytes: usize,
-    ) -> Result<StateVersion, CoreError> {
+        event: &mut dyn FnMut(&StateVersion) -> Frame,
+    ) -> Result<(StateVersion, Frame), CoreError> {
         let reuse = self.faults.on(Fault::ReuseVersion);
         let deep = self.faults.on(Fault::MergeDeep);
         let refuse_missing = self.faults.on(Fault::DeleteMissingKeyRefused);
@@ -651,10 +652,12 @@ impl Engine for InProcessEngine {
         ch.stored = true;
         ch.state.apply(write);
         ch.state.version = version;
-        Ok(StateVersion {
+        let version = StateVersion {
             version,
             epoch: ch.epoch.clone(),
-        })
+        };
+        let frame = event(&version);
+        Ok((version, frame))
     }
 
     fn active_channels(&self, tenant: &str) -> Vec<ChannelStats> {
@@ -809,8 +812,10 @@ mod tests {
             key: "k".into(),
             value: json!(1),
         };
-        e.write_state(&state, &write, &Expected::default(), 1 << 20)
-            .unwrap();
+        e.write_state(&state, &write, &Expected::default(), 1 << 20, &mut |_| {
+            Frame::from("{}")
+        })
+        .unwrap();
         publish(&mut e, &busy, "e");
         let mut at = 0;
         for _ in 0..10 {
