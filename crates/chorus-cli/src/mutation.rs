@@ -64,12 +64,13 @@ pub struct Cluster {
 }
 
 /// The faults a run injects by default: those of one server, or with `cluster` those of
-/// the cluster engine, which one server cannot show.
+/// the cluster engine, which one server cannot show; not those only a test that controls
+/// the deployment can catch (a node killed).
 pub fn default_faults(cluster: bool) -> Vec<Fault> {
     Fault::ALL
         .iter()
         .copied()
-        .filter(|f| f.is_cluster() == cluster)
+        .filter(|f| f.is_cluster() == cluster && !f.needs_deployment_control())
         .collect()
 }
 

@@ -169,6 +169,11 @@ impl Node {
     }
 
     fn start_with_grace(url: &str, prefix: &str, grace_ms: u64) -> Node {
+        Node::start_with_faults(url, prefix, grace_ms, &[])
+    }
+
+    /// A node with deliberate bugs (`chorus serve --fault`).
+    fn start_with_faults(url: &str, prefix: &str, grace_ms: u64, faults: &[&str]) -> Node {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_chorus"))
             .args([
@@ -183,6 +188,7 @@ impl Node {
             .args(["--engine", "redis", "--redis-url", url])
             .args(["--redis-prefix", prefix])
             .args(["--presence-grace-ms", &grace_ms.to_string()])
+            .args(faults.iter().flat_map(|f| ["--fault", f]))
             .env("CHORUS_API_KEY", API_KEY)
             .stdout(Stdio::null())
             .stderr(node_log())
@@ -449,6 +455,43 @@ async fn a_killed_nodes_members_leave_and_its_clients_resume_elsewhere() {
     assert_eq!(resumed["position"]["epoch"], watched["position"]["epoch"]);
     assert_eq!(seqs(&replayed), acked, "{replayed:?}");
     assert_eq!(resumed["state"]["data"]["k"], "kept", "{resumed}");
+    drop(b);
+    cleanup(&prefix);
+}
+
+/// The kill test's criterion catches a deployment that keeps a dead node's leases
+/// (`cluster_node_dead_leases_kept`, CLUS-8): no `user:left` within the bound, and the dead
+/// node's member still listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_keeping_a_dead_nodes_leases_is_caught() {
+    let prefix = prefix("kept");
+    let fault = ["cluster_node_dead_leases_kept"];
+    let mut a = Node::start(&prefix);
+    let b = Node::start_with_faults(&redis_url(), &prefix, GRACE_MS, &fault);
+    let channel = "presence-kept";
+    let (mut bob, _) = connect(b.port).await;
+    subscribe(&mut bob, channel, None).await;
+    let (mut ann, welcome) = connect(a.port).await;
+    let ann_id = welcome["user"]["id"].clone();
+    subscribe(&mut ann, channel, None).await;
+    let joined = frame_of(&mut bob, "user:joined").await;
+    assert_eq!(joined["member"]["user_id"], ann_id, "{joined}");
+
+    a.kill();
+    let bound = Duration::from_millis(GRACE_MS + LIVENESS_MS + 1500);
+    let left = tokio::time::timeout(bound, frame_of(&mut bob, "user:left")).await;
+    assert!(left.is_err(), "the fault is not caught: {left:?}");
+    send(
+        &mut bob,
+        json!({"type": "presence", "id": "p", "channel": channel}),
+    )
+    .await;
+    let list = frame_of(&mut bob, "presence:list").await;
+    let listed = list["members"].as_array().cloned().unwrap_or_default();
+    assert!(
+        listed.iter().any(|m| m["user_id"] == ann_id),
+        "the dead node's member is listed under the fault: {list}"
+    );
     drop(b);
     cleanup(&prefix);
 }

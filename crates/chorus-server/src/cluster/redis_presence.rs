@@ -10,7 +10,7 @@ use super::presence_scripts::{self as scripts, with_helpers};
 use super::redis_engine::{array, bytes, RedisEngine};
 use super::NODE_SHIFT;
 use crate::core::engine::{GraceExpired, LeaseTaken, Released};
-use crate::core::{frame_of, ChannelKey, ConnId};
+use crate::core::{frame_of, ChannelKey, ConnId, Fault};
 
 /// How often a node renews its liveness key and looks for dead nodes.
 pub const LIVENESS_PERIOD_MS: Millis = 1000;
@@ -324,6 +324,9 @@ impl RedisEngine {
     /// CLUS-8: the leases of every node whose liveness key expired at least the grace
     /// period ago are removed; the members that had no other lease left.
     fn sweep_dead_nodes(&mut self, now: Millis) -> Result<Vec<GraceExpired>, String> {
+        if self.faults.on(Fault::ClusterNodeDeadLeasesKept) {
+            return Ok(Vec::new()); // CLUS-8 broken on purpose
+        }
         let nodes: Vec<u64> = redis::cmd("SMEMBERS")
             .arg(self.keys.node_set())
             .query(&mut *self.redis.borrow_mut())
