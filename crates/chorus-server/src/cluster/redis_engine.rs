@@ -1211,7 +1211,7 @@ impl Engine for RedisEngine {
                     version.epoch.as_str()
                 ));
                 if self.event_detached() {
-                    self.delay_detached_event();
+                    self.delay_detached_event(version.version);
                     return Ok((version, frame)); // relayed apart (or not at all) by relay()
                 }
                 // The write published its event (CLUS-7): what must be delivered before it

@@ -15,39 +15,73 @@ local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'bseq')
 return {m[1], tonumber(m[2]) or 0, tonumber(m[3]) or 0}
 "#;
 
-/// The shared part of [`APPEND`] and [`RELAY`]: gives the payload `ARGV[3]..bseq..rest`
-/// the channel's next place in its one bus order, keeps it in the recent list (trimmed to
-/// `ARGV[5]`), publishes it on the bus `ARGV[4]` and collects what this node missed: when
-/// it delivers this epoch (`ARGV[6]`) up to `bseq` `ARGV[7]`, the recent payloads after
-/// that and before this one (`complete` 0 when some are no longer kept). Expects `epoch`
-/// and `tail` (the payload after the `bseq`) defined; sets `out = {bseq, complete, missed...}`.
-const PUBLISH_ORDERED: &str = r#"
-local bseq = redis.call('HINCRBY', KEYS[1], 'bseq', 1)
-local payload = ARGV[3] .. '\n' .. bseq .. '\n' .. tail
-redis.call('RPUSH', KEYS[3], payload)
-redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
-redis.call('PUBLISH', ARGV[4], payload)
-local out = {bseq, 1}
-local after = tonumber(ARGV[7])
-if epoch == ARGV[6] and after >= 0 and after < bseq - 1 then
-  local len = redis.call('LLEN', KEYS[3])
-  local first = bseq - len + 1
-  if after + 1 < first then
-    out[2] = 0
-  else
-    local missed = redis.call('LRANGE', KEYS[3], after + 1 - first, len - 2)
-    for _, e in ipairs(missed) do table.insert(out, e) end
+/// Lua functions every publishing script starts with.
+///
+/// `ensure_epoch(meta, history, recent, candidate)` creates the channel's epoch when
+/// missing (dropping what an older epoch left) and returns it.
+///
+/// `publish_ordered(meta, recent, origin, bus, keep, epoch, known, after, tail)` gives the
+/// payload `origin..bseq..tail` the channel's next place in its one bus order, keeps it in
+/// the recent list (trimmed to `keep`), publishes it on `bus` and collects what the calling
+/// node missed: when it delivers epoch `known` up to `bseq` `after`, the recent payloads
+/// after that and before this one (`complete` 0 when some are no longer kept). Returns
+/// `{bseq, complete, missed...}`.
+///
+/// `announce(k, a, candidate, frame)`: an ephemeral frame published in that order, with
+/// the keys meta, history and recent at `KEYS[k]` on and, from `ARGV[a]` on, the origin
+/// node, bus channel, length of the recent list, delivered epoch (or ""), delivered `bseq`
+/// (or -1) and the connection the frame is not for (or ""). Returns `{epoch, bseq,
+/// complete, missed...}`.
+pub const ORDER_FUNCTIONS: &str = r#"
+local function ensure_epoch(meta, history, recent, candidate)
+  if redis.call('HSETNX', meta, 'epoch', candidate) == 1 then
+    redis.call('HSET', meta, 'seq', 0, 'sver', 0, 'slen', 0, 'bseq', 0)
+    redis.call('DEL', history, recent)
   end
+  return redis.call('HGET', meta, 'epoch')
+end
+local function publish_ordered(meta, recent, origin, bus, keep, epoch, known, after, tail)
+  local bseq = redis.call('HINCRBY', meta, 'bseq', 1)
+  local payload = origin .. '\n' .. bseq .. '\n' .. tail
+  redis.call('RPUSH', recent, payload)
+  redis.call('LTRIM', recent, -tonumber(keep), -1)
+  redis.call('PUBLISH', bus, payload)
+  local out = {bseq, 1}
+  after = tonumber(after)
+  if epoch == known and after >= 0 and after < bseq - 1 then
+    local len = redis.call('LLEN', recent)
+    local first = bseq - len + 1
+    if after + 1 < first then
+      out[2] = 0
+    else
+      local missed = redis.call('LRANGE', recent, after + 1 - first, len - 2)
+      for _, e in ipairs(missed) do table.insert(out, e) end
+    end
+  end
+  return out
+end
+local function announce(k, a, candidate, frame)
+  local epoch = ensure_epoch(KEYS[k], KEYS[k + 1], KEYS[k + 2], candidate)
+  local tail = epoch .. '\n\n' .. ARGV[a + 5] .. '\n' .. frame
+  local out = publish_ordered(KEYS[k], KEYS[k + 2], ARGV[a], ARGV[a + 1], ARGV[a + 2],
+    epoch, ARGV[a + 3], ARGV[a + 4], tail)
+  table.insert(out, 1, epoch)
+  return out
 end
 "#;
 
-/// Creates the channel's epoch when missing (and drops what an older epoch left).
+/// [`ORDER_FUNCTIONS`]' `publish_ordered` over the usual keys (meta, history, recent) and
+/// ARGV 3 to 7 (origin, bus, length of the recent list, delivered epoch and `bseq`), for a
+/// script that defined `epoch` and `tail`; sets `out`.
+const PUBLISH_ORDERED: &str = r#"
+local out = publish_ordered(KEYS[1], KEYS[3], ARGV[3], ARGV[4], ARGV[5], epoch, ARGV[6],
+  ARGV[7], tail)
+"#;
+
+/// [`ORDER_FUNCTIONS`]' `ensure_epoch` over the usual keys, candidate `ARGV[1]`; sets
+/// `epoch`.
 const ENSURE_EPOCH: &str = r#"
-if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'seq', 0, 'sver', 0, 'slen', 0, 'bseq', 0)
-  redis.call('DEL', KEYS[2], KEYS[3])
-end
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local epoch = ensure_epoch(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 "#;
 
 /// Numbers one stream item, appends it, trims the history and publishes it in the
@@ -62,7 +96,7 @@ local epoch = redis.call('HGET', KEYS[1], 'epoch')
 /// Returns `{epoch, seq, bseq, complete, missed payloads...}` (see [`PUBLISH_ORDERED`]).
 pub fn append() -> String {
     format!(
-        "{ENSURE_EPOCH}{}{PUBLISH_ORDERED}{}",
+        "{ORDER_FUNCTIONS}{ENSURE_EPOCH}{}{PUBLISH_ORDERED}{}",
         r#"
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local frame = ARGV[2] .. seq .. ARGV[8]
@@ -87,16 +121,7 @@ return out
 ///
 /// Returns `{epoch, bseq, complete, missed payloads...}`.
 pub fn relay() -> String {
-    format!(
-        "{ENSURE_EPOCH}{}{PUBLISH_ORDERED}{}",
-        r#"
-local tail = epoch .. '\n\n' .. ARGV[8] .. '\n' .. ARGV[2]
-"#,
-        r#"
-table.insert(out, 1, epoch)
-return out
-"#
-    )
+    format!("{ORDER_FUNCTIONS}return announce(1, 3, ARGV[1], ARGV[2])")
 }
 
 /// The recent payloads with `bseq` after `ARGV[1]` and up to `ARGV[2]`.
@@ -223,7 +248,7 @@ return out
 /// payloads...` (see [`PUBLISH_ORDERED`]): outcome 1 applied, 0 conflict, -1 too large.
 pub fn write_state() -> String {
     format!(
-        "{ENSURE_EPOCH}{}{PUBLISH_ORDERED}{}",
+        "{ORDER_FUNCTIONS}{ENSURE_EPOCH}{}{PUBLISH_ORDERED}{}",
         r#"
 local m = redis.call('HMGET', KEYS[1], 'sver', 'slen')
 local ver, len = tonumber(m[1]) or 0, tonumber(m[2]) or 0

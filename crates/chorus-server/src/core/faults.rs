@@ -189,7 +189,7 @@ faults! {
     ClusterRemoteItemLost = "cluster_remote_item_lost": "a node drops every second stream item published on another node, as a lossy cross-node delivery would (CLUS-1, CHAN-30)",
     ClusterSeqReadModifyWrite = "cluster_seq_read_modify_write": "a node numbers a stream item by reading the channel's seq and writing it back incremented in a second command, not in the append script, so nodes publishing at once reuse a seq (CLUS-1, CHAN-30)",
     ClusterEphemeralUnpublished = "cluster_ephemeral_unpublished": "state:updated and the other ephemeral frames reach only the subscribers on the writer's node (CLUS-7, STATE-15)",
-    ClusterStateEventUnordered = "cluster_state_event_unordered": "a node writes shared state and publishes the write's event in two Redis calls 10 ms apart, so writes through two nodes at once reach subscribers out of version order (CLUS-7, CHAN-46, STATE-17)",
+    ClusterStateEventUnordered = "cluster_state_event_unordered": "a node writes shared state and publishes the write's event in a second Redis call (10 ms later after odd versions), so writes through two nodes at once reach subscribers out of version order (CLUS-7, CHAN-46, STATE-17)",
     ClusterNodeDeadLeasesKept = "cluster_node_dead_leases_kept": "the nodes never sweep a dead node's presence leases, so its members stay listed and no user:left is announced for them (CLUS-8)",
     ClusterStateNodeLocal = "cluster_state_node_local": "state snapshots (subscribed.state, state:sync) come from the node's own copy, not the deployment's (CLUS-2, STATE-21, STATE-22)",
 }
