@@ -63,3 +63,21 @@ impl RedisEngine {
         }
     }
 }
+
+impl RedisEngine {
+    /// `cluster_ephemeral_unpublished`, `cluster_presence_event_unordered`: a presence
+    /// change's event is not published by the lease or update script; the core's relay
+    /// publishes it apart (or, for the first, not at all).
+    pub(super) fn presence_detached(&self) -> bool {
+        self.faults.on(Fault::ClusterEphemeralUnpublished)
+            || self.faults.on(Fault::ClusterPresenceEventUnordered)
+    }
+
+    /// `cluster_presence_event_unordered`: a departure's publish comes 10 ms after the
+    /// lease change, wide enough for a join through another node to overtake it.
+    pub(super) fn delay_detached_departure(&self) {
+        if self.faults.on(Fault::ClusterPresenceEventUnordered) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}

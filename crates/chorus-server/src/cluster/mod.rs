@@ -68,10 +68,16 @@
 //!   HGET, 2 HINCRBY, 2 RPUSH, 2 LTRIM, PUBLISH; LLEN and LRANGE only when this node is
 //!   behind), delivered by Redis to the nodes subscribed to the channel's bus, and only
 //!   those; a node receiving it with a gap before it adds one `EVALSHA` (LRANGE).
-//! - an ephemeral frame (presence change, state write's event, a node's cursor flush):
-//!   one `EVALSHA` of the same shape without the history, after the change's own script
-//!   (a presence change: the lease script; a state write: the write script; a cursor
-//!   flush: an `HSET` of `P:curs:C`).
+//! - a state write or a presence change (a join, a departure, an update): one `EVALSHA`
+//!   that makes the change and publishes its event in the channel's one order at once, as
+//!   the publish script does with `seq`: the node builds the event beforehand with
+//!   placeholders for what only the script knows (a state write's version and epoch, a
+//!   departure's `last_seen`, an updated member's record), so that the events of a
+//!   channel reach every subscriber in the order of the changes (CHAN-46). The core's
+//!   relay of that frame then publishes nothing (`announced` in the engine).
+//! - any other ephemeral frame (a node's cursor flush, a dead node's departures): one
+//!   `EVALSHA` of the publish script's shape without the history, after the change (an
+//!   `HSET` of `P:curs:C`; the dead-node sweep).
 //! - subscribe: one `EVALSHA` (HINCRBY of the node's statistics); the node's first
 //!   subscriber of a channel adds a `SUBSCRIBE` (confirmed) and a position script; a
 //!   recovery adds one read script; unsubscribe the same `HINCRBY`, and the node's last
@@ -80,12 +86,10 @@
 //!   channels with leases, and `HLEN` of each listed channel's members.
 //!
 //! # Not clustered yet (kept per node in its [`InProcessEngine`])
-//! Resource records and ingestion marks. A write and the publish of its event are two
-//! scripts, so two nodes writing the same channel's state (or presence) at once may
-//! publish their events in the other order than their versions; every node still sees the
-//! one order the bus gave (CHAN-46), but a `state:updated` of version 7 can precede that of
-//! version 6. A presence snapshot taken while a `user:joined` is on its way may be
-//! followed by that `user:joined`. A dead node's last flushed cursors stay in `P:curs:C`
+//! Resource records and ingestion marks. A dead node's departures are announced after the
+//! sweep's script, so a user of the dead node joining through another node at that moment
+//! may be announced joined, then left. A presence snapshot taken while a `user:joined` is
+//! on its way may be followed by that `user:joined`. A dead node's last flushed cursors stay in `P:curs:C`
 //! until its members' leases are swept and a member of the channel leaves. See
 //! spec/cluster.md for the requirements and conformance/tests/cluster.rs for the
 //! three-node run.

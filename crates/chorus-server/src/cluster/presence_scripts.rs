@@ -8,8 +8,15 @@
 //! leases are found by their ids. Learned from Phoenix's tracker (presence entries owned
 //! by a node, removed when the node is gone); written for this project.
 
-/// Shared Lua helpers: lease lists and member records.
+/// Shared Lua helpers: lease lists, member records, and the announcement of a change in the
+/// channel's one order in the same call as the change (CHAN-46 across nodes).
 const HELPERS: &str = r#"
+local function announced(r, k, a, candidate, frame)
+  if frame ~= '' then
+    for _, x in ipairs(announce(k, a, candidate, frame)) do table.insert(r, x) end
+  end
+  return r
+end
 local function leases_of(s)
   local out = {}
   for conn, grace in string.gmatch(s or '', '(%d+):(%d*);') do
@@ -39,13 +46,20 @@ local function remove_lease(pres, lease, user, ls, i)
   redis.call('HSET', lease, user, lease_text(ls))
   return {'kept'}
 end
+local function left_announced(r)
+  if r[1] ~= 'left' or ARGV[11] == '' then return r end
+  return announced(r, 3, 5, ARGV[4], ARGV[11] .. r[2] .. ARGV[12])
+end
 "#;
 
 /// Takes a lease for `ARGV[1]` (conn) of `ARGV[2]` (user) at `ARGV[3]` (now), creating the
 /// member with profile `ARGV[4]` (PRES-3), or taking over its oldest grace lease (PRES-28).
 ///
-/// KEYS: pres, lease, the node's set of channels with leases. ARGV[5]: the channel id.
-/// Returns `{'joined', record}`, `{'added'}` or `{'took_over'}`.
+/// KEYS: pres, lease, the node's set of channels with leases, then meta, history, recent.
+/// ARGV[5]: the channel id; 6: candidate epoch; 7 to 12: the publish arguments of
+/// `announce` (scripts.rs); 13: the `user:joined` frame to announce when the user joins
+/// (or "").
+/// Returns `{'joined', record, announce's reply...}`, `{'added'}` or `{'took_over'}`.
 pub const TAKE: &str = r#"
 local conn, user, now = ARGV[1], ARGV[2], ARGV[3]
 redis.call('SADD', KEYS[3], ARGV[5])
@@ -54,7 +68,7 @@ if not rec then
   rec = now .. '\t' .. now .. '\t"online"\t' .. ARGV[4] .. '\t{}'
   redis.call('HSET', KEYS[1], user, rec)
   redis.call('HSET', KEYS[2], user, conn .. ':;')
-  return {'joined', rec}
+  return announced({'joined', rec}, 4, 7, ARGV[6], ARGV[13])
 end
 redis.call('HSET', KEYS[1], user, (touch(rec, now)))
 local ls = leases_of(redis.call('HGET', KEYS[2], user))
@@ -75,7 +89,10 @@ return {'added'}
 /// Releases the live lease of `ARGV[1]` (conn) on `ARGV[2]` (user): now, or as a grace
 /// lease until `ARGV[3]` when not empty.
 ///
-/// KEYS: pres, lease. Returns `{'none'}`, `{'kept'}` or `{'left', last_seen}`.
+/// KEYS: pres, lease, meta, history, recent. ARGV 4: candidate epoch; 5 to 10: the publish
+/// arguments of `announce`; 11 and 12: the `user:left` frame before and after its
+/// `last_seen`, announced when the user leaves (or "" and "").
+/// Returns `{'none'}`, `{'kept'}` or `{'left', last_seen, announce's reply...}`.
 pub const RELEASE: &str = r#"
 local conn, user, grace = ARGV[1], ARGV[2], ARGV[3]
 local ls = leases_of(redis.call('HGET', KEYS[2], user))
@@ -86,7 +103,7 @@ for i, l in ipairs(ls) do
       redis.call('HSET', KEYS[2], user, lease_text(ls))
       return {'kept'}
     end
-    return remove_lease(KEYS[1], KEYS[2], user, ls, i)
+    return left_announced(remove_lease(KEYS[1], KEYS[2], user, ls, i))
   end
 end
 return {'none'}
@@ -95,13 +112,13 @@ return {'none'}
 /// Ends the grace lease of `ARGV[1]` (conn) on `ARGV[2]` (user) armed for `ARGV[3]`; a
 /// lease taken over since no longer matches (PRES-28).
 ///
-/// KEYS: pres, lease. Returns like [`RELEASE`].
+/// KEYS and ARGV from 4 on as [`RELEASE`]. Returns like [`RELEASE`].
 pub const EXPIRE: &str = r#"
 local conn, user, deadline = ARGV[1], ARGV[2], ARGV[3]
 local ls = leases_of(redis.call('HGET', KEYS[2], user))
 for i, l in ipairs(ls) do
   if l[1] == conn and l[2] == deadline then
-    return remove_lease(KEYS[1], KEYS[2], user, ls, i)
+    return left_announced(remove_lease(KEYS[1], KEYS[2], user, ls, i))
   end
 end
 return {'none'}
@@ -110,7 +127,11 @@ return {'none'}
 /// Replaces status (`ARGV[2]`, JSON, or empty) and data (`ARGV[3]`, or empty) of member
 /// `ARGV[1]` and advances `last_seen` to `ARGV[4]` (PRES-16, PRES-24).
 ///
-/// KEYS: pres. Returns the record, or false when the user is not a member.
+/// KEYS: pres, meta, history, recent. ARGV 5: candidate epoch; 6 to 11: the publish
+/// arguments of `announce`; 12: the `presence:updated` frame up to the member's `profile`
+/// value, announced with the member completed from the record (or "": a touch, PRES-24,
+/// announces nothing).
+/// Returns `{record, announce's reply...}`, or false when the user is not a member.
 pub const UPDATE: &str = r#"
 local rec = redis.call('HGET', KEYS[1], ARGV[1])
 if not rec then return false end
@@ -120,7 +141,10 @@ if ARGV[2] ~= '' then status = ARGV[2] end
 if ARGV[3] ~= '' then data = ARGV[3] end
 rec = j .. '\t' .. ls .. '\t' .. status .. '\t' .. profile .. '\t' .. data
 redis.call('HSET', KEYS[1], ARGV[1], rec)
-return rec
+if ARGV[12] == '' then return {rec} end
+local frame = ARGV[12] .. profile .. ',"status":' .. status .. ',"data":' .. data
+  .. ',"joined_at":' .. j .. ',"last_seen":' .. ls .. '}}'
+return announced({rec}, 2, 6, ARGV[5], frame)
 "#;
 
 /// Removes every lease of node `ARGV[1]` (a dead node, CLUS-8) from the channel.
@@ -153,7 +177,7 @@ end
 return out
 "#;
 
-/// The script with the helpers in front.
+/// The script with the helpers (and the publishing functions they use) in front.
 pub fn with_helpers(body: &str) -> String {
-    format!("{HELPERS}{body}")
+    format!("{}{HELPERS}{body}", super::scripts::ORDER_FUNCTIONS)
 }

@@ -29,7 +29,7 @@ use crate::core::{
 /// The `seq` an item is serialized with before Redis numbers it; the script writes the real
 /// one in its place. `seq` is the last member of both stream item types, so the last
 /// occurrence of this number in a frame is the `seq` member, whatever `data` holds.
-const SEQ_PLACEHOLDER: u64 = u64::MAX;
+pub(super) const SEQ_PLACEHOLDER: u64 = u64::MAX;
 
 /// The scripts, hashed once (EVALSHA, loaded on first use).
 struct Scripts {
@@ -94,6 +94,10 @@ pub struct RedisEngine {
     /// The frame of the last append or state write: [`Engine::relay`] does not publish it
     /// again (the append or write script did).
     appended: Option<Frame>,
+    /// Presence events the lease and update scripts published with their change, oldest
+    /// first, each with what this node's subscribers must get before it: the core's relay
+    /// of the same frame does not publish it again.
+    announced: Vec<(Frame, Delivery)>,
     /// This node's share of the statistics (`c:{tenant}`, `s:C` -> count), as written to
     /// `P:stats:N`.
     share: HashMap<String, i64>,
@@ -147,6 +151,7 @@ impl RedisEngine {
             },
             delivering: HashMap::new(),
             appended: None,
+            announced: Vec::new(),
             share: HashMap::new(),
             share_dirty: std::cell::Cell::new(false),
             failed: RefCell::new(None),
@@ -182,6 +187,65 @@ impl RedisEngine {
     pub fn forget_deliveries(&mut self) {
         self.delivering.clear();
         self.appended = None;
+        self.announced.clear();
+    }
+
+    /// The arguments of the Lua `announce` (scripts.rs) after the keys: candidate epoch,
+    /// origin node, bus channel, length of the recent list, what this node delivers, and
+    /// the connection the frame is not for.
+    pub(super) fn announce_args(&self, key: &ChannelKey, except: Option<ConnId>) -> [Vec<u8>; 7] {
+        let (known, delivered) = self.delivered_args(key);
+        [
+            new_epoch().into_bytes(),
+            self.node.to_string().into_bytes(),
+            self.keys.bus(key).into_bytes(),
+            self.retention.to_string().into_bytes(),
+            known,
+            delivered,
+            except
+                .map(|c| c.to_string())
+                .unwrap_or_default()
+                .into_bytes(),
+        ]
+    }
+
+    /// The keys of the Lua `announce`: meta, history, recent.
+    pub(super) fn announce_keys(&self, key: &ChannelKey) -> [String; 3] {
+        [
+            self.keys.meta(key),
+            self.keys.history(key),
+            self.keys.recent(key),
+        ]
+    }
+
+    /// A script published `frame` with its change (`announce`'s reply `{epoch, bseq,
+    /// complete, missed...}`): what must be delivered before it waits for the core's relay.
+    pub(super) fn note_announced(&mut self, key: &ChannelKey, frame: Frame, reply: Vec<Value>) {
+        let mut reply = reply.into_iter();
+        let parsed = string(reply.next().as_ref())
+            .and_then(|epoch| parse_published(Epoch(epoch), reply.collect()));
+        match parsed {
+            Ok(published) => {
+                let delivery = self.deliver_published(key, published);
+                self.announced.push((frame, delivery));
+            }
+            Err(e) => self.fail("announce", e),
+        }
+    }
+
+    /// The scripts' announcement of `frame`, if one published it: what must be delivered
+    /// before it, with what announcements the core did not relay left before that (a
+    /// deliberate bug's frame in their place).
+    fn take_announced(&mut self, frame: &Frame) -> Option<Delivery> {
+        let at = self.announced.iter().position(|(f, _)| **f == **frame)?;
+        let mut frames = Vec::new();
+        for (_, delivery) in self.announced.drain(..=at) {
+            match delivery {
+                Delivery::Frames(mut f) => frames.append(&mut f),
+                _ => return Some(Delivery::Discontinuity),
+            }
+        }
+        Some(Delivery::Frames(frames))
     }
 
     /// The failure since the last call, if any (the shell then closes every connection).
@@ -676,7 +740,7 @@ fn room_of(text: &str) -> Option<Room> {
 }
 
 /// Splits a frame serialized with [`SEQ_PLACEHOLDER`] around the placeholder.
-fn split_at_seq(frame: &str) -> Result<(&str, &str), CoreError> {
+pub(super) fn split_at_seq(frame: &str) -> Result<(&str, &str), CoreError> {
     let placeholder = SEQ_PLACEHOLDER.to_string();
     let at = frame
         .rfind(&placeholder)
@@ -697,7 +761,7 @@ fn int(v: Option<&Value>) -> Result<i64, String> {
     i64::from_redis_value(v.clone()).map_err(|e| e.to_string())
 }
 
-fn string(v: Option<&Value>) -> Result<String, String> {
+pub(super) fn string(v: Option<&Value>) -> Result<String, String> {
     let v = v.ok_or("short reply")?;
     String::from_redis_value(v.clone()).map_err(|e| e.to_string())
 }
@@ -961,6 +1025,9 @@ impl Engine for RedisEngine {
     }
 
     fn relay(&mut self, key: &ChannelKey, frame: &Frame, except: Option<ConnId>) -> Delivery {
+        if let Some(delivery) = self.take_announced(frame) {
+            return delivery; // published by the presence change's own script
+        }
         let appended = self.appended.take().is_some_and(|a| Arc::ptr_eq(&a, frame));
         if !appended && self.faults.on(Fault::ClusterEphemeralUnpublished) {
             return Delivery::Frames(Vec::new()); // CLUS-7 broken on purpose: this node only

@@ -2,15 +2,19 @@
 //! [`presence_scripts`](super::presence_scripts)), this node's grace timers, and the sweep
 //! of dead nodes' leases (CLUS-8).
 
-use chorus_protocol::{Member, Millis, PresenceStatus};
+use std::sync::Arc;
+
+use chorus_protocol::{
+    Member, Millis, PresenceStatus, PresenceUpdated, ServerMessage, UserJoined, UserLeft,
+};
 use redis::{Script, Value};
 
 use super::keys::Keys;
 use super::presence_scripts::{self as scripts, with_helpers};
-use super::redis_engine::{array, bytes, RedisEngine};
+use super::redis_engine::{array, bytes, split_at_seq, RedisEngine, SEQ_PLACEHOLDER};
 use super::NODE_SHIFT;
 use crate::core::engine::{GraceExpired, LeaseTaken, Released};
-use crate::core::{frame_of, ChannelKey, ConnId, Fault};
+use crate::core::{frame_of, ChannelKey, ConnId, Fault, Frame};
 
 /// How often a node renews its liveness key and looks for dead nodes.
 pub const LIVENESS_PERIOD_MS: Millis = 1000;
@@ -92,9 +96,82 @@ fn released(parts: &[Value], user: &str) -> Released {
     }
 }
 
+/// `presence:updated` up to its member's `profile` value, which the update script completes
+/// from the member's record (its fields in the order the server serializes them; a test
+/// below holds the two together).
+fn updated_head(key: &ChannelKey, user: &str) -> String {
+    format!(
+        r#"{{"type":"presence:updated","channel":{},"member":{{"user_id":{},"profile":"#,
+        frame_of(&key.name),
+        frame_of(&user)
+    )
+}
+
 impl RedisEngine {
     fn presence_keys(&self, key: &ChannelKey) -> Vec<String> {
         vec![self.keys.presence(key), self.keys.leases(key)]
+    }
+
+    /// The keys of the release and expiry scripts.
+    fn leave_keys(&self, key: &ChannelKey) -> Vec<String> {
+        let mut keys = self.presence_keys(key);
+        keys.extend(self.announce_keys(key));
+        keys
+    }
+
+    /// The release and expiry scripts' arguments after their own three: the `user:left`
+    /// they announce split around its `last_seen`, which the script fills in (CHAN-46).
+    fn leave_args(
+        &self,
+        key: &ChannelKey,
+        own: [Vec<u8>; 3],
+        user: &str,
+    ) -> (Vec<Vec<u8>>, Option<(String, String)>) {
+        let text = frame_of(&ServerMessage::UserLeft(UserLeft {
+            channel: key.name.clone(),
+            user_id: user.to_owned(),
+            last_seen: SEQ_PLACEHOLDER,
+        }));
+        let left = split_at_seq(&text)
+            .ok()
+            .filter(|_| !self.presence_detached())
+            .map(|(before, after)| (before.to_owned(), after.to_owned()));
+        let mut args = own.to_vec();
+        args.extend(self.announce_args(key, None));
+        let (before, after) = left.clone().unwrap_or_default();
+        args.push(before.into_bytes());
+        args.push(after.into_bytes());
+        (args, left)
+    }
+
+    /// What a release or expiry did; a departure's announcement noted.
+    fn released_announced(
+        &mut self,
+        key: &ChannelKey,
+        mut parts: Vec<Value>,
+        user: &str,
+        left: Option<(String, String)>,
+    ) -> Released {
+        let r = released(&parts, user);
+        if matches!(r, Released::Left { .. }) {
+            self.delay_detached_departure();
+        }
+        if let (Released::Left { last_seen, .. }, Some((before, after))) = (&r, left) {
+            let frame: Frame = Arc::from(format!("{before}{last_seen}{after}"));
+            let reply = parts.split_off(2.min(parts.len()));
+            self.note_announced(key, frame, reply);
+        }
+        r
+    }
+
+    /// The frame as a script argument: none (nothing published) under the deliberate bugs
+    /// that leave presence events to the core's relay.
+    fn announced_bytes(&self, frame: &Frame) -> Vec<u8> {
+        if self.presence_detached() {
+            Vec::new()
+        } else {
+            frame.as_bytes().to_vec()
+        }
     }
 
     pub(super) fn redis_member(&self, key: &ChannelKey, user: &str) -> Option<Member> {
@@ -148,20 +225,36 @@ impl RedisEngine {
         now: Millis,
     ) -> LeaseTaken {
         let profile = if profile.is_object() {
-            frame_of(profile).to_string()
+            profile.clone()
         } else {
-            "{}".to_owned()
+            serde_json::json!({})
         };
+        // The member a join creates is known beforehand: its `user:joined` is published by
+        // the lease script itself, in the channel's one order (CHAN-46, CLUS-7).
+        let joined = frame_of(&ServerMessage::UserJoined(UserJoined {
+            channel: key.name.clone(),
+            member: Member {
+                user_id: user.to_owned(),
+                profile: profile.clone(),
+                status: PresenceStatus::Online,
+                data: serde_json::json!({}),
+                joined_at: now,
+                last_seen: now,
+            },
+        }));
         let mut keys = self.presence_keys(key);
         keys.push(self.keys.node_channels(self.node));
-        let args = [
+        keys.extend(self.announce_keys(key));
+        let mut args = vec![
             conn.to_string().into_bytes(),
             user.as_bytes().to_vec(),
             now.to_string().into_bytes(),
-            profile.into_bytes(),
+            frame_of(&profile).as_bytes().to_vec(),
             Keys::channel_id(key).into_bytes(),
         ];
-        let parts = match self.run(&self.presence.take, &keys, &args).and_then(array) {
+        args.extend(self.announce_args(key, Some(conn)));
+        args.push(self.announced_bytes(&joined));
+        let mut parts = match self.run(&self.presence.take, &keys, &args).and_then(array) {
             Ok(p) => p,
             Err(e) => {
                 self.fail("lease", e);
@@ -170,7 +263,13 @@ impl RedisEngine {
         };
         match word(&parts, 0).as_str() {
             "joined" => match member_of(user, word(&parts, 1).as_bytes()) {
-                Ok(m) => LeaseTaken::Joined(m),
+                Ok(m) => {
+                    if !self.presence_detached() {
+                        let reply = parts.split_off(2.min(parts.len()));
+                        self.note_announced(key, joined, reply);
+                    }
+                    LeaseTaken::Joined(m)
+                }
                 Err(e) => {
                     self.fail("lease", e);
                     LeaseTaken::Added
@@ -188,21 +287,25 @@ impl RedisEngine {
         user: &str,
         grace_until: Option<Millis>,
     ) -> Released {
-        let args = [
-            conn.to_string().into_bytes(),
-            user.as_bytes().to_vec(),
-            grace_until
-                .map(|g| g.to_string())
-                .unwrap_or_default()
-                .into_bytes(),
-        ];
-        let keys = self.presence_keys(key);
+        let (args, left) = self.leave_args(
+            key,
+            [
+                conn.to_string().into_bytes(),
+                user.as_bytes().to_vec(),
+                grace_until
+                    .map(|g| g.to_string())
+                    .unwrap_or_default()
+                    .into_bytes(),
+            ],
+            user,
+        );
+        let keys = self.leave_keys(key);
         match self
             .run(&self.presence.release, &keys, &args)
             .and_then(array)
         {
             Ok(parts) => {
-                let r = released(&parts, user);
+                let r = self.released_announced(key, parts, user, left);
                 if let (Some(deadline), Released::Kept) = (grace_until, &r) {
                     self.grace.insert(GraceTimer {
                         deadline,
@@ -228,7 +331,9 @@ impl RedisEngine {
         data: Option<serde_json::Value>,
         now: Millis,
     ) -> Option<Member> {
-        let args = [
+        // A change is announced by the script (PRES-16); a touch (PRES-24) is not.
+        let announce = (status.is_some() || data.is_some()) && !self.presence_detached();
+        let mut args = vec![
             user.as_bytes().to_vec(),
             status
                 .map(|s| frame_of(&s).to_string())
@@ -239,10 +344,36 @@ impl RedisEngine {
                 .into_bytes(),
             now.to_string().into_bytes(),
         ];
-        let keys = [self.keys.presence(key)];
-        match self.run(&self.presence.update, &keys, &args) {
-            Ok(Value::Nil) => None,
-            Ok(v) => bytes(v).ok().and_then(|r| member_of(user, &r).ok()),
+        args.extend(self.announce_args(key, None));
+        args.push(if announce {
+            updated_head(key, user).into_bytes()
+        } else {
+            Vec::new()
+        });
+        let mut keys = vec![self.keys.presence(key)];
+        keys.extend(self.announce_keys(key));
+        let parts = match self.run(&self.presence.update, &keys, &args) {
+            Ok(Value::Nil) => return None,
+            Ok(v) => array(v),
+            Err(e) => Err(e),
+        };
+        let member = parts.and_then(|mut parts| {
+            let reply = parts.split_off(1.min(parts.len()));
+            let record = parts.into_iter().next().ok_or("no record")?;
+            let member = member_of(user, &bytes(record)?)?;
+            Ok((member, reply))
+        });
+        match member {
+            Ok((member, reply)) => {
+                if announce {
+                    let updated = frame_of(&ServerMessage::PresenceUpdated(PresenceUpdated {
+                        channel: key.name.clone(),
+                        member: member.clone(),
+                    }));
+                    self.note_announced(key, updated, reply);
+                }
+                Some(member)
+            }
             Err(e) => {
                 self.fail("presence update", e);
                 None
@@ -256,18 +387,24 @@ impl RedisEngine {
         let mut gone = Vec::new();
         while let Some(t) = self.grace.first().filter(|t| t.deadline <= now).cloned() {
             self.grace.remove(&t);
-            let args = [
-                t.conn.to_string().into_bytes(),
-                t.user.as_bytes().to_vec(),
-                t.deadline.to_string().into_bytes(),
-            ];
-            let keys = self.presence_keys(&t.key);
+            let (args, left) = self.leave_args(
+                &t.key,
+                [
+                    t.conn.to_string().into_bytes(),
+                    t.user.as_bytes().to_vec(),
+                    t.deadline.to_string().into_bytes(),
+                ],
+                &t.user,
+            );
+            let keys = self.leave_keys(&t.key);
             match self
                 .run(&self.presence.expire, &keys, &args)
                 .and_then(array)
             {
                 Ok(parts) => {
-                    if let Released::Left { user_id, last_seen } = released(&parts, &t.user) {
+                    if let Released::Left { user_id, last_seen } =
+                        self.released_announced(&t.key, parts, &t.user, left)
+                    {
                         gone.push(GraceExpired {
                             key: t.key,
                             user_id,
@@ -401,5 +538,44 @@ impl RedisEngine {
             .query::<()>(&mut *self.redis.borrow_mut())
             .map_err(|e| e.to_string())?;
         Ok(gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_protocol::ChannelName;
+
+    #[test]
+    fn the_update_the_script_completes_is_the_frame_the_server_serializes() {
+        let key = ChannelKey {
+            tenant: Arc::from("t"),
+            name: ChannelName("presence-\"x\"".into()),
+        };
+        let member = Member {
+            user_id: "ann \"a\"".into(),
+            profile: serde_json::json!({"name": "Ann", "n": 1.5}),
+            status: PresenceStatus::Away,
+            data: serde_json::json!({"z": [1, {"b": null}], "a": "\t"}),
+            joined_at: 5,
+            last_seen: 9,
+        };
+        // The record as the scripts keep it, and the update script's concatenation.
+        let (status, profile, data) = (
+            frame_of(&member.status),
+            frame_of(&member.profile),
+            frame_of(&member.data),
+        );
+        let lua = format!(
+            "{}{profile},\"status\":{status},\"data\":{data},\"joined_at\":{},\"last_seen\":{}}}}}",
+            updated_head(&key, &member.user_id),
+            member.joined_at,
+            member.last_seen
+        );
+        let served = frame_of(&ServerMessage::PresenceUpdated(PresenceUpdated {
+            channel: key.name.clone(),
+            member,
+        }));
+        assert_eq!(lua, *served);
     }
 }

@@ -191,6 +191,7 @@ faults! {
     ClusterEphemeralUnpublished = "cluster_ephemeral_unpublished": "state:updated and the other ephemeral frames reach only the subscribers on the writer's node (CLUS-7, STATE-15)",
     ClusterStateEventUnordered = "cluster_state_event_unordered": "a node writes shared state and publishes the write's event in a second Redis call (10 ms later after odd versions), so writes through two nodes at once reach subscribers out of version order (CLUS-7, CHAN-46, STATE-17)",
     ClusterNodeDeadLeasesKept = "cluster_node_dead_leases_kept": "the nodes never sweep a dead node's presence leases, so its members stay listed and no user:left is announced for them (CLUS-8)",
+    ClusterPresenceEventUnordered = "cluster_presence_event_unordered": "a node changes a presence lease and publishes the resulting user:joined or user:left in a second Redis call (a departure 10 ms later), so a user leaving through one node while joining through another is announced joined, then left (CLUS-7, CHAN-46, PRES-8)",
     ClusterStateNodeLocal = "cluster_state_node_local": "state snapshots (subscribed.state, state:sync) come from the node's own copy, not the deployment's (CLUS-2, STATE-21, STATE-22)",
 }
 
