@@ -97,6 +97,7 @@ pub mod link;
 pub mod presence_scripts;
 pub mod redis_engine;
 mod redis_presence;
+mod redis_records;
 pub mod scripts;
 
 use chorus_protocol::http::ChannelStats;

@@ -190,6 +190,7 @@ faults! {
     ClusterSeqReadModifyWrite = "cluster_seq_read_modify_write": "a node numbers a stream item by reading the channel's seq and writing it back incremented in a second command, not in the append script, so nodes publishing at once reuse a seq (CLUS-1, CHAN-30)",
     ClusterEphemeralUnpublished = "cluster_ephemeral_unpublished": "state:updated and the other ephemeral frames reach only the subscribers on the writer's node (CLUS-7, STATE-15)",
     ClusterStateNodeLocal = "cluster_state_node_local": "state snapshots (subscribed.state, state:sync) come from the node's own copy, not the deployment's (CLUS-2, STATE-21, STATE-22)",
+    ClusterRecordsNodeLocal = "cluster_records_node_local": "records of the resource API are kept per node, so a record written through one node is not found through another (CLUS-14, HTTP-29)",
 }
 
 /// How long the `presence_lags_stream` fault holds a presence diff when no other push of its
