@@ -302,3 +302,140 @@ impl RedisEngine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Two engines of one deployment (two nodes) on the Redis of the tests
+    //! (127.0.0.1:6379 or `CHORUS_TEST_REDIS_URL`), under a prefix of their own.
+    use serde_json::json;
+
+    use super::super::{delete_deployment, join, Joined};
+    use crate::core::{CoreError, Engine, Faults, InProcessEngine};
+    use crate::store::Store;
+
+    fn redis_url() -> String {
+        std::env::var("CHORUS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    struct Deployment {
+        prefix: String,
+        nodes: Vec<Joined>,
+    }
+
+    impl Drop for Deployment {
+        fn drop(&mut self) {
+            for n in &self.nodes {
+                n.bus.close();
+            }
+            let _ = delete_deployment(&redis_url(), &self.prefix);
+        }
+    }
+
+    fn two_nodes(test: &str) -> Deployment {
+        let prefix = format!("chorus-unit-{test}-{}", std::process::id());
+        let nodes = (0..2)
+            .map(|_| {
+                let local = InProcessEngine::load(Store::memory().unwrap(), 10, Faults::default())
+                    .unwrap();
+                join(&redis_url(), &prefix, local, 10, 1000).unwrap()
+            })
+            .collect();
+        Deployment { prefix, nodes }
+    }
+
+    #[test]
+    fn a_record_written_through_one_node_is_read_through_another() {
+        let mut d = two_nodes("read");
+        let [a, b] = &mut d.nodes[..] else { panic!() };
+        a.engine
+            .put_record("t", "post", "1", &json!({"id": "1", "n": 1}), true)
+            .unwrap();
+        let read = b.engine.record("t", "post", "1").unwrap();
+        assert_eq!(read, Some(json!({"id": "1", "n": 1})));
+        assert_eq!(b.engine.record("u", "post", "1").unwrap(), None, "per tenant");
+        b.engine
+            .put_record("t", "post", "1", &json!({"id": "1", "n": 2}), false)
+            .unwrap();
+        assert_eq!(
+            a.engine.record("t", "post", "1").unwrap(),
+            Some(json!({"id": "1", "n": 2}))
+        );
+    }
+
+    #[test]
+    fn a_create_of_an_id_another_node_created_is_refused() {
+        let mut d = two_nodes("create");
+        let [a, b] = &mut d.nodes[..] else { panic!() };
+        a.engine
+            .put_record("", "post", "x", &json!({"id": "x"}), true)
+            .unwrap();
+        let again = b.engine.put_record("", "post", "x", &json!({"id": "x"}), true);
+        assert!(matches!(again, Err(CoreError::Exists(_))), "{again:?}");
+    }
+
+    #[test]
+    fn a_replace_or_delete_of_a_record_deleted_elsewhere_is_not_found() {
+        let mut d = two_nodes("gone");
+        let [a, b] = &mut d.nodes[..] else { panic!() };
+        a.engine
+            .put_record("", "post", "x", &json!({"id": "x"}), true)
+            .unwrap();
+        a.engine.delete_record("", "post", "x").unwrap();
+        let put = b.engine.put_record("", "post", "x", &json!({"id": "x"}), false);
+        assert!(matches!(put, Err(CoreError::NotFound(_))), "{put:?}");
+        let del = b.engine.delete_record("", "post", "x");
+        assert!(matches!(del, Err(CoreError::NotFound(_))), "{del:?}");
+        assert_eq!(a.engine.record("", "post", "x").unwrap(), None);
+    }
+
+    #[test]
+    fn pages_follow_creation_order_across_nodes() {
+        let mut d = two_nodes("page");
+        let [a, b] = &mut d.nodes[..] else { panic!() };
+        for (i, id) in ["c", "a", "b"].iter().enumerate() {
+            let node = if i % 2 == 0 { &mut *a } else { &mut *b };
+            node.engine
+                .put_record("", "post", id, &json!({"id": id}), true)
+                .unwrap();
+        }
+        b.engine
+            .put_record("", "post", "c", &json!({"id": "c", "x": 1}), false)
+            .unwrap();
+        let page = a.engine.records("", "post", None, 2).unwrap();
+        let ids: Vec<_> = page.records.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!((ids, page.has_more), (vec!["c", "a"], true));
+        assert_eq!(page.records[0].1, json!({"id": "c", "x": 1}));
+        let page = b.engine.records("", "post", Some("a"), 2).unwrap();
+        let ids: Vec<_> = page.records.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!((ids, page.has_more), (vec!["b"], false));
+        let none = b.engine.records("", "post", Some("gone"), 2).unwrap();
+        assert!(none.records.is_empty() && !none.has_more);
+    }
+
+    #[test]
+    fn marks_are_shared_and_old_ones_forgotten() {
+        let mut d = two_nodes("marks");
+        let [a, b] = &mut d.nodes[..] else { panic!() };
+        a.engine.set_mark("http", "k1", "v1", 10).unwrap();
+        b.engine.set_mark("http", "k2", "v2", 20).unwrap();
+        assert_eq!(b.engine.mark("http", "k1").unwrap().as_deref(), Some("v1"));
+        assert_eq!(b.engine.forget_marks("http", 15).unwrap(), 1);
+        assert_eq!(a.engine.mark("http", "k1").unwrap(), None);
+        assert_eq!(a.engine.mark("http", "k2").unwrap().as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn a_batch_writes_its_marks_only_when_it_commits() {
+        let mut d = two_nodes("batch");
+        let [a, b] = &mut d.nodes[..] else { panic!() };
+        a.engine.begin_batch().unwrap();
+        a.engine.set_mark("feed", "position", "7", 1).unwrap();
+        assert_eq!(b.engine.mark("feed", "position").unwrap(), None, "held");
+        a.engine.end_batch(false).unwrap();
+        assert_eq!(b.engine.mark("feed", "position").unwrap(), None);
+        a.engine.begin_batch().unwrap();
+        a.engine.set_mark("feed", "position", "8", 1).unwrap();
+        a.engine.end_batch(true).unwrap();
+        assert_eq!(b.engine.mark("feed", "position").unwrap().as_deref(), Some("8"));
+    }
+}
