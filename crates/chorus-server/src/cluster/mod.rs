@@ -62,6 +62,10 @@
 //!   node liveness and the sweep of a dead node's leases (CLUS-8).
 //! - `P:room:C` string: the room's settings as JSON, created with `SET NX` (the first
 //!   node to create it wins; persistent rooms are as durable as Redis).
+//! - `P:rec:R`, `P:recix:R`, `P:recn:R` (resource id `R` = `{tenant length}:{tenant}
+//!   {resource}`): the resource's records by id, their ids by creation number, and the
+//!   counter of those numbers; `P:mark:S`, `P:markat:S`: ingestion source `S`'s marks and
+//!   their times (CLUS-14, [`redis_records`]).
 //!
 //! # Redis operations
 //! - publish (a `broadcast`, an HTTP publish, a `data_change`): one `EVALSHA` (HSETNX,
@@ -78,9 +82,15 @@
 //!   subscriber an `UNSUBSCRIBE`. A connection opened or closed: one `HINCRBY`.
 //! - `GET /api/stats`: two `EVALSHA` reading every live node's statistics hash and set of
 //!   channels with leases, and `HLEN` of each listed channel's members.
+//! - a resource write: `HGET` of the record (the core reads it first), one `EVALSHA` (a
+//!   put: HEXISTS, HSET, and INCR and ZADD for a create; a delete: ZREM, HDEL), then the
+//!   publishes of its two `data_change` frames; a read: one `HGET`, a page one `EVALSHA`
+//!   (ZSCORE, ZRANGEBYSCORE, one HGET per record). A reported change or a feed
+//!   transaction: `HGET` of its mark, its publishes, one `MULTI` (HSET, ZADD) of its marks.
 //!
-//! # Not clustered yet (kept per node in its [`InProcessEngine`])
-//! Resource records and ingestion marks. A write and the publish of its event are two
+//! # Known limits
+//! A batch of ingested changes is not one Redis transaction (its marks follow its frames,
+//! see [`redis_records`] and CLUS-14). A write and the publish of its event are two
 //! scripts, so two nodes writing the same channel's state (or presence) at once may
 //! publish their events in the other order than their versions; every node still sees the
 //! one order the bus gave (CHAN-46), but a `state:updated` of version 7 can precede that of
@@ -124,12 +134,13 @@ pub const NODE_SHIFT: u32 = 40;
 pub enum ServerEngine {
     /// Everything in this process.
     InProcess(InProcessEngine),
-    /// Streams and state in Redis.
+    /// Streams, state, presence, rooms, records and marks in Redis.
     Redis(RedisEngine),
 }
 
 impl ServerEngine {
-    /// The node's local store (records, marks; everything for the in-process engine).
+    /// The node's local store (everything for the in-process engine; for the Redis engine
+    /// nothing the deployment shares: records and marks are in Redis, CLUS-14).
     pub fn store(&self) -> &Store {
         match self {
             ServerEngine::InProcess(e) => e.store(),
