@@ -93,27 +93,28 @@ impl Keys {
         self.channel("room", key)
     }
 
-    /// A resource's id inside key names: `{tenant length}:{tenant}{resource}`, as
-    /// [`Keys::channel_id`] (resource names are `[A-Za-z0-9_-]`, HTTP-27).
-    fn resource_id(tenant: &str, resource: &str) -> String {
-        format!("{}:{tenant}{resource}", tenant.len())
+    /// A key of a resource: `P:{kind}:{tenant length}:{tenant}{resource}`, the tenant told
+    /// apart by its length as in [`Keys::channel_id`] (resource names are `[A-Za-z0-9_-]`,
+    /// HTTP-27).
+    fn resource(&self, kind: &str, tenant: &str, resource: &str) -> String {
+        format!("{}:{kind}:{}:{tenant}{resource}", self.prefix, tenant.len())
     }
 
     /// Hash: record id -> the record's JSON, of one resource of one tenant (HTTP-34,
     /// CLUS-14; see [`redis_records`](super::redis_records)).
     pub fn records(&self, tenant: &str, resource: &str) -> String {
-        format!("{}:rec:{}", self.prefix, Keys::resource_id(tenant, resource))
+        self.resource("rec", tenant, resource)
     }
 
     /// Sorted set: the resource's record ids scored by their creation number, the order
     /// `GET /api/resources/{name}` pages in (HTTP-28).
     pub fn record_order(&self, tenant: &str, resource: &str) -> String {
-        format!("{}:recix:{}", self.prefix, Keys::resource_id(tenant, resource))
+        self.resource("recix", tenant, resource)
     }
 
     /// Counter: the resource's last creation number.
     pub fn record_counter(&self, tenant: &str, resource: &str) -> String {
-        format!("{}:recn:{}", self.prefix, Keys::resource_id(tenant, resource))
+        self.resource("recn", tenant, resource)
     }
 
     /// Hash: mark key -> value, of one ingestion source (a feed's position, the

@@ -335,8 +335,8 @@ mod tests {
         let prefix = format!("chorus-unit-{test}-{}", std::process::id());
         let nodes = (0..2)
             .map(|_| {
-                let local = InProcessEngine::load(Store::memory().unwrap(), 10, Faults::default())
-                    .unwrap();
+                let local =
+                    InProcessEngine::load(Store::memory().unwrap(), 10, Faults::default()).unwrap();
                 join(&redis_url(), &prefix, local, 10, 1000).unwrap()
             })
             .collect();
@@ -352,7 +352,11 @@ mod tests {
             .unwrap();
         let read = b.engine.record("t", "post", "1").unwrap();
         assert_eq!(read, Some(json!({"id": "1", "n": 1})));
-        assert_eq!(b.engine.record("u", "post", "1").unwrap(), None, "per tenant");
+        assert_eq!(
+            b.engine.record("u", "post", "1").unwrap(),
+            None,
+            "per tenant"
+        );
         b.engine
             .put_record("t", "post", "1", &json!({"id": "1", "n": 2}), false)
             .unwrap();
@@ -369,7 +373,9 @@ mod tests {
         a.engine
             .put_record("", "post", "x", &json!({"id": "x"}), true)
             .unwrap();
-        let again = b.engine.put_record("", "post", "x", &json!({"id": "x"}), true);
+        let again = b
+            .engine
+            .put_record("", "post", "x", &json!({"id": "x"}), true);
         assert!(matches!(again, Err(CoreError::Exists(_))), "{again:?}");
     }
 
@@ -381,7 +387,9 @@ mod tests {
             .put_record("", "post", "x", &json!({"id": "x"}), true)
             .unwrap();
         a.engine.delete_record("", "post", "x").unwrap();
-        let put = b.engine.put_record("", "post", "x", &json!({"id": "x"}), false);
+        let put = b
+            .engine
+            .put_record("", "post", "x", &json!({"id": "x"}), false);
         assert!(matches!(put, Err(CoreError::NotFound(_))), "{put:?}");
         let del = b.engine.delete_record("", "post", "x");
         assert!(matches!(del, Err(CoreError::NotFound(_))), "{del:?}");
@@ -436,6 +444,9 @@ mod tests {
         a.engine.begin_batch().unwrap();
         a.engine.set_mark("feed", "position", "8", 1).unwrap();
         a.engine.end_batch(true).unwrap();
-        assert_eq!(b.engine.mark("feed", "position").unwrap().as_deref(), Some("8"));
+        assert_eq!(
+            b.engine.mark("feed", "position").unwrap().as_deref(),
+            Some("8")
+        );
     }
 }
