@@ -63,7 +63,8 @@ if ARGV[1] ~= '' then
   if not score then return {} end
   min = '(' .. score
 end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], min, '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
+-- The count stays a string: a Lua number this large would reach Redis as a float.
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], min, '+inf', 'LIMIT', 0, ARGV[2])
 local out = {}
 for _, id in ipairs(ids) do
   local data = redis.call('HGET', KEYS[1], id)
@@ -154,7 +155,12 @@ impl RedisEngine {
         ];
         let args = [
             after.unwrap_or("").as_bytes().to_vec(),
-            limit.saturating_add(1).to_string().into_bytes(),
+            // One more than asked tells whether more follow; Redis counts in i64.
+            limit
+                .min(i64::MAX as u64 - 1)
+                .saturating_add(1)
+                .to_string()
+                .into_bytes(),
         ];
         let parts = self
             .run(&self.records.page, &keys, &args)
@@ -418,6 +424,8 @@ mod tests {
         assert_eq!((ids, page.has_more), (vec!["b"], false));
         let none = b.engine.records("", "post", Some("gone"), 2).unwrap();
         assert!(none.records.is_empty() && !none.has_more);
+        let all = a.engine.records("", "post", None, u64::MAX).unwrap();
+        assert_eq!((all.records.len(), all.has_more), (3, false));
     }
 
     #[test]
