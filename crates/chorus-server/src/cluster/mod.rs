@@ -90,7 +90,8 @@
 //!
 //! # Known limits
 //! A batch of ingested changes is not one Redis transaction (its marks follow its frames,
-//! see [`redis_records`] and CLUS-14). A write and the publish of its event are two
+//! see [`redis_records`] and CLUS-14), and an idempotency key is looked up and written in
+//! two steps, so two nodes given one new key at the same moment may both announce it. A write and the publish of its event are two
 //! scripts, so two nodes writing the same channel's state (or presence) at once may
 //! publish their events in the other order than their versions; every node still sees the
 //! one order the bus gave (CHAN-46), but a `state:updated` of version 7 can precede that of
