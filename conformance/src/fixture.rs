@@ -196,6 +196,11 @@ pub struct HttpRequest {
     /// for i in 0..count, e.g. one channel more than `limits.max_subscriptions` (SSE-2e).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_query: Option<RepeatQuery>,
+    /// Index into the `--url` list (modulo its length): the request goes to that node's
+    /// HTTP base, so that one case's requests cross a deployment's nodes (CLUS-14).
+    /// Default: the HTTP base (`--http-url`, or derived from the first URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<usize>,
 }
 
 /// `repeat_query` of an HTTP request.

@@ -26,6 +26,9 @@ pub struct RunConfig {
     pub urls: Vec<String>,
     /// HTTP base URL.
     pub http_url: String,
+    /// The HTTP base of each node, in the order of `urls`, for requests a fixture sends
+    /// to a given node (`server`); empty: every request goes to `http_url`.
+    pub http_urls: Vec<String>,
     /// How client tokens are made.
     pub tokens: TokenSource,
     /// Extra headers on every upgrade and HTTP request (`--header`).
@@ -52,6 +55,7 @@ impl RunConfig {
         RunConfig {
             urls: vec![url.to_owned()],
             http_url: crate::http::http_base(url),
+            http_urls: Vec::new(),
             tokens,
             headers: BTreeMap::new(),
             api_key: None,
@@ -61,6 +65,14 @@ impl RunConfig {
             repeat: 1,
             seed: 0,
             probe_unannounced: true,
+        }
+    }
+
+    /// The HTTP base a request pinned to node `server` goes to (`http_url` without one).
+    pub fn http_base(&self, server: Option<usize>) -> &str {
+        match server {
+            Some(i) if !self.http_urls.is_empty() => &self.http_urls[i % self.http_urls.len()],
+            _ => &self.http_url,
         }
     }
 

@@ -72,6 +72,7 @@ async fn the_suite_passes_across_three_nodes() {
     let mut rc = RunConfig::new(&a.ws_url(), TokenSource::Secret(SECRET.into()));
     rc.urls = vec![a.ws_url(), b.ws_url(), c.ws_url()];
     rc.http_url = a.http_url();
+    rc.http_urls = vec![a.http_url(), b.http_url(), c.http_url()];
     rc.api_key = Some(KEY.into());
     rc.seed = 13;
     // Every engine call is a Redis round trip under the node's core lock: fewer cases at

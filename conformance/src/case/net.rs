@@ -208,7 +208,7 @@ impl CaseRun<'_> {
         }
         let req = Request {
             method: r.method.clone(),
-            url: format!("{}{}", self.runner.config.http_url, path),
+            url: format!("{}{}", self.runner.config.http_base(r.server), path),
             headers,
             body,
         };

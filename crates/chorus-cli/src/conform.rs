@@ -340,6 +340,14 @@ async fn configure(args: &ConformArgs) -> Result<(RunConfig, Option<Embedded>), 
         };
         let mut c = RunConfig::new(&args.urls[0], tokens);
         c.urls = args.urls.clone();
+        if args.urls.len() > 1 && args.http_url.is_none() {
+            // A request a fixture sends to node i reaches that node's own HTTP API.
+            c.http_urls = args
+                .urls
+                .iter()
+                .map(|u| chorus_conformance::http::http_base(u))
+                .collect();
+        }
         c.api_key = args.api_key.clone();
         c
     };

@@ -132,12 +132,13 @@ impl EmbeddedCluster {
     }
 
     /// The harness configuration: each case's clients spread over the nodes, HTTP to the
-    /// first.
+    /// first unless a request names its node.
     pub fn run_config(&self) -> RunConfig {
         let urls: Vec<String> = self.nodes.iter().map(|n| n.ws_url()).collect();
         let mut c = RunConfig::new(&urls[0], TokenSource::Secret(self.secret.clone()));
         c.urls = urls;
         c.http_url = self.nodes[0].http_url();
+        c.http_urls = self.nodes.iter().map(|n| n.http_url()).collect();
         c.api_key = Some(self.api_key.clone());
         c
     }

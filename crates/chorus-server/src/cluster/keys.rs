@@ -93,6 +93,42 @@ impl Keys {
         self.channel("room", key)
     }
 
+    /// A key of a resource: `P:{kind}:{tenant length}:{tenant}{resource}`, the tenant told
+    /// apart by its length as in [`Keys::channel_id`] (resource names are `[A-Za-z0-9_-]`,
+    /// HTTP-27).
+    fn resource(&self, kind: &str, tenant: &str, resource: &str) -> String {
+        format!("{}:{kind}:{}:{tenant}{resource}", self.prefix, tenant.len())
+    }
+
+    /// Hash: record id -> the record's JSON, of one resource of one tenant (HTTP-34,
+    /// CLUS-14; see [`redis_records`](super::redis_records)).
+    pub fn records(&self, tenant: &str, resource: &str) -> String {
+        self.resource("rec", tenant, resource)
+    }
+
+    /// Sorted set: the resource's record ids scored by their creation number, the order
+    /// `GET /api/resources/{name}` pages in (HTTP-28).
+    pub fn record_order(&self, tenant: &str, resource: &str) -> String {
+        self.resource("recix", tenant, resource)
+    }
+
+    /// Counter: the resource's last creation number.
+    pub fn record_counter(&self, tenant: &str, resource: &str) -> String {
+        self.resource("recn", tenant, resource)
+    }
+
+    /// Hash: mark key -> value, of one ingestion source (a feed's position, the
+    /// idempotency keys of `POST /api/changes`, CHG-14, CHG-19).
+    pub fn marks(&self, source: &str) -> String {
+        format!("{}:mark:{source}", self.prefix)
+    }
+
+    /// Sorted set: the source's mark keys scored by the time they were set (`at`), so that
+    /// old ones are forgotten without a scan (CHG-17).
+    pub fn mark_times(&self, source: &str) -> String {
+        format!("{}:markat:{source}", self.prefix)
+    }
+
     /// A channel's id inside other keys' values.
     pub fn channel_id(key: &ChannelKey) -> String {
         format!("{}:{}{}", key.tenant.len(), key.tenant, key.name.as_str())

@@ -62,6 +62,10 @@
 //!   node liveness and the sweep of a dead node's leases (CLUS-8).
 //! - `P:room:C` string: the room's settings as JSON, created with `SET NX` (the first
 //!   node to create it wins; persistent rooms are as durable as Redis).
+//! - `P:rec:R`, `P:recix:R`, `P:recn:R` (resource id `R` = `{tenant length}:{tenant}
+//!   {resource}`): the resource's records by id, their ids by creation number, and the
+//!   counter of those numbers; `P:mark:S`, `P:markat:S`: ingestion source `S`'s marks and
+//!   their times (CLUS-14, [`redis_records`]).
 //!
 //! # Redis operations
 //! - publish (a `broadcast`, an HTTP publish, a `data_change`): one `EVALSHA` (HSETNX,
@@ -84,12 +88,20 @@
 //!   subscriber an `UNSUBSCRIBE`. A connection opened or closed: one `HINCRBY`.
 //! - `GET /api/stats`: two `EVALSHA` reading every live node's statistics hash and set of
 //!   channels with leases, and `HLEN` of each listed channel's members.
+//! - a resource write: `HGET` of the record (the core reads it first), one `EVALSHA` (a
+//!   put: HEXISTS, HSET, and INCR and ZADD for a create; a delete: ZREM, HDEL), then the
+//!   publishes of its two `data_change` frames; a read: one `HGET`, a page one `EVALSHA`
+//!   (ZSCORE, ZRANGEBYSCORE, one HGET per record). A reported change or a feed
+//!   transaction: `HGET` of its mark, its publishes, one `MULTI` (HSET, ZADD) of its marks.
 //!
-//! # Not clustered yet (kept per node in its [`InProcessEngine`])
-//! Resource records and ingestion marks. A dead node's departures are announced after the
-//! sweep's script, so a user of the dead node joining through another node at that moment
-//! may be announced joined, then left. A presence snapshot taken while a `user:joined` is
-//! on its way may be followed by that `user:joined`. A dead node's last flushed cursors stay in `P:curs:C`
+//! # Known limits
+//! A batch of ingested changes is not one Redis transaction (its marks follow its frames,
+//! see [`redis_records`] and CLUS-14), and an idempotency key is looked up and written in
+//! two steps, so two nodes given one new key at the same moment may both announce it. A
+//! dead node's departures are announced after the sweep's script, so a user of the dead
+//! node joining through another node at that moment may be announced joined, then left.
+//! A presence snapshot taken while a `user:joined` is on its way may be followed by that
+//! `user:joined`. A dead node's last flushed cursors stay in `P:curs:C`
 //! until its members' leases are swept and a member of the channel leaves. See
 //! spec/cluster.md for the requirements and conformance/tests/cluster.rs for the
 //! three-node run.
@@ -101,6 +113,7 @@ pub mod link;
 pub mod presence_scripts;
 pub mod redis_engine;
 mod redis_presence;
+mod redis_records;
 pub mod scripts;
 
 use chorus_protocol::http::ChannelStats;
@@ -127,12 +140,13 @@ pub const NODE_SHIFT: u32 = 40;
 pub enum ServerEngine {
     /// Everything in this process.
     InProcess(InProcessEngine),
-    /// Streams and state in Redis.
+    /// Streams, state, presence, rooms, records and marks in Redis.
     Redis(RedisEngine),
 }
 
 impl ServerEngine {
-    /// The node's local store (records, marks; everything for the in-process engine).
+    /// The node's local store (everything for the in-process engine; for the Redis engine
+    /// nothing the deployment shares: records and marks are in Redis, CLUS-14).
     pub fn store(&self) -> &Store {
         match self {
             ServerEngine::InProcess(e) => e.store(),

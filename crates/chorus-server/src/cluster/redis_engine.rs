@@ -1,6 +1,6 @@
-//! [`RedisEngine`]: streams and shared state in Redis, shared by every node; fan-out sets,
-//! presence, rooms and resource records still in this node's [`InProcessEngine`] (see the
-//! module docs of [`cluster`](super) for what is clustered yet).
+//! [`RedisEngine`]: streams, shared state, presence, rooms, resource records and ingestion
+//! marks in Redis, shared by every node; this node's fan-out sets in its
+//! [`InProcessEngine`] (see the module docs of [`cluster`](super)).
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -17,6 +17,7 @@ use super::bus::Bus;
 use super::keys::Keys;
 use super::link::CommandLink;
 use super::redis_presence::{GraceTimer, PresenceScripts};
+use super::redis_records::RecordStore;
 use super::scripts;
 use crate::core::engine::{
     Delivery, Expected, GraceExpired, HistoryQuery, HistorySlice, LeaseTaken, RecordPage, Released,
@@ -80,6 +81,8 @@ pub struct RedisEngine {
     pub(super) keys: Keys,
     pub(super) node: u64,
     pub(super) presence: PresenceScripts,
+    /// Resource records and ingestion marks (CLUS-14).
+    pub(super) records: RecordStore,
     /// This node's grace leases, by deadline.
     pub(super) grace: BTreeSet<GraceTimer>,
     /// The presence grace period: a dead node's leases end this long after it was found
@@ -116,7 +119,7 @@ fn new_epoch() -> String {
 
 impl RedisEngine {
     /// An engine for node `node` over a command connection and the node's bus; `local`
-    /// keeps what is not clustered yet.
+    /// keeps what is per node (fan-out sets, idle sweeps).
     pub fn new(
         local: InProcessEngine,
         redis: CommandLink,
@@ -132,6 +135,7 @@ impl RedisEngine {
             keys,
             node,
             presence: PresenceScripts::default(),
+            records: RecordStore::default(),
             grace: BTreeSet::new(),
             grace_ms,
             next_liveness: 0,
@@ -170,7 +174,8 @@ impl RedisEngine {
         self.node
     }
 
-    /// The local part (its store carries the node's records and marks).
+    /// The local part (records and marks live in Redis, CLUS-14; its store holds only
+    /// what the node keeps for itself).
     pub fn local(&self) -> &InProcessEngine {
         &self.local
     }
@@ -1332,7 +1337,10 @@ impl Engine for RedisEngine {
         resource: &str,
         id: &str,
     ) -> Result<Option<serde_json::Value>, CoreError> {
-        self.local.record(tenant, resource, id)
+        if self.faults.on(Fault::ClusterRecordsNodeLocal) {
+            return self.local.record(tenant, resource, id); // CLUS-14 broken on purpose
+        }
+        self.shared_record(tenant, resource, id)
     }
 
     fn records(
@@ -1342,7 +1350,10 @@ impl Engine for RedisEngine {
         after: Option<&str>,
         limit: u64,
     ) -> Result<RecordPage, CoreError> {
-        self.local.records(tenant, resource, after, limit)
+        if self.faults.on(Fault::ClusterRecordsNodeLocal) {
+            return self.local.records(tenant, resource, after, limit);
+        }
+        self.shared_records(tenant, resource, after, limit)
     }
 
     fn put_record(
@@ -1353,23 +1364,30 @@ impl Engine for RedisEngine {
         data: &serde_json::Value,
         create: bool,
     ) -> Result<(), CoreError> {
-        self.local.put_record(tenant, resource, id, data, create)
+        if self.faults.on(Fault::ClusterRecordsNodeLocal) {
+            return self.local.put_record(tenant, resource, id, data, create);
+        }
+        self.put_shared_record(tenant, resource, id, data, create)
     }
 
     fn delete_record(&mut self, tenant: &str, resource: &str, id: &str) -> Result<(), CoreError> {
-        self.local.delete_record(tenant, resource, id)
+        if self.faults.on(Fault::ClusterRecordsNodeLocal) {
+            return self.local.delete_record(tenant, resource, id);
+        }
+        self.delete_shared_record(tenant, resource, id)
     }
 
     fn begin_batch(&mut self) -> Result<(), CoreError> {
-        self.local.begin_batch()
+        self.begin_shared_batch();
+        Ok(())
     }
 
     fn end_batch(&mut self, commit: bool) -> Result<(), CoreError> {
-        self.local.end_batch(commit)
+        self.end_shared_batch(commit)
     }
 
     fn mark(&self, source: &str, key: &str) -> Result<Option<String>, CoreError> {
-        self.local.mark(source, key)
+        self.shared_mark(source, key)
     }
 
     fn set_mark(
@@ -1379,11 +1397,11 @@ impl Engine for RedisEngine {
         value: &str,
         at: Millis,
     ) -> Result<(), CoreError> {
-        self.local.set_mark(source, key, value, at)
+        self.set_shared_mark(source, key, value, at)
     }
 
     fn forget_marks(&mut self, source: &str, before: Millis) -> Result<usize, CoreError> {
-        self.local.forget_marks(source, before)
+        self.forget_shared_marks(source, before)
     }
 }
 

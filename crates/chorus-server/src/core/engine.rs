@@ -376,7 +376,8 @@ pub trait Engine {
 
     /// Starts an atomic batch: the stream items and marks written until
     /// [`Engine::end_batch`] are stored all or none (a database transaction's changes and
-    /// its feed position, a reported change and its idempotency key).
+    /// its feed position, a reported change and its idempotency key). The Redis engine
+    /// promises less: the marks after the items, never without them (CLUS-14).
     fn begin_batch(&mut self) -> Result<(), CoreError>;
     /// Commits (or rolls back) the batch.
     fn end_batch(&mut self, commit: bool) -> Result<(), CoreError>;

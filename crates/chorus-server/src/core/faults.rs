@@ -193,6 +193,7 @@ faults! {
     ClusterNodeDeadLeasesKept = "cluster_node_dead_leases_kept": "the nodes never sweep a dead node's presence leases, so its members stay listed and no user:left is announced for them (CLUS-8)",
     ClusterPresenceEventUnordered = "cluster_presence_event_unordered": "a node changes a presence lease and publishes the resulting user:joined or user:left in a second Redis call (a departure 10 ms later), so a user leaving through one node while joining through another is announced joined, then left (CLUS-7, CHAN-46, PRES-8)",
     ClusterStateNodeLocal = "cluster_state_node_local": "state snapshots (subscribed.state, state:sync) come from the node's own copy, not the deployment's (CLUS-2, STATE-21, STATE-22)",
+    ClusterRecordsNodeLocal = "cluster_records_node_local": "records of the resource API are kept per node, so a record written through one node is not found through another (CLUS-14, HTTP-29)",
 }
 
 /// How long the `presence_lags_stream` fault holds a presence diff when no other push of its
