@@ -906,6 +906,52 @@ mod tests {
     }
 
     #[test]
+    fn the_inbound_burst_holds_a_frame_of_the_largest_size() {
+        let args = parse(&[
+            "--dev",
+            "--max-frame-bytes",
+            "65536",
+            "--inbound-burst-bytes",
+            "65535",
+        ]);
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::Invalid {
+                setting: "inbound_burst_bytes",
+                ..
+            })
+        ));
+        let ok = parse(&[
+            "--dev",
+            "--max-frame-bytes",
+            "65536",
+            "--inbound-burst-bytes",
+            "65536",
+        ]);
+        let c = Config::load(&ok).unwrap();
+        assert_eq!(c.limits().inbound_burst_bytes, 65536);
+        assert_eq!(c.limits().inbound_bytes_per_sec, 1024 * 1024);
+    }
+
+    #[test]
+    fn inbound_settings_come_from_the_file_too() {
+        let file = file_with("inbound_bytes_per_sec = 4096\nhttp_header_timeout_ms = 250\n");
+        let c = Config::load(&parse(&[
+            "--dev",
+            "--config",
+            file.path().to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(c.inbound_bytes_per_sec, 4096);
+        let rules = c.inbound_rules();
+        assert_eq!(rules.pace.map(|p| p.bytes_per_sec), Some(4096));
+        assert_eq!(
+            rules.header_timeout,
+            Some(std::time::Duration::from_millis(250))
+        );
+    }
+
+    #[test]
     fn path_may_not_shadow_http_endpoints() {
         let args = parse(&["--dev", "--path", "/api/ws"]);
         assert!(matches!(

@@ -16,12 +16,11 @@
 //! closes a connection whose first HTTP request's headers are not complete in time
 //! (slowloris).
 
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-
-use std::future::Future;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
