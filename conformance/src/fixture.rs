@@ -131,7 +131,8 @@ fn is_default_placement(p: &TokenPlacement) -> bool {
 pub enum NumExpr {
     /// A literal number.
     Literal(u64),
-    /// A template: `${path}` with an optional `+n`, `-n`, `*n`, ` min n` or ` max n`.
+    /// A template: `${path}` with optional `+n`, `-n`, `*n`, `/n`, ` min n` or ` max n`,
+    /// chained left to right, each `n` a number or another `${path}`.
     Template(String),
 }
 

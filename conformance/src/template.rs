@@ -172,16 +172,23 @@ impl Scope {
     /// Substitutes one string; a whole-string `${path}` keeps the value's JSON type.
     pub fn string(&self, s: &str) -> Result<Value, TemplateError> {
         let s = self.builtin_text(s);
-        if let Some((path, op)) = whole_reference(&s) {
-            let value = self
+        if let Some((path, ops)) = whole_reference(&s) {
+            let mut value = self
                 .lookup(path)
-                .ok_or_else(|| TemplateError::Unknown(path.into()))?;
-            return match op {
-                None => Ok(value.clone()),
-                Some((sign, n)) => {
-                    arithmetic(value, sign, n).ok_or(TemplateError::NotNumber(s.clone()))
-                }
-            };
+                .ok_or_else(|| TemplateError::Unknown(path.into()))?
+                .clone();
+            for (sign, operand) in ops {
+                let n = match operand {
+                    Operand::Literal(n) => n,
+                    Operand::Path(p) => self
+                        .lookup(p)
+                        .ok_or_else(|| TemplateError::Unknown(p.into()))?
+                        .as_u64()
+                        .ok_or_else(|| TemplateError::NotNumber(s.clone()))?,
+                };
+                value = arithmetic(&value, sign, n).ok_or(TemplateError::NotNumber(s.clone()))?;
+            }
+            return Ok(value);
         }
         self.text(&s).map(Value::String)
     }
@@ -238,30 +245,53 @@ impl Scope {
     }
 }
 
-/// `"${path}"`, `"${path}+3"` (or `-`, `*`, `/`: integer division): the path and the optional operator with its operand.
-fn whole_reference(s: &str) -> Option<(&str, Option<(char, u64)>)> {
+/// One operand of an arithmetic placeholder: a number or another `${path}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operand<'a> {
+    Literal(u64),
+    Path(&'a str),
+}
+
+/// `"${path}"`, `"${path}+3"` (or `-`, `*`, `/`: integer division, ` min n`, ` max n`),
+/// with operands that may be other `${path}`s and several operations, applied left to right
+/// (`"${a}+${b}/${c}"` is (a + b) / c): the path and the operations.
+fn whole_reference(s: &str) -> Option<(&str, Vec<(char, Operand<'_>)>)> {
     let inner = s.strip_prefix("${")?;
     let end = inner.find('}')?;
     let path = &inner[..end];
-    let tail = &inner[end + 1..];
-    if tail.is_empty() {
-        return Some((path, None));
+    let mut rest = &inner[end + 1..];
+    let mut ops = Vec::new();
+    while !rest.is_empty() {
+        // ` min n` / ` max n` bound a size taken from the announced limits: a case needs a
+        // burst of 30 at most, fewer when the server announces fewer (`"${limits.broadcast_burst}
+        // min 30"`).
+        let (op, after) = if let Some(r) = rest.strip_prefix(" min ") {
+            ('<', r.trim_start())
+        } else if let Some(r) = rest.strip_prefix(" max ") {
+            ('>', r.trim_start())
+        } else {
+            let sign = rest.chars().next()?;
+            if !matches!(sign, '+' | '-' | '*' | '/') {
+                return None;
+            }
+            (sign, &rest[1..])
+        };
+        let (operand, after) = if let Some(r) = after.strip_prefix("${") {
+            let end = r.find('}')?;
+            (Operand::Path(&r[..end]), &r[end + 1..])
+        } else {
+            let digits = after
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after.len());
+            (
+                Operand::Literal(after[..digits].parse().ok()?),
+                &after[digits..],
+            )
+        };
+        ops.push((op, operand));
+        rest = after.trim_end();
     }
-    // ` min n` / ` max n` bound a size taken from the announced limits: a case needs a
-    // burst of 30 at most, fewer when the server announces fewer (`"${limits.broadcast_burst}
-    // min 30"`).
-    for (word, op) in [(" min ", '<'), (" max ", '>')] {
-        if let Some(n) = tail.strip_prefix(word) {
-            return Some((path, Some((op, n.trim().parse::<u64>().ok()?))));
-        }
-    }
-    let mut chars = tail.chars();
-    let sign = chars.next()?;
-    if !matches!(sign, '+' | '-' | '*' | '/') {
-        return None;
-    }
-    let n = chars.as_str().parse::<u64>().ok()?;
-    Some((path, Some((sign, n))))
+    Some((path, ops))
 }
 
 fn arithmetic(v: &Value, sign: char, n: u64) -> Option<Value> {
@@ -335,6 +365,23 @@ mod tests {
             s.string("${limits.max_frame_bytes}*2").unwrap(),
             json!(2048)
         );
+    }
+
+    #[test]
+    fn operations_chain_left_to_right_with_references() {
+        let s = scope();
+        // (41 + 1024) / 1024 + 1
+        assert_eq!(
+            s.string("${seq}+${limits.max_frame_bytes}/${limits.max_frame_bytes}+1")
+                .unwrap(),
+            json!(2)
+        );
+        assert_eq!(s.string("${seq}*2 min 50").unwrap(), json!(50));
+        assert_eq!(
+            s.string("${seq}+${nope}").unwrap_err(),
+            TemplateError::Unknown("nope".into())
+        );
+        assert!(s.string("${seq}+${user.bob}").is_err(), "not a number");
     }
 
     #[test]

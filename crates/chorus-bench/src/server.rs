@@ -177,11 +177,13 @@ impl Launcher {
     }
 }
 
-/// `chorus serve` with limits opened for benchmarking: rate limits off, in-memory store, big
+/// `chorus serve` with limits opened for benchmarking: rate limits off (the inbound byte
+/// bucket too: the baselines pace nothing, and a fan-out publisher may send more than
+/// 1 MiB/s on one connection), in-memory store, big
 /// presence channels, 1 s presence grace, quiet logs. Queue, history and every other
 /// setting stay default.
 fn chorus_args(bin: &std::path::Path, port: &str, on_disk: bool) -> Vec<String> {
-    let flags: [(&str, &str); 18] = [
+    let flags: [(&str, &str); 20] = [
         ("--host", "127.0.0.1"),
         ("--port", port),
         ("--memory", if on_disk { "false" } else { "true" }),
@@ -191,6 +193,8 @@ fn chorus_args(bin: &std::path::Path, port: &str, on_disk: bool) -> Vec<String> 
         ("--broadcast-burst", "1000000000"),
         ("--request-rate-per-sec", "1000000000"),
         ("--request-burst", "1000000000"),
+        ("--inbound-bytes-per-sec", "1000000000000"),
+        ("--inbound-burst-bytes", "1000000000000"),
         ("--max-channels", "1000000000"),
         ("--max-presence-members", "100000"),
         ("--max-room-users", "100000"),

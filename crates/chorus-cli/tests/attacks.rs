@@ -9,6 +9,12 @@
 //! RSS and a victim's latency are not observable through the protocol, so it lives here
 //! rather than in the suite that grades any server by URL.
 //!
+//! Each attack runs against a server of its own (a fresh child process), after the
+//! victim's baseline is measured on that server; an attack that fails or panics is reported
+//! in its row and the others still run; the test fails at the end, naming every failed
+//! attack. `CHORUS_ATTACK_ONLY=<part of a name>` runs the attacks whose name contains it
+//! (e.g. `CHORUS_ATTACK_ONLY=slowloris`).
+//!
 //! `cargo test -p chorus-cli --test attacks` runs the short form (2 s windows; a loose bound
 //! on the victim: at least 90% of its messages, p99 within 5 times the baseline or 200 ms
 //! above it, since a 2-core machine shared by several builds cannot resolve 10%). The long
@@ -203,12 +209,14 @@ async fn ask(ws: &mut Ws, id: &str, mut frame: Value) -> Value {
 #[derive(Debug, Clone, Copy)]
 struct Victim {
     delivered: usize,
+    /// Messages published to it.
+    expected: usize,
     p99_us: u64,
 }
 
-/// A publisher paced at 40 broadcasts a second on `victim`, a subscriber measuring each
-/// message's latency from the publisher's send instant.
-async fn victim(port: u16, run: usize) -> Victim {
+/// A publisher paced at 40 broadcasts a second on `victim` for `span`, a subscriber
+/// measuring each message's latency from the publisher's send instant.
+async fn victim(port: u16, run: usize, span: Duration) -> Victim {
     let channel = format!("victim-{run}");
     let mut publisher = connect(port, &format!("victim-pub-{run}")).await;
     let mut reader = connect(port, &format!("victim-reader-{run}")).await;
@@ -218,7 +226,7 @@ async fn victim(port: u16, run: usize) -> Victim {
         "subscribed"
     );
     assert_eq!(ask(&mut reader, "s", sub).await["type"], "subscribed");
-    let count = (window().as_millis() / 25) as usize;
+    let count = (span.as_millis() / 25) as usize;
     let publish = async {
         let mut tick = tokio::time::interval(Duration::from_millis(25));
         for _ in 0..count {
@@ -231,7 +239,7 @@ async fn victim(port: u16, run: usize) -> Victim {
     };
     let read = async {
         let mut latencies = Vec::new();
-        let until = Instant::now() + window() + Duration::from_secs(2);
+        let until = Instant::now() + span + Duration::from_secs(2);
         while latencies.len() < count && Instant::now() < until {
             match tokio::time::timeout_at(until.into(), next(&mut reader)).await {
                 Ok(Frame::Json(m)) if m["type"] == "message" => {
@@ -252,82 +260,66 @@ async fn victim(port: u16, run: usize) -> Victim {
         .unwrap_or(u64::MAX);
     Victim {
         delivered: latencies.len(),
+        expected: count,
         p99_us: p99,
     }
 }
 
 /// The outcome of one attack, for the table.
 struct Outcome {
-    attack: &'static str,
     answer: String,
+    baseline: Victim,
     victim: Victim,
     rss_growth_kib: u64,
 }
 
-/// Runs `attack` for one window beside a victim and checks the three criteria.
-async fn under_attack<F>(
-    server: &Server,
-    baseline: Victim,
-    run: usize,
-    attack: &'static str,
-    f: F,
-) -> Outcome
+/// Runs `attack` beside a victim measured for `span`.
+async fn under_attack<F>(server: &Server, baseline: Victim, span: Duration, f: F) -> Outcome
 where
     F: std::future::Future<Output = String>,
 {
     let before = server.rss_kib();
-    let (answer, seen) = tokio::join!(f, victim(server.port, run));
+    let (answer, seen) = tokio::join!(f, victim(server.port, 2, span));
     let growth = server.rss_kib().saturating_sub(before);
-    let outcome = Outcome {
-        attack,
+    Outcome {
         answer,
+        baseline,
         victim: seen,
         rss_growth_kib: growth,
-    };
-    check(&outcome, baseline);
-    outcome
-}
-
-fn check(o: &Outcome, base: Victim) {
-    assert!(
-        o.rss_growth_kib <= RSS_BUDGET_KIB,
-        "{}: RSS grew by {} KiB, budget {RSS_BUDGET_KIB}",
-        o.attack,
-        o.rss_growth_kib
-    );
-    let (min_delivered, max_p99) = if long() {
-        (base.delivered * 9 / 10, base.p99_us + base.p99_us / 10)
-    } else {
-        (
-            base.delivered * 9 / 10,
-            (base.p99_us * 5).max(base.p99_us + 200_000),
-        )
-    };
-    assert!(
-        o.victim.delivered >= min_delivered,
-        "{}: the victim got {} messages, {} without the attack",
-        o.attack,
-        o.victim.delivered,
-        base.delivered
-    );
-    if LATENCY_NOT_HELD.contains(&o.attack) {
-        // Known and documented (docs/attacks.md): reported, not asserted.
-        return;
     }
-    assert!(
-        o.victim.p99_us <= max_p99,
-        "{}: victim p99 {} us, {} us without the attack (bound {max_p99})",
-        o.attack,
-        o.victim.p99_us,
-        base.p99_us
-    );
 }
 
-/// Attacks whose effect on the victim's latency the server does not bound yet: frames of
-/// 100 KB sent back to back are each decoded in full before any budget refuses them (the
-/// request bucket counts requests, not bytes), so the attacker spends the server's CPU at
-/// the rate of its link. An inbound byte budget per connection would bound it; left open.
-const LATENCY_NOT_HELD: &[&str] = &["oversized presence data"];
+/// The criteria `o` misses (none: the attack passed).
+fn check(o: &Outcome) -> Vec<String> {
+    let base = o.baseline;
+    let mut missed = Vec::new();
+    if o.rss_growth_kib > RSS_BUDGET_KIB {
+        missed.push(format!(
+            "RSS grew by {} KiB, budget {RSS_BUDGET_KIB}",
+            o.rss_growth_kib
+        ));
+    }
+    let max_p99 = if long() {
+        base.p99_us + base.p99_us / 10
+    } else {
+        (base.p99_us * 5).max(base.p99_us + 200_000)
+    };
+    // At least 90% of the share of its messages the victim got without the attack.
+    let min_delivered = base.delivered * o.victim.expected * 9 / 10 / base.expected.max(1);
+    if o.victim.delivered < min_delivered {
+        missed.push(format!(
+            "the victim got {} messages, {} without the attack",
+            o.victim.delivered, base.delivered
+        ));
+    }
+    if o.victim.p99_us > max_p99 {
+        missed.push(format!(
+            "victim p99 {} us, {} us without the attack (bound {max_p99})",
+            o.victim.p99_us, base.p99_us
+        ));
+    }
+    missed
+}
 
 /// Pipelines `frame` in bursts of `burst` (reading each burst's answers, so that the
 /// flooder's own queue does not overflow) until one answer is `rate_limited`; how many were
@@ -506,36 +498,94 @@ async fn too_many_channels(port: u16) -> String {
     format!("limit_exceeded max_channels at the {}th new channel", n + 1)
 }
 
+/// The channels of the 4 publishers of [`hose`]: one each, so that no publisher receives
+/// the others' frames (that fan-out, not the attack, would cost the victim); the
+/// never-reading clients subscribe to all of them.
+const HOSES: usize = 4;
+
+fn hose_channels(prefix: &str) -> Vec<String> {
+    (0..HOSES).map(|h| format!("{prefix}-{h}")).collect()
+}
+
+/// Publishers that send 60 KB frames from 4 connections, each on its own channel of
+/// [`hose_channels`] (one connection's inbound byte bucket, LIMIT-19, would pace a single
+/// one to about 17 frames a second), until the window ends or 400 were sent, and at least
+/// 150 (9 MB, past the 1 MiB queue and the socket buffers) unless 20 s went by; how many
+/// were.
+async fn hose(port: u16, prefix: &str) -> usize {
+    let mut hoses = Vec::new();
+    for channel in hose_channels(prefix) {
+        let mut ws = connect(port, &channel).await;
+        let sub = json!({"type": "subscribe", "channel": channel});
+        assert_eq!(ask(&mut ws, "s", sub).await["type"], "subscribed");
+        hoses.push((ws, channel));
+    }
+    let until = Instant::now() + window();
+    let cap = Instant::now() + Duration::from_secs(20);
+    let sent = std::sync::atomic::AtomicUsize::new(0);
+    let publish = |(mut ws, channel): (Ws, String)| {
+        let sent = &sent;
+        async move {
+            let mut i = 0;
+            loop {
+                let (n, now) = (
+                    sent.load(std::sync::atomic::Ordering::Relaxed),
+                    Instant::now(),
+                );
+                if n >= 400 || now >= cap || (now >= until && n >= 150) {
+                    break;
+                }
+                let b = json!({"type": "broadcast", "id": format!("b{i}"), "channel": channel, "event": "big", "data": "y".repeat(60_000)});
+                if publish_big(&mut ws, b).await["code"] == "rate_limited" {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                i += 1;
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            ws
+        }
+    };
+    let _hoses = futures_util::future::join_all(hoses.into_iter().map(publish)).await;
+    sent.into_inner()
+}
+
+/// Sends `frame` and returns its answer, skipping the other publishers' messages unparsed:
+/// parsing 60 KB frames in this (debug) test process would cost the victim, measured in
+/// the same process, more than the server does.
+async fn publish_big(ws: &mut Ws, frame: Value) -> Value {
+    send(ws, frame).await;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.starts_with(r#"{"type":"message""#) => {}
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).expect("JSON"),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("a publisher lost its connection: {other:?}"),
+        }
+    }
+}
+
 async fn never_reads(port: u16) -> String {
     let mut sleeper = connect(port, "sleeper").await;
-    let sub = json!({"type": "subscribe", "channel": "firehose"});
-    assert_eq!(
-        ask(&mut sleeper, "s", sub.clone()).await["type"],
-        "subscribed"
-    );
-    let mut hose = connect(port, "hose").await;
-    assert_eq!(ask(&mut hose, "s", sub).await["type"], "subscribed");
-    // 100 frames of 60 KB at once, then the broadcast rate: far past queue and socket buffers.
-    let until = Instant::now() + window();
-    let mut sent = 0;
-    while Instant::now() < until && sent < 400 {
-        let b = json!({"type": "broadcast", "channel": "firehose", "event": "big", "data": "y".repeat(60_000)});
-        let got = ask(&mut hose, &format!("b{sent}"), b).await;
-        if got["code"] == "rate_limited" {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        sent += 1;
+    for channel in hose_channels("firehose") {
+        let sub = json!({"type": "subscribe", "channel": channel});
+        assert_eq!(ask(&mut sleeper, "s", sub).await["type"], "subscribed");
     }
+    let sent = hose(port, "firehose").await;
     // Now read: what was queued, then the close.
     loop {
         match next(&mut sleeper).await {
             Frame::Json(_) => continue,
             Frame::Closed(code) => {
                 assert_eq!(code, 4200, "slow consumer");
-                return format!("closed with 4200 after {sent} frames of 60 KB");
+                return format!("closed with 4200 after {sent} frames of 60 KB from 4 publishers");
             }
         }
     }
+}
+
+/// The time half-open upgrades are kept at: past the server's header timeout (5 s default).
+fn slowloris_window() -> Duration {
+    window().max(Duration::from_secs(6))
 }
 
 async fn slowloris_upgrade(port: u16) -> String {
@@ -547,16 +597,32 @@ async fn slowloris_upgrade(port: u16) -> String {
             .expect("write");
         socks.push(s);
     }
-    let until = Instant::now() + window();
-    let mut alive = socks.len();
+    let started = Instant::now();
+    let until = started + slowloris_window();
+    // A header line every 300 ms from each, for as long as the server takes them.
+    let mut last_write = vec![None; socks.len()];
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        alive = 0;
-        for s in &mut socks {
-            if s.write_all(b"X-Slow: 1\r\n").await.is_ok() {
-                alive += 1;
+        for (s, last) in socks.iter_mut().zip(&mut last_write) {
+            if last.is_none() && s.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                *last = Some(started.elapsed());
             }
         }
+    }
+    // Closed by the server: the read sees its end (or the reset a write provoked).
+    let mut closed = 0;
+    for s in &mut socks {
+        let mut buf = [0u8; 256];
+        let end = tokio::time::timeout(Duration::from_millis(200), async {
+            loop {
+                match tokio::io::AsyncReadExt::read(s, &mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        closed += usize::from(end.is_ok());
     }
     // The server still accepts and serves a new client.
     let mut fresh = connect(port, "fresh").await;
@@ -564,12 +630,30 @@ async fn slowloris_upgrade(port: u16) -> String {
         ask(&mut fresh, "p", json!({"type": "ping"})).await["type"],
         "pong"
     );
-    format!("{alive} of 100 half-open upgrades still open; new clients served")
+    assert_eq!(
+        closed,
+        socks.len(),
+        "every half-open upgrade must be closed by the server"
+    );
+    let first_refused = last_write
+        .iter()
+        .flatten()
+        .min()
+        .map_or(0.0, |d| d.as_secs_f64());
+    format!(
+        "{closed} of 100 half-open upgrades closed by the server within {:.0} s (first write refused at {first_refused:.1} s); new clients served",
+        slowloris_window().as_secs_f64()
+    )
 }
 
 /// SSE streams that never read while their channel carries large frames: each is ended
 /// when its queue reaches the bound (LIMIT-8), and the server keeps serving others.
 async fn slowloris_sse(port: u16) -> String {
+    let channels: Vec<String> = hose_channels("sse-hose")
+        .iter()
+        .map(|c| format!("channel={c}"))
+        .collect();
+    let channels = channels.join("&");
     let mut socks = Vec::new();
     for i in 0..10 {
         // A small receive window: the kernel buffers a few KiB for the sleeper, not MiBs,
@@ -579,24 +663,13 @@ async fn slowloris_sse(port: u16) -> String {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let mut s = sock.connect(addr).await.expect("tcp");
         let req = format!(
-            "GET /sse?channel=sse-hose&token={} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
+            "GET /sse?{channels}&token={} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
             token(&format!("sse-sleeper-{i}"))
         );
         s.write_all(req.as_bytes()).await.expect("write");
         socks.push(s);
     }
-    let mut hose = connect(port, "sse-hose").await;
-    let sub = json!({"type": "subscribe", "channel": "sse-hose"});
-    assert_eq!(ask(&mut hose, "s", sub).await["type"], "subscribed");
-    let until = Instant::now() + window();
-    let mut sent = 0;
-    while Instant::now() < until && sent < 400 {
-        let b = json!({"type": "broadcast", "channel": "sse-hose", "event": "big", "data": "z".repeat(60_000)});
-        if ask(&mut hose, &format!("b{sent}"), b).await["code"] == "rate_limited" {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        sent += 1;
-    }
+    let sent = hose(port, "sse-hose").await;
     // Read each stream to its end: the server must have ended every one.
     let mut ended = 0;
     for s in &mut socks {
@@ -625,17 +698,97 @@ async fn slowloris_sse(port: u16) -> String {
     assert_eq!(
         ended,
         socks.len(),
-        "SSE streams that never read must be ended"
+        "SSE streams that never read must be ended: {ended} of them after {sent} frames"
     );
-    format!("{ended} of 10 unread SSE streams ended after {sent} frames of 60 KB")
+    format!("{ended} of 10 unread SSE streams ended after {sent} frames of 60 KB from 4 publishers")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_clients_get_the_specs_answer_and_spare_the_others() {
-    let started = Instant::now();
+/// The attacks, each run against a server of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attack {
+    Churn,
+    HistoryFlood,
+    PresenceListFlood,
+    OversizedPresence,
+    PasswordGuessing,
+    ManyConnectionsOneUser,
+    SseNeverRead,
+    NeverReads,
+    SlowlorisUpgrade,
+    TooManyChannels,
+    ManyConnectionsOneAddress,
+}
+
+impl Attack {
+    const ALL: [Attack; 11] = [
+        Attack::Churn,
+        Attack::HistoryFlood,
+        Attack::PresenceListFlood,
+        Attack::OversizedPresence,
+        Attack::PasswordGuessing,
+        Attack::ManyConnectionsOneUser,
+        Attack::SseNeverRead,
+        Attack::NeverReads,
+        Attack::SlowlorisUpgrade,
+        Attack::TooManyChannels,
+        Attack::ManyConnectionsOneAddress,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Attack::Churn => "subscribe/unsubscribe churn on a crowded presence channel",
+            Attack::HistoryFlood => "history flood",
+            Attack::PresenceListFlood => "presence list flood",
+            Attack::OversizedPresence => "oversized presence data",
+            Attack::PasswordGuessing => "room password guessing",
+            Attack::ManyConnectionsOneUser => "many connections of one user",
+            Attack::SseNeverRead => "SSE streams that never read",
+            Attack::NeverReads => "a client that never reads",
+            Attack::SlowlorisUpgrade => "slowloris on the HTTP upgrade",
+            Attack::TooManyChannels => "channels created without end",
+            Attack::ManyConnectionsOneAddress => "many connections from one address",
+        }
+    }
+
+    /// How long the attack lasts, and the victim beside it.
+    fn span(self) -> Duration {
+        match self {
+            Attack::SlowlorisUpgrade => slowloris_window(),
+            _ => window(),
+        }
+    }
+
+    async fn run(self, port: u16, crowd: &str) -> String {
+        match self {
+            Attack::Churn => churn(port, crowd).await,
+            Attack::HistoryFlood => history_flood(port).await,
+            Attack::PresenceListFlood => presence_list_flood(port, crowd).await,
+            Attack::OversizedPresence => oversized_presence(port, crowd).await,
+            Attack::PasswordGuessing => password_guessing(port).await,
+            Attack::ManyConnectionsOneUser => many_connections_one_user(port).await,
+            Attack::SseNeverRead => slowloris_sse(port).await,
+            Attack::NeverReads => never_reads(port).await,
+            Attack::SlowlorisUpgrade => slowloris_upgrade(port).await,
+            Attack::TooManyChannels => too_many_channels(port).await,
+            Attack::ManyConnectionsOneAddress => many_connections_one_address(port).await,
+        }
+    }
+}
+
+/// The attacks `CHORUS_ATTACK_ONLY` selects (a part of their name), or all of them.
+fn selected() -> Vec<Attack> {
+    let only = std::env::var("CHORUS_ATTACK_ONLY").unwrap_or_default();
+    Attack::ALL
+        .into_iter()
+        .filter(|a| a.name().contains(only.as_str()))
+        .collect()
+}
+
+/// One attack on a fresh server: a crowded presence channel, a warm-up, the victim's
+/// baseline, then the attack beside the victim.
+async fn isolated(attack: Attack) -> Outcome {
     let server = Server::start();
     let port = server.port;
-    let _ = epoch();
     // A crowded presence channel: every join and leave of the churner fans out to 15.
     let crowd = "presence-crowd";
     let mut members = Vec::new();
@@ -650,130 +803,71 @@ async fn hostile_clients_get_the_specs_answer_and_spare_the_others() {
         let mut streams = futures_util::stream::select_all(members.into_iter().map(|m| m.boxed()));
         while streams.next().await.is_some() {}
     });
-    let _warmup = victim(port, 0).await;
-    let baseline = victim(port, 1).await;
-    let mut outcomes = Vec::new();
-    outcomes.push(
-        under_attack(
-            &server,
-            baseline,
-            2,
-            "subscribe/unsubscribe churn on a crowded presence channel",
-            churn(port, crowd),
-        )
-        .await,
-    );
-    outcomes.push(under_attack(&server, baseline, 3, "history flood", history_flood(port)).await);
-    outcomes.push(
-        under_attack(
-            &server,
-            baseline,
-            4,
-            "presence list flood",
-            presence_list_flood(port, crowd),
-        )
-        .await,
-    );
-    outcomes.push(
-        under_attack(
-            &server,
-            baseline,
-            5,
-            "oversized presence data",
-            oversized_presence(port, crowd),
-        )
-        .await,
-    );
-    outcomes.push(
-        under_attack(
-            &server,
-            baseline,
-            6,
-            "room password guessing",
-            password_guessing(port),
-        )
-        .await,
-    );
-    outcomes.push(
-        under_attack(
-            &server,
-            baseline,
-            7,
-            "many connections of one user",
-            many_connections_one_user(port),
-        )
-        .await,
-    );
-    outcomes.push(
-        under_attack(
-            &server,
-            baseline,
-            12,
-            "SSE streams that never read",
-            slowloris_sse(port),
-        )
-        .await,
-    );
-    outcomes.push(
-        under_attack(
-            &server,
-            baseline,
-            9,
-            "a client that never reads",
-            never_reads(port),
-        )
-        .await,
-    );
-    outcomes.push(
-        under_attack(
-            &server,
-            baseline,
-            10,
-            "slowloris on the HTTP upgrade",
-            slowloris_upgrade(port),
-        )
-        .await,
-    );
-    outcomes.push(
-        under_attack(
-            &server,
-            baseline,
-            8,
-            "channels created without end",
-            too_many_channels(port),
-        )
-        .await,
-    );
-    outcomes.push(
-        under_attack(
-            &server,
-            baseline,
-            11,
-            "many connections from one address",
-            many_connections_one_address(port),
-        )
-        .await,
-    );
+    let _warmup = victim(port, 0, Duration::from_millis(500)).await;
+    let baseline = victim(port, 1, window()).await;
+    let outcome = under_attack(&server, baseline, attack.span(), attack.run(port, crowd)).await;
     drain.abort();
-    let mut table = format!(
-        "baseline victim: {} messages, p99 {} us\n| attack | attacker's answer | victim delivered | victim p99 us | RSS growth KiB |\n|---|---|---|---|---|\n",
-        baseline.delivered, baseline.p99_us
-    );
-    for o in &outcomes {
-        table.push_str(&format!(
-            "| {}{} | {} | {} | {} | {} |\n",
-            o.attack,
-            if LATENCY_NOT_HELD.contains(&o.attack) {
-                " (latency not held)"
-            } else {
-                ""
-            },
-            o.answer,
-            o.victim.delivered,
-            o.victim.p99_us,
-            o.rss_growth_kib
-        ));
+    outcome
+}
+
+fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "panicked".to_owned()),
+        Err(e) => e.to_string(),
     }
-    table.push_str(&format!("total {:.1} s\n", started.elapsed().as_secs_f64()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_get_the_specs_answer_and_spare_the_others() {
+    let started = Instant::now();
+    let _ = epoch();
+    let attacks = selected();
+    assert!(!attacks.is_empty(), "CHORUS_ATTACK_ONLY selects no attack");
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for attack in attacks {
+        // Its own task: a failed assertion inside one attack ends that attack only.
+        let row = match tokio::spawn(isolated(attack)).await {
+            Ok(o) => {
+                let missed = check(&o);
+                let row = format!(
+                    "| {} | {} | {} ({} without) | {} ({} without) | {} |{}",
+                    attack.name(),
+                    o.answer,
+                    o.victim.delivered,
+                    o.baseline.delivered,
+                    o.victim.p99_us,
+                    o.baseline.p99_us,
+                    o.rss_growth_kib,
+                    if missed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" FAILED: {}", missed.join("; "))
+                    }
+                );
+                if !missed.is_empty() {
+                    failed.push(format!("{}: {}", attack.name(), missed.join("; ")));
+                }
+                row
+            }
+            Err(e) => {
+                let why = panic_text(e);
+                failed.push(format!("{}: {why}", attack.name()));
+                format!("| {} | FAILED: {why} | | | |", attack.name())
+            }
+        };
+        let _ = writeln!(std::io::stderr(), "{row}");
+        rows.push(row);
+    }
+    let table = format!(
+        "| attack | attacker's answer | victim delivered | victim p99 us | RSS growth KiB |\n|---|---|---|---|---|\n{}\ntotal {:.1} s",
+        rows.join("\n"),
+        started.elapsed().as_secs_f64()
+    );
     let _ = writeln!(std::io::stderr(), "{table}");
+    assert!(failed.is_empty(), "attacks failed:\n{}", failed.join("\n"));
 }

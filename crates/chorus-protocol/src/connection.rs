@@ -196,6 +196,15 @@ pub struct Limits {
     /// refused with `limit_exceeded` `"max_channels"` (LIMIT-18).
     #[serde(default)]
     pub max_channels: u64,
+    /// Bytes per second the server reads from one connection once its burst is spent: the
+    /// refill of its inbound byte bucket; a faster sender is read slower, with no error
+    /// (LIMIT-19).
+    #[serde(default)]
+    pub inbound_bytes_per_sec: u64,
+    /// Bytes the server reads from one connection at once: the capacity of its inbound
+    /// byte bucket, at least `max_frame_bytes` (LIMIT-19).
+    #[serde(default)]
+    pub inbound_burst_bytes: u64,
 }
 
 impl Default for Limits {
@@ -227,6 +236,8 @@ impl Default for Limits {
             max_password_attempts: 5,
             password_attempt_interval_ms: 10_000,
             max_channels: 100_000,
+            inbound_bytes_per_sec: 1024 * 1024,
+            inbound_burst_bytes: 2 * 1024 * 1024,
         }
     }
 }

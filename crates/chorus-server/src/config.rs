@@ -223,6 +223,15 @@ settings! {
     /// Requests a connection may send at once above the sustained rate (LIMIT-14)
     /// [default: 500].
     request_burst: u32 = 500, env = "CHORUS_REQUEST_BURST";
+    /// Bytes per second read from one connection once its burst is spent; a faster sender
+    /// is read slower (LIMIT-19) [default: 1048576].
+    inbound_bytes_per_sec: u64 = 1024 * 1024, env = "CHORUS_INBOUND_BYTES_PER_SEC";
+    /// Bytes one connection may send at once above the sustained inbound rate; at least
+    /// max_frame_bytes (LIMIT-19) [default: 2097152].
+    inbound_burst_bytes: u64 = 2 * 1024 * 1024, env = "CHORUS_INBOUND_BURST_BYTES";
+    /// Time a connection's first HTTP request (a WebSocket upgrade too) has to send its
+    /// complete headers before the connection is closed, ms [default: 5000].
+    http_header_timeout_ms: u64 = 5000, env = "CHORUS_HTTP_HEADER_TIMEOUT_MS";
     /// Wrong room passwords one user may give before password attempts are refused with
     /// rate_limited (LIMIT-16) [default: 5].
     max_password_attempts: u32 = 5, env = "CHORUS_MAX_PASSWORD_ATTEMPTS";
@@ -481,6 +490,8 @@ impl Config {
         for (ok, setting) in [
             (self.max_channels >= 1, "max_channels"),
             (self.request_rate_per_sec >= 1, "request_rate_per_sec"),
+            (self.inbound_bytes_per_sec >= 1, "inbound_bytes_per_sec"),
+            (self.http_header_timeout_ms >= 1, "http_header_timeout_ms"),
             (self.max_password_attempts >= 1, "max_password_attempts"),
             (
                 self.password_attempt_interval_ms >= 1,
@@ -493,6 +504,11 @@ impl Config {
             self.request_burst >= self.broadcast_burst,
             "request_burst",
             "must be at least broadcast_burst (every broadcast is a request too)",
+        )?;
+        check(
+            self.inbound_burst_bytes >= self.max_frame_bytes,
+            "inbound_burst_bytes",
+            "must be at least max_frame_bytes (a frame of the largest size passes at once)",
         )?;
         check(
             self.channel_idle_ms >= 1000,
@@ -633,6 +649,22 @@ impl Config {
             max_password_attempts: self.max_password_attempts,
             password_attempt_interval_ms: self.password_attempt_interval_ms,
             max_channels: self.max_channels,
+            inbound_bytes_per_sec: self.inbound_bytes_per_sec,
+            inbound_burst_bytes: self.inbound_burst_bytes,
+        }
+    }
+
+    /// What every accepted stream's reads are held to (net/lean_io.rs): the inbound byte
+    /// bucket (LIMIT-19) and the first request's header deadline.
+    pub fn inbound_rules(&self) -> crate::net::lean_io::InboundRules {
+        crate::net::lean_io::InboundRules {
+            pace: Some(crate::net::lean_io::InboundPace {
+                bytes_per_sec: self.inbound_bytes_per_sec,
+                burst_bytes: self.inbound_burst_bytes,
+            }),
+            header_timeout: Some(std::time::Duration::from_millis(
+                self.http_header_timeout_ms,
+            )),
         }
     }
 
@@ -671,6 +703,8 @@ impl Config {
         self.max_password_attempts = limits.max_password_attempts;
         self.password_attempt_interval_ms = limits.password_attempt_interval_ms;
         self.max_channels = limits.max_channels;
+        self.inbound_bytes_per_sec = limits.inbound_bytes_per_sec;
+        self.inbound_burst_bytes = limits.inbound_burst_bytes;
     }
 }
 
@@ -869,6 +903,52 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_inbound_burst_holds_a_frame_of_the_largest_size() {
+        let args = parse(&[
+            "--dev",
+            "--max-frame-bytes",
+            "65536",
+            "--inbound-burst-bytes",
+            "65535",
+        ]);
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::Invalid {
+                setting: "inbound_burst_bytes",
+                ..
+            })
+        ));
+        let ok = parse(&[
+            "--dev",
+            "--max-frame-bytes",
+            "65536",
+            "--inbound-burst-bytes",
+            "65536",
+        ]);
+        let c = Config::load(&ok).unwrap();
+        assert_eq!(c.limits().inbound_burst_bytes, 65536);
+        assert_eq!(c.limits().inbound_bytes_per_sec, 1024 * 1024);
+    }
+
+    #[test]
+    fn inbound_settings_come_from_the_file_too() {
+        let file = file_with("inbound_bytes_per_sec = 4096\nhttp_header_timeout_ms = 250\n");
+        let c = Config::load(&parse(&[
+            "--dev",
+            "--config",
+            file.path().to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(c.inbound_bytes_per_sec, 4096);
+        let rules = c.inbound_rules();
+        assert_eq!(rules.pace.map(|p| p.bytes_per_sec), Some(4096));
+        assert_eq!(
+            rules.header_timeout,
+            Some(std::time::Duration::from_millis(250))
+        );
     }
 
     #[test]

@@ -306,11 +306,17 @@ async fn serve(
     // Every stream's read and write buffers exist only while bytes are in flight (an idle
     // WebSocket holds none, net/lean_io.rs).
     let config = &shared.config;
+    let mut rules = config.inbound_rules();
+    if shared.faults.on(Fault::InboundBytesUnpaced) {
+        // LIMIT-19 broken on purpose.
+        rules.pace = None;
+    }
     let listener = net::lean_io::LeanListener::new(
         listener,
         config.ws_read_buffer_bytes,
         config.ws_write_buffer_bytes,
-    );
+    )
+    .with_rules(rules);
     let listener = listener.tap_io(|io| {
         if let Err(e) = io.get_ref().set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");

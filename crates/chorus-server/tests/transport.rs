@@ -227,3 +227,59 @@ async fn pipelined_requests_are_answered_in_order() {
     );
     assert_eq!(c.recv().await["id"], 3);
 }
+
+/// LIMIT-19: past its burst, a connection is read at the announced rate; nothing is refused.
+#[tokio::test]
+async fn a_sender_past_its_inbound_burst_is_read_at_the_rate() {
+    let mut config = test_config();
+    config.max_frame_bytes = 64 * 1024;
+    config.inbound_burst_bytes = 64 * 1024;
+    config.inbound_bytes_per_sec = 128 * 1024;
+    let server = start_with(config).await;
+    let mut c = Client::user(&server, "u1").await;
+    c.subscribe("bulk").await;
+    let started = std::time::Instant::now();
+    let data = "x".repeat(60_000);
+    for i in 0..3 {
+        c.send(json!({"type":"broadcast","id":i,"channel":"bulk","event":"e","data":data}))
+            .await;
+    }
+    c.send(json!({"type":"ping","id":"last"})).await;
+    let mut acks = 0;
+    loop {
+        let frame = c.recv().await;
+        match frame["type"].as_str() {
+            Some("broadcast:ack") => acks += 1,
+            Some("pong") => break,
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    assert_eq!(acks, 3, "every frame accepted, only read slower");
+    // 180 KB sent, 64 KiB of burst (already dented by the upgrade and the subscribe):
+    // about 0.9 s at 128 KiB/s.
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(800), "{took:?}");
+}
+
+/// A connection whose first request never completes its headers is closed.
+#[tokio::test]
+async fn a_half_open_upgrade_is_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = test_config();
+    config.http_header_timeout_ms = 300;
+    let server = start_with(config).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("closed by the server");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    assert_still_serving(&server).await;
+}

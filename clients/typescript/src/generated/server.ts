@@ -198,6 +198,17 @@ export interface Limits {
    */
   history_limit: number;
   /**
+   * Bytes the server reads from one connection at once: the capacity of its inbound
+   * byte bucket, at least `max_frame_bytes` (LIMIT-19).
+   */
+  inbound_burst_bytes?: number;
+  /**
+   * Bytes per second the server reads from one connection once its burst is spent: the
+   * refill of its inbound byte bucket; a faster sender is read slower, with no error
+   * (LIMIT-19).
+   */
+  inbound_bytes_per_sec?: number;
+  /**
    * Longest channel name in characters.
    */
   max_channel_name_len: number;

@@ -181,6 +181,7 @@ faults! {
     SignatureLastCharIgnored = "signature_last_char_ignored": "a token whose signature differs from the valid one only in its last character is accepted (CONN-4)",
     PasswordCaseFolded = "password_case_folded": "room passwords are compared case-insensitively (ROOM-10)",
     RequestBudgetIgnored = "request_budget_ignored": "only broadcast is rate limited: history, presence lists, state writes and subscribe churn take nothing from the request bucket (LIMIT-15)",
+    InboundBytesUnpaced = "inbound_bytes_unpaced": "a connection's socket is read as fast as it sends: the inbound byte bucket announced in limits.inbound_bytes_per_sec and inbound_burst_bytes paces nothing (LIMIT-19)",
     PasswordAttemptsUnbounded = "password_attempts_unbounded": "wrong room passwords are never limited: every guess is verified (LIMIT-16)",
     RetentionBytesHalved = "retention_bytes_halved": "channels retain half the bytes announced in limits.retention_bytes (HIST-19)",
     PasswordTrimmed = "password_trimmed": "room passwords are trimmed of surrounding whitespace before they are compared, so \"s3cret \" opens a room protected by \"s3cret\" (ROOM-10)",
