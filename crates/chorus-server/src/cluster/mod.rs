@@ -266,6 +266,12 @@ impl Engine for ServerEngine {
     fn members(&self, key: &ChannelKey) -> Vec<Member> {
         both!(self, e => e.members(key))
     }
+    fn snapshot_members(&mut self, key: &ChannelKey, conn: ConnId) -> Vec<Member> {
+        both!(self, e => e.snapshot_members(key, conn))
+    }
+    fn take_held_back(&mut self) -> Vec<(Frame, Vec<ConnId>)> {
+        both!(self, e => e.take_held_back())
+    }
     fn take_lease(
         &mut self,
         key: &ChannelKey,

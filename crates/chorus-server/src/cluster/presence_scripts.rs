@@ -147,6 +147,17 @@ local frame = ARGV[12] .. profile .. ',"status":' .. status .. ',"data":' .. dat
 return announced({rec}, 2, 6, ARGV[5], frame)
 "#;
 
+/// The members with the channel's place in its one order when they were read (PRES-7
+/// across nodes: the events up to that place are reflected in the snapshot).
+///
+/// KEYS: pres, meta. Returns `{epoch or false, bseq, user1, record1, ...}`.
+pub const READ_MEMBERS: &str = r#"
+local m = redis.call('HMGET', KEYS[2], 'epoch', 'bseq')
+local out = {m[1] or false, tonumber(m[2]) or 0}
+for _, x in ipairs(redis.call('HGETALL', KEYS[1])) do table.insert(out, x) end
+return out
+"#;
+
 /// Removes every lease of node `ARGV[1]` (a dead node, CLUS-8) from the channel.
 ///
 /// KEYS: pres, lease. Returns `{user, last_seen, ...}` of the members that left.

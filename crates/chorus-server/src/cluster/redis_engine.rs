@@ -60,6 +60,10 @@ struct Delivered {
     pending: Vec<Frame>,
     /// The node lost the channel's continuity; its subscribers are evicted (CLUS-9).
     broken: bool,
+    /// Connections sent a presence snapshot that reflects the channel's order up to a place
+    /// this node has not delivered yet: the presence events up to there are held back from
+    /// them (PRES-7 across nodes).
+    held: Vec<(ConnId, u64)>,
 }
 
 impl Delivered {
@@ -70,6 +74,7 @@ impl Delivered {
             order,
             pending: Vec::new(),
             broken: false,
+            held: Vec::new(),
         }
     }
 }
@@ -101,6 +106,9 @@ pub struct RedisEngine {
     /// first, each with what this node's subscribers must get before it: the core's relay
     /// of the same frame does not publish it again.
     announced: Vec<(Frame, Delivery)>,
+    /// Frames of the last delivery that some subscribers must not get (see
+    /// [`Engine::take_held_back`]).
+    held_back: Vec<(Frame, Vec<ConnId>)>,
     /// This node's share of the statistics (`c:{tenant}`, `s:C` -> count), as written to
     /// `P:stats:N`.
     share: HashMap<String, i64>,
@@ -156,6 +164,7 @@ impl RedisEngine {
             delivering: HashMap::new(),
             appended: None,
             announced: Vec::new(),
+            held_back: Vec::new(),
             share: HashMap::new(),
             share_dirty: std::cell::Cell::new(false),
             failed: RefCell::new(None),
@@ -235,6 +244,19 @@ impl RedisEngine {
                 self.announced.push((frame, delivery));
             }
             Err(e) => self.fail("announce", e),
+        }
+    }
+
+    /// `conn` was sent a presence snapshot of `key` reflecting the channel's order up to
+    /// `at` in `epoch`: what this node has not delivered of it yet is held back from `conn`.
+    pub(super) fn hold_back_until(&mut self, key: &ChannelKey, conn: ConnId, epoch: &str, at: u64) {
+        if self.faults.on(Fault::ClusterNodeSnapshotUnfiltered) {
+            return; // PRES-7 broken on purpose across nodes
+        }
+        if let Some(d) = self.delivering.get_mut(key) {
+            if d.epoch.as_str() == epoch && at > d.order {
+                d.held.push((conn, at));
+            }
         }
     }
 
@@ -355,6 +377,7 @@ impl RedisEngine {
                 d.seq = d.seq.max(seq);
             }
             d.order = m.order.1;
+            hold_back(&mut self.held_back, &d.held, &m.frame, m.order.1);
             frames.push(m.frame);
         }
         if let Some((frame, order, seq)) = last {
@@ -363,9 +386,12 @@ impl RedisEngine {
                 if let Some(seq) = seq {
                     d.seq = d.seq.max(seq);
                 }
+                hold_back(&mut self.held_back, &d.held, &frame, order);
                 frames.push(frame);
             }
         }
+        let delivered = d.order;
+        d.held.retain(|(_, at)| *at > delivered);
         Some(frames)
     }
 
@@ -633,6 +659,38 @@ impl RedisEngine {
             None => Delivery::Discontinuity,
         }
     }
+}
+
+/// Notes that `frame`, at `order`, is held back from the connections whose snapshot
+/// reflects it, when it is a presence event.
+fn hold_back(
+    out: &mut Vec<(Frame, Vec<ConnId>)>,
+    held: &[(ConnId, u64)],
+    frame: &Frame,
+    order: u64,
+) {
+    if held.is_empty() || !is_presence_event(frame) {
+        return;
+    }
+    let conns: Vec<ConnId> = held
+        .iter()
+        .filter(|(_, at)| *at >= order)
+        .map(|(c, _)| *c)
+        .collect();
+    if !conns.is_empty() {
+        out.push((frame.clone(), conns));
+    }
+}
+
+/// `user:joined`, `user:left`, `presence:updated`: the changes a presence snapshot reflects.
+fn is_presence_event(frame: &str) -> bool {
+    [
+        r#"{"type":"user:joined""#,
+        r#"{"type":"user:left""#,
+        r#"{"type":"presence:updated""#,
+    ]
+    .iter()
+    .any(|p| frame.starts_with(p))
 }
 
 /// A publishing script's reply: the frame's place in the channel's one order, and what
@@ -1180,6 +1238,14 @@ impl Engine for RedisEngine {
 
     fn members(&self, key: &ChannelKey) -> Vec<Member> {
         self.redis_members(key)
+    }
+
+    fn snapshot_members(&mut self, key: &ChannelKey, conn: ConnId) -> Vec<Member> {
+        self.redis_snapshot_members(key, conn)
+    }
+
+    fn take_held_back(&mut self) -> Vec<(Frame, Vec<ConnId>)> {
+        std::mem::take(&mut self.held_back)
     }
 
     fn take_lease(

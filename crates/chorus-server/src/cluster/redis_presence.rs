@@ -29,6 +29,7 @@ pub struct PresenceScripts {
     expire: Script,
     update: Script,
     drop_node: Script,
+    read_members: Script,
 }
 
 impl Default for PresenceScripts {
@@ -39,6 +40,7 @@ impl Default for PresenceScripts {
             expire: Script::new(&with_helpers(scripts::EXPIRE)),
             update: Script::new(&with_helpers(scripts::UPDATE)),
             drop_node: Script::new(&with_helpers(scripts::DROP_NODE)),
+            read_members: Script::new(scripts::READ_MEMBERS),
         }
     }
 }
@@ -203,6 +205,42 @@ impl RedisEngine {
             }
         };
         members.sort_by(|a, b| (a.joined_at, &a.user_id).cmp(&(b.joined_at, &b.user_id)));
+        members
+    }
+
+    /// The members for `conn`'s snapshot, read with the channel's place in its order: the
+    /// presence events up to there that this node has not delivered yet are held back
+    /// from `conn` (PRES-7 across nodes).
+    pub(super) fn redis_snapshot_members(&mut self, key: &ChannelKey, conn: ConnId) -> Vec<Member> {
+        let keys = [self.keys.presence(key), self.keys.meta(key)];
+        let parts = match self
+            .run(&self.presence.read_members, &keys, &[])
+            .and_then(array)
+        {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail("members", e);
+                return Vec::new();
+            }
+        };
+        let mut parts = parts.into_iter();
+        let epoch = parts.next().and_then(|v| bytes(v).ok());
+        let at: u64 = parts
+            .next()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or(0);
+        let rest: Vec<Value> = parts.collect();
+        let mut members: Vec<Member> = rest
+            .chunks(2)
+            .filter_map(|pair| {
+                let user = String::from_utf8(bytes(pair.first()?.clone()).ok()?).ok()?;
+                member_of(&user, &bytes(pair.get(1)?.clone()).ok()?).ok()
+            })
+            .collect();
+        members.sort_by(|a, b| (a.joined_at, &a.user_id).cmp(&(b.joined_at, &b.user_id)));
+        if let Some(epoch) = epoch.and_then(|e| String::from_utf8(e).ok()) {
+            self.hold_back_until(key, conn, &epoch, at);
+        }
         members
     }
 
@@ -544,7 +582,86 @@ impl RedisEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::engine::Delivery;
+    use crate::core::{Engine, Faults, InProcessEngine};
+    use crate::store::Store;
     use chorus_protocol::ChannelName;
+
+    fn redis_url() -> String {
+        std::env::var("CHORUS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    /// Node A announces a join that node B has not received when B takes a snapshot for a
+    /// new subscriber: what B holds back of it, once a publish of B's own brings it.
+    fn held_back_after_a_join_in_flight(test: &str, faults: Faults) -> Vec<(Frame, Vec<ConnId>)> {
+        let prefix = format!("chorus-unit-{test}-{}", std::process::id());
+        let node = |faults: Faults| {
+            let local = InProcessEngine::load(Store::memory().unwrap(), 10, Faults::default());
+            let joined = super::super::join(&redis_url(), &prefix, local.unwrap(), 10, 1000);
+            let mut joined = joined.unwrap();
+            joined.engine = joined.engine.with_faults(faults);
+            joined
+        };
+        let (mut a, mut b) = (node(Faults::default()), node(faults));
+        let key = ChannelKey {
+            tenant: Arc::from(""),
+            name: ChannelName("presence-inflight".into()),
+        };
+        let (old, new) = (b.node << NODE_SHIFT | 1, b.node << NODE_SHIFT | 2);
+        b.engine.add_subscriber(&key, old);
+        let joined = a.engine.take_lease(
+            &key,
+            a.node << NODE_SHIFT | 1,
+            "uma",
+            &serde_json::json!({}),
+            5,
+        );
+        assert!(matches!(joined, LeaseTaken::Joined(_)), "{joined:?}");
+        b.engine.add_subscriber(&key, new);
+        let members = b.engine.snapshot_members(&key, new);
+        assert_eq!(members.len(), 1, "the snapshot lists uma: {members:?}");
+        // B's own publish brings what it missed, uma's user:joined among it.
+        let mine: Frame = Arc::from(r#"{"type":"cursor:moved","channel":"presence-inflight"}"#);
+        let Delivery::Frames(missed) = b.engine.relay(&key, &mine, None) else {
+            panic!("not delivered");
+        };
+        assert!(
+            missed
+                .iter()
+                .any(|f| f.starts_with(r#"{"type":"user:joined""#)),
+            "{missed:?}"
+        );
+        let held = b.engine.take_held_back();
+        for n in [&a, &b] {
+            n.bus.close();
+        }
+        let _ = super::super::delete_deployment(&redis_url(), &prefix);
+        assert!(
+            held.iter().all(|(_, conns)| !conns.contains(&old)),
+            "the older subscriber gets it"
+        );
+        held
+    }
+
+    #[test]
+    fn a_join_the_snapshot_reflects_is_held_back_from_that_subscriber_only() {
+        let held = held_back_after_a_join_in_flight("held", Faults::default());
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert!(held[0].0.starts_with(r#"{"type":"user:joined""#));
+        assert_eq!(held[0].1.len(), 1);
+    }
+
+    #[cfg(feature = "faults")]
+    #[test]
+    fn the_unfiltered_snapshot_fault_is_caught() {
+        let mut faults = Faults::default();
+        faults.insert(Fault::ClusterNodeSnapshotUnfiltered);
+        let held = held_back_after_a_join_in_flight("unheld", faults);
+        assert!(
+            held.is_empty(),
+            "cluster_node_snapshot_unfiltered holds nothing back"
+        );
+    }
 
     #[test]
     fn the_update_the_script_completes_is_the_frame_the_server_serializes() {

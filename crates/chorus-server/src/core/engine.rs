@@ -263,6 +263,19 @@ pub trait Engine {
     fn member_count(&self, key: &ChannelKey) -> usize;
     /// Every member, by `joined_at` then `user_id` (PRES-10).
     fn members(&self, key: &ChannelKey) -> Vec<Member>;
+    /// The members as a presence snapshot for `conn` (PRES-5): an engine whose presence
+    /// changes reach this node later than the snapshot reads them (a cluster) holds back
+    /// from `conn` the events the snapshot already reflects (PRES-7; see
+    /// [`Engine::take_held_back`]).
+    fn snapshot_members(&mut self, key: &ChannelKey, _conn: ConnId) -> Vec<Member> {
+        self.members(key)
+    }
+    /// The frames of the last [`Engine::relay`] or [`Engine::accept_remote`] that some of the
+    /// node's subscribers must not get, with those subscribers: presence events their
+    /// snapshot already reflects (PRES-7 across nodes).
+    fn take_held_back(&mut self) -> Vec<(Frame, Vec<ConnId>)> {
+        Vec::new()
+    }
     /// Gives `conn` a lease on its user's member, creating the member when needed.
     fn take_lease(
         &mut self,

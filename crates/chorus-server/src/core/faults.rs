@@ -190,9 +190,10 @@ faults! {
     ClusterRemoteItemLost = "cluster_remote_item_lost": "a node drops every second stream item published on another node, as a lossy cross-node delivery would (CLUS-1, CHAN-30)",
     ClusterSeqReadModifyWrite = "cluster_seq_read_modify_write": "a node numbers a stream item by reading the channel's seq and writing it back incremented in a second command, not in the append script, so nodes publishing at once reuse a seq (CLUS-1, CHAN-30)",
     ClusterEphemeralUnpublished = "cluster_ephemeral_unpublished": "state:updated and the other ephemeral frames reach only the subscribers on the writer's node (CLUS-7, STATE-15)",
-    ClusterStateEventUnordered = "cluster_state_event_unordered": "a node writes shared state and publishes the write's event in a second Redis call (10 ms later after odd versions), so writes through two nodes at once reach subscribers out of version order (CLUS-7, CHAN-46, STATE-17)",
+    ClusterStateEventUnordered = "cluster_state_event_unordered": "a node writes shared state and publishes the write's event in a second Redis call (50 ms later after odd versions), so writes through two nodes at once reach subscribers out of version order (CLUS-7, CHAN-46, STATE-17)",
     ClusterNodeDeadLeasesKept = "cluster_node_dead_leases_kept": "the nodes never sweep a dead node's presence leases, so its members stay listed and no user:left is announced for them (CLUS-8)",
     ClusterPresenceEventUnordered = "cluster_presence_event_unordered": "a node changes a presence lease and publishes the resulting user:joined or user:left in a second Redis call (a departure 10 ms later), so a user leaving through one node while joining through another is announced joined, then left (CLUS-7, CHAN-46, PRES-8)",
+    ClusterNodeSnapshotUnfiltered = "cluster_node_snapshot_unfiltered": "a node sends a subscriber the presence events of other nodes that its snapshot already reflects (a user:joined still on its way when the snapshot listed the member), so the member joins twice (PRES-7, CLUS-4)",
     ClusterStateNodeLocal = "cluster_state_node_local": "state snapshots (subscribed.state, state:sync) come from the node's own copy, not the deployment's (CLUS-2, STATE-21, STATE-22)",
     ClusterRecordsNodeLocal = "cluster_records_node_local": "records of the resource API are kept per node, so a record written through one node is not found through another (CLUS-14, HTTP-29)",
 }
@@ -275,8 +276,9 @@ impl Fault {
     }
 
     /// Whether catching the fault needs control over the deployment that a black-box run
-    /// does not have (a node killed): the reference server's own fault tests catch it
-    /// (crates/chorus-cli/tests/cluster_faults.rs), a mutation run leaves it out.
+    /// does not have (a node killed, a frame held on the bus while a snapshot is read): the
+    /// reference server's own tests catch it (crates/chorus-cli/tests/cluster_faults.rs,
+    /// the cluster module's unit tests), a mutation run leaves it out.
     pub fn needs_deployment_control(self) -> bool {
         self.name().starts_with("cluster_node_")
     }

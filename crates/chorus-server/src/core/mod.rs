@@ -512,8 +512,14 @@ impl<E: Engine> Core<E> {
     ) {
         match self.engine.relay(key, frame, except) {
             Delivery::Frames(missed) => {
+                let held = self.engine.take_held_back();
                 for earlier in &missed {
-                    self.deliver_local(key, earlier, None, out);
+                    let skip = held_from(&held, earlier);
+                    for to in self.engine.subscribers(key) {
+                        if !skip.contains(&to) {
+                            out.frame(to, earlier.clone(), false);
+                        }
+                    }
                 }
                 if self.fault(Fault::PresenceLagsStream) && faults::PresenceLag::holds(frame) {
                     let to = self.engine.subscribers(key);
@@ -565,18 +571,20 @@ impl<E: Engine> Core<E> {
         let except = remote.except;
         match self.engine.accept_remote(key, remote) {
             Delivery::Frames(frames) => {
+                let held = self.engine.take_held_back();
                 // Only the relayed frame itself (the last) skips `except`.
                 let last = frames.len().saturating_sub(1);
                 for (i, frame) in frames.iter().enumerate() {
                     let skip = if i == last { except } else { None };
+                    let held = held_from(&held, frame);
                     // Another node's cursor batch stays droppable here too (CURS-15).
                     let droppable = frame.starts_with(r#"{"type":"cursor:moved""#);
                     let against = self.snapshots.against(key, frame);
                     for to in self.engine.subscribers(key) {
-                        let held = against
+                        let seen = against
                             .as_ref()
                             .is_some_and(|(v, seen)| state::held_by(seen.get(&to), v));
-                        if Some(to) != skip && !held {
+                        if Some(to) != skip && !seen && !held.contains(&to) {
                             out.frame(to, frame.clone(), droppable);
                         }
                     }
@@ -595,6 +603,14 @@ impl<E: Engine> Core<E> {
         }
         out.effects
     }
+}
+
+/// The subscribers `frame` is held back from (see [`Engine::take_held_back`]).
+fn held_from(held: &[(Frame, Vec<ConnId>)], frame: &Frame) -> Vec<ConnId> {
+    held.iter()
+        .filter(|(f, _)| Arc::ptr_eq(f, frame))
+        .flat_map(|(_, conns)| conns.iter().copied())
+        .collect()
 }
 
 /// Serializes a frame once (every recipient shares the bytes).

@@ -37,8 +37,8 @@ impl<E: Engine> Core<E> {
     }
 
     /// `subscribed.presence`: every member, self included (PRES-5).
-    pub(super) fn presence_snapshot(&self, key: &ChannelKey, conn: ConnId) -> Vec<Member> {
-        let mut members = self.engine.members(key);
+    pub(super) fn presence_snapshot(&mut self, key: &ChannelKey, conn: ConnId) -> Vec<Member> {
+        let mut members = self.engine.snapshot_members(key, conn);
         if self.fault(Fault::PresenceNoSnapshotSelf) {
             if let Some(c) = self.conns.get(&conn) {
                 members.retain(|m| m.user_id != c.session.user_id);
