@@ -79,6 +79,9 @@
 //!   departure's `last_seen`, an updated member's record), so that the events of a
 //!   channel reach every subscriber in the order of the changes (CHAN-46). The core's
 //!   relay of that frame then publishes nothing (`announced` in the engine).
+//! - a presence snapshot: one `EVALSHA` reading the members with the channel's `bseq`, so
+//!   the presence events up to there that this node has not delivered yet are held back
+//!   from that subscriber (PRES-7; `held` in the engine).
 //! - any other ephemeral frame (a node's cursor flush, a dead node's departures): one
 //!   `EVALSHA` of the publish script's shape without the history, after the change (an
 //!   `HSET` of `P:curs:C`; the dead-node sweep).
@@ -100,8 +103,7 @@
 //! two steps, so two nodes given one new key at the same moment may both announce it. A
 //! dead node's departures are announced after the sweep's script, so a user of the dead
 //! node joining through another node at that moment may be announced joined, then left.
-//! A presence snapshot taken while a `user:joined` is on its way may be followed by that
-//! `user:joined`. A dead node's last flushed cursors stay in `P:curs:C`
+//! A dead node's last flushed cursors stay in `P:curs:C`
 //! until its members' leases are swept and a member of the channel leaves. See
 //! spec/cluster.md for the requirements and conformance/tests/cluster.rs for the
 //! three-node run.
