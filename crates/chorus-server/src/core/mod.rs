@@ -70,7 +70,7 @@ mod in_process;
 mod ingest;
 mod limits;
 mod presence;
-mod room_password;
+pub mod room_password;
 mod rooms;
 mod state;
 // The in-memory driver of the core's tests, public for the fuzz targets (feature `testkit`,
@@ -279,6 +279,9 @@ pub struct Core<E: Engine = InProcessEngine> {
     cursors: Cursors,
     /// State snapshots sent, against which other nodes' state frames are filtered.
     snapshots: state::Snapshots,
+    /// Room passwords the shell checked off the core's lock, by connection: `(stored hash,
+    /// password, verdict)` (ROOM-24 costs a memory-hard hash; see `password_to_check`).
+    checked_passwords: HashMap<ConnId, (String, String, room_password::Checked)>,
     /// `POST /api/publish` rate limit per (tenant, user) (HTTP-24).
     publish_buckets: HashMap<(Arc<str>, UserId), TokenBucket>,
     /// When expired `Idempotency-Key`s of `POST /api/changes` are next forgotten.
@@ -313,6 +316,7 @@ impl<E: Engine> Core<E> {
             conns: HashMap::new(),
             cursors: Cursors::default(),
             snapshots: state::Snapshots::default(),
+            checked_passwords: HashMap::new(),
             publish_buckets: HashMap::new(),
             key_sweep_at: 0,
             publish_ids: dedup::PublishIds::default(),
@@ -678,6 +682,39 @@ mod room_password_tests {
             .unwrap()
             .query_row("SELECT password_hash FROM rooms", [], |r| r.get(0))
             .unwrap()
+    }
+
+    /// The shell checks a password off the lock and the core takes its verdict for that
+    /// very hash and password, and checks anything else itself.
+    #[test]
+    fn a_password_verdict_from_the_shell_is_taken_for_its_own_password_only() {
+        use super::room_password::Checked;
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        let room = json!({"type": "subscribe", "channel": "presence-pw",
+                          "room": {"password": "pw"}});
+        assert_eq!(d.ask(a, room)[0]["type"], "subscribed");
+        let b = d.connect("bob");
+        let join = |password: &str| {
+            let frame =
+                json!({"type": "subscribe", "channel": "presence-pw", "password": password});
+            serde_json::from_value::<chorus_protocol::ClientMessage>(frame).unwrap()
+        };
+        let (hash, password) = d.core.password_to_check(b, &join("pw"), d.now).unwrap();
+        assert_eq!(password, "pw");
+        // A verdict the core could not have computed itself shows it was taken.
+        d.core
+            .password_checked(b, hash.clone(), "pw".into(), Checked::Wrong);
+        let refused = d.ask(b, serde_json::to_value(join("pw")).unwrap());
+        assert_eq!(refused[0]["code"], "bad_password");
+        // Taken once; a verdict for another password is not used for this one.
+        d.core
+            .password_checked(b, hash, "other".into(), Checked::Wrong);
+        assert_eq!(
+            d.ask(b, serde_json::to_value(join("pw")).unwrap())[0]["type"],
+            "subscribed"
+        );
+        assert!(d.core.password_to_check(a, &join("pw"), d.now).is_some());
     }
 
     /// ROOM-24: a persisted room of an earlier version keeps its salted SHA-256 hash until

@@ -71,7 +71,11 @@ impl<E: Engine> Core<E> {
                     (None, _) => Checked::Right,
                     (Some(hash), Some(p)) => {
                         self.password_attempt_allowed(conn, now)?; // LIMIT-16
-                        let checked = room_password::check(hash, p);
+                        let checked = match self.checked_passwords.remove(&conn) {
+                            // The shell's verdict for this very hash and password.
+                            Some((h, pw, checked)) if h == *hash && pw == p => checked,
+                            _ => room_password::check(hash, p),
+                        };
                         if checked == Checked::Wrong {
                             self.password_attempt_failed(conn, now);
                         }
@@ -121,6 +125,43 @@ impl<E: Engine> Core<E> {
                 .check_every(interval, burst, now)
                 .map_err(|retry_after_ms| CoreError::RateLimited { retry_after_ms }),
             None => Ok(()),
+        }
+    }
+
+    /// The work the shell may do off the core's lock before it hands `msg` in: the stored
+    /// hash a `subscribe`'s password is to be checked against, with that password, when
+    /// the room exists with a password and the connection has attempts left (LIMIT-16).
+    /// A memory-hard hash (ROOM-24) under the lock would stall every other connection.
+    pub fn password_to_check(
+        &mut self,
+        conn: ConnId,
+        msg: &chorus_protocol::ClientMessage,
+        now: Millis,
+    ) -> Option<(String, String)> {
+        let chorus_protocol::ClientMessage::Subscribe(req) = msg else {
+            return None;
+        };
+        let password = req.password.clone()?;
+        let c = self.conns.get(&conn)?;
+        let key = self.key(&c.tenant, &req.channel);
+        let hash = self.engine.room(&key)?.password_hash?;
+        self.password_attempt_allowed(conn, now).ok()?;
+        Some((hash, password))
+    }
+
+    /// The verdict of [`room_password::check`] the shell computed for `conn`: the next
+    /// admission of `conn` checking that password against that hash takes it instead of
+    /// hashing again under the lock (a changed hash or password is checked anew).
+    pub fn password_checked(
+        &mut self,
+        conn: ConnId,
+        hash: String,
+        password: String,
+        checked: room_password::Checked,
+    ) {
+        if self.conns.contains_key(&conn) {
+            self.checked_passwords
+                .insert(conn, (hash, password, checked));
         }
     }
 

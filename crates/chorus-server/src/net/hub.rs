@@ -23,6 +23,7 @@ use tokio::sync::{watch, Notify};
 use crate::auth::Authenticator;
 use crate::cluster::ServerEngine;
 use crate::config::Config;
+use crate::core::room_password::Checked;
 use crate::core::{ChannelKey, ConnId, Core, Effect, Fault, Faults, Frame, Remote, Session};
 use crate::store::sync_wal;
 
@@ -205,6 +206,19 @@ impl Shared {
         });
         self.apply(&mut hub, effects);
         protocol_error
+    }
+
+    /// The room password `msg` carries and the hash it is to be checked against, when the
+    /// check is due (see `Core::password_to_check`).
+    pub fn password_to_check(&self, conn: ConnId, msg: &ClientMessage) -> Option<(String, String)> {
+        self.lock().core.password_to_check(conn, msg, now_ms())
+    }
+
+    /// Hands the core a password verdict computed off its lock.
+    pub fn password_checked(&self, conn: ConnId, hash: String, password: String, checked: Checked) {
+        self.lock()
+            .core
+            .password_checked(conn, hash, password, checked);
     }
 
     /// Queues `frame`, which the shell itself produced for `conn` (the `error` answering an

@@ -20,6 +20,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite;
 
 use crate::auth::{token_from_request, AuthError};
+use crate::core::room_password;
 use crate::core::{ConnId, Fault, Faults, Session};
 
 use super::hub::{deadline_at, now_ms, LiveGuard, Shared};
@@ -245,7 +246,7 @@ impl Reader {
             // connection's task): the earlier one.
             let deadline = heartbeat.into_iter().chain(expiry).min();
             let step = tokio::select! {
-                msg = stream.next() => self.on_message(msg),
+                msg = stream.next() => self.on_message(msg).await,
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     if expiry.is_some_and(|at| at <= Instant::now()) {
                         Step::Close(CloseCode::TokenExpired) // CONN-18
@@ -288,11 +289,11 @@ impl Reader {
         drop(live);
     }
 
-    fn on_message(&mut self, msg: Option<Result<Message, axum::Error>>) -> Step {
+    async fn on_message(&mut self, msg: Option<Result<Message, axum::Error>>) -> Step {
         match msg {
             Some(Ok(Message::Text(text))) => {
                 self.last_inbound = Instant::now();
-                self.on_text(text.as_str())
+                self.on_text(text.as_str()).await
             }
             // TRANS-15
             Some(Ok(Message::Binary(_))) if !self.shared.faults.on(Fault::BinaryAccepted) => {
@@ -307,7 +308,7 @@ impl Reader {
         }
     }
 
-    fn on_text(&mut self, text: &str) -> Step {
+    async fn on_text(&mut self, text: &str) -> Step {
         let depth = self.shared.config.max_json_depth as usize;
         let text = super::rewrite::client_text(text, &self.shared.faults);
         let protocol_error = match decode_client(&text, depth) {
@@ -315,7 +316,10 @@ impl Reader {
                 self.refresh(refresh);
                 false
             }
-            Ok(msg) => self.shared.handle(self.conn, msg),
+            Ok(msg) => {
+                self.check_password(&msg).await;
+                self.shared.handle(self.conn, msg)
+            }
             Err(e) => {
                 let mut frame = decode_error_frame(&e);
                 if self.shared.faults.on(Fault::ErrorWithoutChannel) {
@@ -337,6 +341,24 @@ impl Reader {
             Step::Close(CloseCode::TooManyErrors)
         } else {
             Step::Continue
+        }
+    }
+
+    /// ROOM-24: a room password is checked on a blocking thread, off the core's lock, and
+    /// the verdict handed to the core before the `subscribe` it belongs to: the
+    /// connection's next frame waits, the other connections do not.
+    async fn check_password(&self, msg: &ClientMessage) {
+        let Some((hash, password)) = self.shared.password_to_check(self.conn, msg) else {
+            return;
+        };
+        let checked = tokio::task::spawn_blocking(move || {
+            let checked = room_password::check(&hash, &password);
+            (hash, password, checked)
+        })
+        .await;
+        if let Ok((hash, password, checked)) = checked {
+            self.shared
+                .password_checked(self.conn, hash, password, checked);
         }
     }
 
