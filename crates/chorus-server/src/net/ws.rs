@@ -570,8 +570,17 @@ async fn feed_text(
     text: WireFrame,
 ) -> Result<(), tungstenite::Error> {
     if text.len() <= FRAGMENT_BYTES {
-        return sink.feed(Message::Text(text)).await;
+        sink.feed(Message::Text(text)).await
+    } else {
+        // Boxed: the rarer path would otherwise widen every idle writer's task.
+        Box::pin(feed_fragments(sink, text)).await
     }
+}
+
+async fn feed_fragments(
+    sink: &mut SplitSink<Socket, Message>,
+    text: WireFrame,
+) -> Result<(), tungstenite::Error> {
     // A clone is a reference count: the fragments share the queued bytes.
     let bytes = Bytes::from(text.clone());
     let cuts = fragment_ends(text.as_str(), FRAGMENT_BYTES);
