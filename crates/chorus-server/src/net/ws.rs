@@ -15,7 +15,7 @@ use chorus_protocol::{
     ErrorFrame, ServerMessage, PROTOCOL,
 };
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
@@ -565,10 +565,10 @@ async fn write_batch(
 
 /// Feeds one text message: one frame, or fragments of at most [`FRAGMENT_BYTES`] when
 /// longer, so that tungstenite's write buffer never grows past a fragment.
-async fn feed_text(
-    sink: &mut SplitSink<Socket, Message>,
-    text: WireFrame,
-) -> Result<(), tungstenite::Error> {
+async fn feed_text<S>(sink: &mut S, text: WireFrame) -> Result<(), tungstenite::Error>
+where
+    S: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
     if text.len() <= FRAGMENT_BYTES {
         sink.feed(Message::Text(text)).await
     } else {
@@ -577,10 +577,10 @@ async fn feed_text(
     }
 }
 
-async fn feed_fragments(
-    sink: &mut SplitSink<Socket, Message>,
-    text: WireFrame,
-) -> Result<(), tungstenite::Error> {
+async fn feed_fragments<S>(sink: &mut S, text: WireFrame) -> Result<(), tungstenite::Error>
+where
+    S: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
     // A clone is a reference count: the fragments share the queued bytes.
     let bytes = Bytes::from(text.clone());
     let cuts = fragment_ends(text.as_str(), FRAGMENT_BYTES);
@@ -678,6 +678,79 @@ mod tests {
         assert_eq!(fragment_ends("", FRAGMENT_BYTES).count(), 0);
         let short: Vec<usize> = fragment_ends("abc", FRAGMENT_BYTES).collect();
         assert_eq!(short, [3]);
+    }
+
+    /// The frames a server sent, read off the wire: (opcode, fin, payload).
+    async fn raw_frames(peer: &mut tokio::io::DuplexStream) -> Vec<(u8, bool, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut frames = Vec::new();
+        loop {
+            let mut head = [0u8; 2];
+            peer.read_exact(&mut head).await.unwrap();
+            assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+            let len = match head[1] & 0x7f {
+                126 => usize::from(peer.read_u16().await.unwrap()),
+                127 => usize::try_from(peer.read_u64().await.unwrap()).unwrap(),
+                n => usize::from(n),
+            };
+            let mut payload = vec![0u8; len];
+            peer.read_exact(&mut payload).await.unwrap();
+            let fin = head[0] & 0x80 != 0;
+            frames.push((head[0] & 0x0f, fin, payload));
+            if fin {
+                return frames;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn long_text_goes_out_as_bounded_fragments_and_short_text_whole() {
+        let (mut peer, io) = tokio::io::duplex(64 * 1024);
+        let config = WebSocketConfig::default().write_buffer_size(0);
+        let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let long = "é".repeat(700) + "x";
+        feed_text(&mut socket, WireFrame::from(long.clone()))
+            .await
+            .unwrap();
+        socket.flush().await.unwrap();
+        let frames = raw_frames(&mut peer).await;
+        assert!(frames.len() >= 3, "{} frames", frames.len());
+        let mut joined = Vec::new();
+        for (i, (opcode, fin, payload)) in frames.iter().enumerate() {
+            assert_eq!(
+                *opcode,
+                if i == 0 { 1 } else { 0 },
+                "text, then continuations"
+            );
+            assert_eq!(*fin, i == frames.len() - 1);
+            assert!(payload.len() <= FRAGMENT_BYTES);
+            assert!(std::str::from_utf8(payload).is_ok(), "cut at a character");
+            joined.extend_from_slice(payload);
+        }
+        assert_eq!(joined, long.as_bytes());
+        feed_text(&mut socket, WireFrame::from("short"))
+            .await
+            .unwrap();
+        socket.flush().await.unwrap();
+        assert_eq!(raw_frames(&mut peer).await, [(1, true, b"short".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn a_client_reassembles_the_fragments() {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let config = WebSocketConfig::default().write_buffer_size(0);
+        let mut server =
+            WebSocketStream::from_raw_socket(server_io, Role::Server, Some(config)).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let long = "a".repeat(3 * FRAGMENT_BYTES + 7);
+        feed_text(&mut server, WireFrame::from(long.clone()))
+            .await
+            .unwrap();
+        server.flush().await.unwrap();
+        match client.next().await {
+            Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), long),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
