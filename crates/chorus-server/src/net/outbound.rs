@@ -18,9 +18,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::ws::Utf8Bytes;
 use chorus_protocol::CloseCode;
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// A frame as queued: reference-counted bytes, so one serialization fanned out to many
 /// connections is shared, never copied per recipient, down to the socket write.

@@ -5,19 +5,26 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chorus_protocol::{
     decode_client, AuthRefresh, ClientMessage, CloseAction, CloseCode, DecodeError, ErrorCode,
     ErrorFrame, ServerMessage, PROTOCOL,
 };
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, StreamExt};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
-use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Bytes, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::{token_from_request, AuthError};
 use crate::core::room_password;
@@ -27,11 +34,22 @@ use super::hub::{deadline_at, now_ms, LiveGuard, Shared};
 use super::outbound::{self, ConnHandle, ConnQueue, Outbound, WireFrame};
 use super::{origin_allowed, query_param};
 
+/// One connection's WebSocket: tokio-tungstenite straight on hyper's upgraded stream (which
+/// is the accepted socket wrapped in `LeanIo`), without axum's `WebSocket` around it, which
+/// can send neither fragments nor raw frames.
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
 /// Frames the writer takes from the queue before one flush.
 const WRITE_BATCH: usize = 64;
 /// tungstenite's read buffer, allocated for the connection's life: a client frame of up to
 /// this size is read into it without growing it.
 const TUNGSTENITE_READ_BUFFER: usize = 128;
+/// The largest payload of a data frame the server sends; a longer message goes out as
+/// fragments (transport.md: a frame is a message after reassembly). tungstenite's write
+/// buffer keeps, for the connection's life, the capacity of the largest frame it ever
+/// formatted (the `subscribed` of a presence channel is 1.3 KiB): bounding the frame bounds
+/// it at 512 bytes (a 4-byte header and this payload).
+const FRAGMENT_BYTES: usize = 508;
 /// How long a closing connection waits for the client's Close reply.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 
@@ -41,7 +59,7 @@ pub async fn upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    upgrade: Upgrade,
 ) -> Response {
     let offered = offered_protocols(&headers);
     if offered.is_empty() && shared.faults.on(Fault::NoSubprotocolRefused) {
@@ -84,17 +102,89 @@ pub async fn upgrade(
         Some(first) if first_only && first != PROTOCOL => &[],
         _ => &[PROTOCOL],
     };
-    let ws = ws
+    let Upgrade {
+        ws,
+        on_upgrade,
+        key,
+    } = upgrade;
+    let protocol = ws
         .protocols(selectable.iter().copied())
-        // The socket reads in chunks and gathers writes itself, with buffers that exist only
-        // while bytes are in flight (net/lean_io.rs); tungstenite's own buffers, which live
-        // as long as the connection, are kept small.
+        .selected_protocol()
+        .cloned();
+    // The socket reads in chunks and gathers writes itself, with buffers that exist only
+    // while bytes are in flight (net/lean_io.rs); tungstenite's own buffers, which live as
+    // long as the connection, are kept small.
+    let config = WebSocketConfig::default()
         .read_buffer_size(TUNGSTENITE_READ_BUFFER)
         .write_buffer_size(0)
-        .max_message_size(frame_limit)
-        .max_frame_size(frame_limit);
+        .max_message_size(Some(frame_limit))
+        .max_frame_size(Some(frame_limit));
     let shared = shared.clone();
-    ws.on_upgrade(move |socket| run(shared, socket, verdict, peer.ip()))
+    let addr = peer.ip();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        run(shared, socket, verdict, addr).await;
+    });
+    switching_protocols(&key, protocol)
+}
+
+/// The parts of an upgrade request the endpoint needs. axum's `WebSocketUpgrade` checks the
+/// request (method, `Connection`, `Upgrade`, `Sec-WebSocket-Version`, key) and answers a
+/// bad one with its usual rejection, and negotiates the subprotocol; the upgrade itself is
+/// done here, on hyper's `OnUpgrade`, taken before axum's extractor removes it.
+pub struct Upgrade {
+    ws: WebSocketUpgrade,
+    on_upgrade: OnUpgrade,
+    key: HeaderValue,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let on_upgrade = parts.extensions.get::<OnUpgrade>().cloned();
+        let ws = WebSocketUpgrade::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        // axum accepted it, so both are there for an HTTP/1.1 upgrade (the only one routed:
+        // the endpoint is a GET).
+        let key = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+        match (on_upgrade, key) {
+            (Some(on_upgrade), Some(key)) => Ok(Upgrade {
+                ws,
+                on_upgrade,
+                key,
+            }),
+            _ => {
+                Err((StatusCode::UPGRADE_REQUIRED, "not an upgradable connection").into_response())
+            }
+        }
+    }
+}
+
+/// The 101 answer (RFC 6455 4.2.2), with the negotiated subprotocol (TRANS-1).
+fn switching_protocols(key: &HeaderValue, protocol: Option<HeaderValue>) -> Response {
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = protocol {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    response
 }
 
 /// The largest frame read (TRANS-16, LIMIT-3).
@@ -123,7 +213,7 @@ fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
 
 async fn run(
     shared: Arc<Shared>,
-    socket: WebSocket,
+    socket: Socket,
     verdict: Result<Session, AuthError>,
     addr: IpAddr,
 ) {
@@ -168,17 +258,17 @@ async fn run(
 }
 
 /// Completes a refused upgrade: the close code is the whole answer (CONN-4, CONN-5).
-async fn reject(mut socket: WebSocket, code: CloseCode) {
+async fn reject(mut socket: Socket, code: CloseCode) {
     let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
         let _ = socket.send(close_message(code)).await;
-        while let Some(Ok(_)) = socket.recv().await {}
+        while let Some(Ok(_)) = socket.next().await {}
     })
     .await;
 }
 
 fn close_message(code: CloseCode) -> Message {
     Message::Close(Some(CloseFrame {
-        code: code.code(),
+        code: code.code().into(),
         reason: Utf8Bytes::from_static(code.reason()),
     }))
 }
@@ -231,7 +321,7 @@ enum Step {
 impl Reader {
     async fn run(
         mut self,
-        mut stream: SplitStream<WebSocket>,
+        mut stream: SplitStream<Socket>,
         mut writer: JoinHandle<Option<CloseCode>>,
         live: LiveGuard,
     ) {
@@ -289,7 +379,7 @@ impl Reader {
         drop(live);
     }
 
-    async fn on_message(&mut self, msg: Option<Result<Message, axum::Error>>) -> Step {
+    async fn on_message(&mut self, msg: Option<Result<Message, tungstenite::Error>>) -> Step {
         match msg {
             Some(Ok(Message::Text(text))) => {
                 self.last_inbound = Instant::now();
@@ -302,7 +392,11 @@ impl Reader {
             Some(Ok(Message::Binary(_))) => Step::Continue,
             // Control frames are not activity (transport.md notes).
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Continue,
-            Some(Ok(Message::Close(frame))) => Step::Ended(End::Client(frame.map(|f| f.code))),
+            Some(Ok(Message::Close(frame))) => {
+                Step::Ended(End::Client(frame.map(|f| u16::from(f.code))))
+            }
+            // Never read: tungstenite gives messages, not raw frames.
+            Some(Ok(Message::Frame(_))) => Step::Continue,
             Some(Err(e)) => read_error(e, &self.shared.faults),
             None => Step::Ended(End::Lost),
         }
@@ -403,18 +497,17 @@ fn decode_error_frame(e: &DecodeError) -> ErrorFrame {
 }
 
 /// Maps a read error onto the close code the spec gives it.
-fn read_error(e: axum::Error, faults: &Faults) -> Step {
-    let inner = e.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Utf8(_)) if faults.on(Fault::Utf8Closes1002) => {
+fn read_error(e: tungstenite::Error, faults: &Faults) -> Step {
+    match e {
+        tungstenite::Error::Utf8(_) if faults.on(Fault::Utf8Closes1002) => {
             Step::Close(CloseCode::ProtocolError)
         }
         // TRANS-17
-        Some(tungstenite::Error::Utf8(_)) => Step::Close(CloseCode::InvalidPayload),
+        tungstenite::Error::Utf8(_) => Step::Close(CloseCode::InvalidPayload),
         // TRANS-16, SEC-6: tungstenite stops at the header of an oversized frame.
-        Some(tungstenite::Error::Capacity(_)) => Step::Close(CloseCode::MessageTooBig),
+        tungstenite::Error::Capacity(_) => Step::Close(CloseCode::MessageTooBig),
         // Broken framing (unmasked, reserved bits, bad opcode...): 1002.
-        Some(tungstenite::Error::Protocol(p)) if !is_reset(p) => {
+        tungstenite::Error::Protocol(p) if !is_reset(&p) => {
             tracing::debug!(error = %p, "websocket protocol error");
             Step::Close(CloseCode::ProtocolError)
         }
@@ -435,7 +528,7 @@ fn is_reset(p: &tungstenite::error::ProtocolError) -> bool {
 }
 
 /// Reads until the client's Close reply or EOF, bounded in time.
-async fn drain(mut stream: SplitStream<WebSocket>) {
+async fn drain(mut stream: SplitStream<Socket>) {
     let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
         while let Some(Ok(_)) = stream.next().await {}
     })
@@ -444,10 +537,7 @@ async fn drain(mut stream: SplitStream<WebSocket>) {
 
 /// Writes queued frames, several per flush; ends after writing a Close frame (returning its
 /// code) or when the socket fails or the queue is dropped (returning `None`).
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    queue: ConnQueue,
-) -> Option<CloseCode> {
+async fn write_loop(mut sink: SplitSink<Socket, Message>, queue: ConnQueue) -> Option<CloseCode> {
     let mut queue = queue;
     let closer = queue.closer.clone();
     loop {
@@ -475,15 +565,15 @@ async fn write_loop(
 /// Feeds `first` and whatever else is queued (up to a batch), then flushes once. Returns an
 /// ordered close found in the queue.
 async fn write_batch(
-    sink: &mut SplitSink<WebSocket, Message>,
+    sink: &mut SplitSink<Socket, Message>,
     queue: &mut ConnQueue,
     first: WireFrame,
-) -> Result<Option<CloseCode>, axum::Error> {
-    sink.feed(Message::Text(first)).await?;
+) -> Result<Option<CloseCode>, tungstenite::Error> {
+    feed_text(sink, first).await?;
     let mut close = None;
     for _ in 0..WRITE_BATCH {
         match queue.try_recv() {
-            Some(Outbound::Frame(frame)) => sink.feed(Message::Text(frame)).await?,
+            Some(Outbound::Frame(frame)) => feed_text(sink, frame).await?,
             Some(Outbound::Close(code)) => {
                 close = Some(code);
                 break;
@@ -495,10 +585,62 @@ async fn write_batch(
     Ok(close)
 }
 
-async fn send_close(
-    sink: &mut SplitSink<WebSocket, Message>,
-    code: CloseCode,
-) -> Option<CloseCode> {
+/// Feeds one text message: one frame, or fragments of at most [`FRAGMENT_BYTES`] when
+/// longer, so that tungstenite's write buffer never grows past a fragment.
+async fn feed_text<S>(sink: &mut S, text: WireFrame) -> Result<(), tungstenite::Error>
+where
+    S: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    if text.len() <= FRAGMENT_BYTES {
+        sink.feed(Message::Text(text)).await
+    } else {
+        // Boxed: the rarer path would otherwise widen every idle writer's task.
+        Box::pin(feed_fragments(sink, text)).await
+    }
+}
+
+async fn feed_fragments<S>(sink: &mut S, text: WireFrame) -> Result<(), tungstenite::Error>
+where
+    S: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    // A clone is a reference count: the fragments share the queued bytes.
+    let bytes = Bytes::from(text.clone());
+    let cuts = fragment_ends(text.as_str(), FRAGMENT_BYTES);
+    let mut start = 0;
+    for end in cuts {
+        let opcode = if start == 0 {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let last = end == bytes.len();
+        let frame = Frame::message(bytes.slice(start..end), opcode, last);
+        sink.feed(Message::Frame(frame)).await?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// Where the fragments of `text` end: each at most `max` bytes (at least 4, the longest
+/// UTF-8 character), cut at character boundaries so that every fragment is valid UTF-8 on
+/// its own (RFC 6455 allows a cut inside a character; not every client takes one).
+fn fragment_ends(text: &str, max: usize) -> impl Iterator<Item = usize> + '_ {
+    let max = max.max(4);
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= text.len() {
+            return None;
+        }
+        let mut end = (start + max).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        start = end;
+        Some(end)
+    })
+}
+
+async fn send_close(sink: &mut SplitSink<Socket, Message>, code: CloseCode) -> Option<CloseCode> {
     // A client that does not read may never take the Close frame; give up after a while.
     let _ = tokio::time::timeout(CLOSE_HANDSHAKE, sink.send(close_message(code))).await;
     Some(code)
@@ -537,6 +679,100 @@ mod tests {
             assert!(!End::Server(back).graceful(&none), "{back:?}");
         }
         assert!(!End::Lost.graceful(&none));
+    }
+
+    #[test]
+    fn fragments_are_bounded_cut_at_characters_and_cover_the_text() {
+        let text = "é".repeat(300) + "a" + &"😀".repeat(200);
+        let ends: Vec<usize> = fragment_ends(&text, FRAGMENT_BYTES).collect();
+        assert!(ends.len() > 1);
+        let mut start = 0;
+        let mut joined = String::new();
+        for &end in &ends {
+            assert!(
+                end > start && end - start <= FRAGMENT_BYTES,
+                "{start}..{end}"
+            );
+            joined.push_str(&text[start..end]); // panics off a character boundary
+            start = end;
+        }
+        assert_eq!(joined, text);
+        assert_eq!(fragment_ends("", FRAGMENT_BYTES).count(), 0);
+        let short: Vec<usize> = fragment_ends("abc", FRAGMENT_BYTES).collect();
+        assert_eq!(short, [3]);
+    }
+
+    /// The frames a server sent, read off the wire: (opcode, fin, payload).
+    async fn raw_frames(peer: &mut tokio::io::DuplexStream) -> Vec<(u8, bool, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut frames = Vec::new();
+        loop {
+            let mut head = [0u8; 2];
+            peer.read_exact(&mut head).await.unwrap();
+            assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+            let len = match head[1] & 0x7f {
+                126 => usize::from(peer.read_u16().await.unwrap()),
+                127 => usize::try_from(peer.read_u64().await.unwrap()).unwrap(),
+                n => usize::from(n),
+            };
+            let mut payload = vec![0u8; len];
+            peer.read_exact(&mut payload).await.unwrap();
+            let fin = head[0] & 0x80 != 0;
+            frames.push((head[0] & 0x0f, fin, payload));
+            if fin {
+                return frames;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn long_text_goes_out_as_bounded_fragments_and_short_text_whole() {
+        let (mut peer, io) = tokio::io::duplex(64 * 1024);
+        let config = WebSocketConfig::default().write_buffer_size(0);
+        let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let long = "é".repeat(700) + "x";
+        feed_text(&mut socket, WireFrame::from(long.clone()))
+            .await
+            .unwrap();
+        socket.flush().await.unwrap();
+        let frames = raw_frames(&mut peer).await;
+        assert!(frames.len() >= 3, "{} frames", frames.len());
+        let mut joined = Vec::new();
+        for (i, (opcode, fin, payload)) in frames.iter().enumerate() {
+            assert_eq!(
+                *opcode,
+                if i == 0 { 1 } else { 0 },
+                "text, then continuations"
+            );
+            assert_eq!(*fin, i == frames.len() - 1);
+            assert!(payload.len() <= FRAGMENT_BYTES);
+            assert!(std::str::from_utf8(payload).is_ok(), "cut at a character");
+            joined.extend_from_slice(payload);
+        }
+        assert_eq!(joined, long.as_bytes());
+        feed_text(&mut socket, WireFrame::from("short"))
+            .await
+            .unwrap();
+        socket.flush().await.unwrap();
+        assert_eq!(raw_frames(&mut peer).await, [(1, true, b"short".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn a_client_reassembles_the_fragments() {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let config = WebSocketConfig::default().write_buffer_size(0);
+        let mut server =
+            WebSocketStream::from_raw_socket(server_io, Role::Server, Some(config)).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let long = "a".repeat(3 * FRAGMENT_BYTES + 7);
+        feed_text(&mut server, WireFrame::from(long.clone()))
+            .await
+            .unwrap();
+        server.flush().await.unwrap();
+        match client.next().await {
+            Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), long),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
