@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chorus_protocol::{
     decode_client, AuthRefresh, ClientMessage, CloseAction, CloseCode, DecodeError, ErrorCode,
-    ErrorFrame, ServerMessage, PROTOCOL,
+    ErrorFrame, ServerMessage, Subscribe, PROTOCOL,
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, StreamExt};
@@ -316,6 +316,8 @@ enum Step {
     Continue,
     Close(CloseCode),
     Ended(End),
+    /// A `subscribe` with a room password, to be checked off the core's lock first.
+    Password(Box<ClientMessage>),
 }
 
 impl Reader {
@@ -336,7 +338,7 @@ impl Reader {
             // connection's task): the earlier one.
             let deadline = heartbeat.into_iter().chain(expiry).min();
             let step = tokio::select! {
-                msg = stream.next() => self.on_message(msg).await,
+                msg = stream.next() => self.on_message(msg),
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     if expiry.is_some_and(|at| at <= Instant::now()) {
                         Step::Close(CloseCode::TokenExpired) // CONN-18
@@ -355,8 +357,14 @@ impl Reader {
                     }
                 }
             };
+            // Awaited boxed, so that the check's state does not widen every connection's
+            // task for a frame few connections send.
+            let step = match step {
+                Step::Password(msg) => Box::pin(self.subscribe_with_password(*msg)).await,
+                step => step,
+            };
             match step {
-                Step::Continue => {}
+                Step::Continue | Step::Password(_) => {}
                 Step::Close(code) => {
                     // Through the hub: after any acknowledgement it still holds (TRANS-26).
                     self.shared.close(self.conn, code);
@@ -379,11 +387,11 @@ impl Reader {
         drop(live);
     }
 
-    async fn on_message(&mut self, msg: Option<Result<Message, tungstenite::Error>>) -> Step {
+    fn on_message(&mut self, msg: Option<Result<Message, tungstenite::Error>>) -> Step {
         match msg {
             Some(Ok(Message::Text(text))) => {
                 self.last_inbound = Instant::now();
-                self.on_text(text.as_str()).await
+                self.on_text(text.as_str())
             }
             // TRANS-15
             Some(Ok(Message::Binary(_))) if !self.shared.faults.on(Fault::BinaryAccepted) => {
@@ -402,7 +410,7 @@ impl Reader {
         }
     }
 
-    async fn on_text(&mut self, text: &str) -> Step {
+    fn on_text(&mut self, text: &str) -> Step {
         let depth = self.shared.config.max_json_depth as usize;
         let text = super::rewrite::client_text(text, &self.shared.faults);
         let protocol_error = match decode_client(&text, depth) {
@@ -410,10 +418,12 @@ impl Reader {
                 self.refresh(refresh);
                 false
             }
-            Ok(msg) => {
-                self.check_password(&msg).await;
-                self.shared.handle(self.conn, msg)
-            }
+            Ok(
+                msg @ ClientMessage::Subscribe(Subscribe {
+                    password: Some(_), ..
+                }),
+            ) => return Step::Password(Box::new(msg)),
+            Ok(msg) => self.shared.handle(self.conn, msg),
             Err(e) => {
                 let mut frame = decode_error_frame(&e);
                 if self.shared.faults.on(Fault::ErrorWithoutChannel) {
@@ -423,7 +433,11 @@ impl Reader {
                 true
             }
         };
-        // TRANS-24
+        self.after_frame(protocol_error)
+    }
+
+    /// TRANS-24: counts consecutive protocol errors.
+    fn after_frame(&mut self, protocol_error: bool) -> Step {
         let keep_count = self.shared.faults.on(Fault::ErrorCountNotReset);
         self.errors = match (protocol_error, keep_count) {
             (true, _) => self.errors + 1,
@@ -436,6 +450,13 @@ impl Reader {
         } else {
             Step::Continue
         }
+    }
+
+    /// A `subscribe` with a room password: checked, then handed to the core.
+    async fn subscribe_with_password(&mut self, msg: ClientMessage) -> Step {
+        self.check_password(&msg).await;
+        let protocol_error = self.shared.handle(self.conn, msg);
+        self.after_frame(protocol_error)
     }
 
     /// ROOM-24: a room password is checked on a blocking thread, off the core's lock, and
