@@ -68,10 +68,25 @@ fn upgrade(port: u16) -> BufReader<TcpStream> {
     }
 }
 
-/// Reads one server frame (servers do not mask): (opcode, payload).
+/// Reads one server message (servers do not mask): (opcode, payload), its fragments
+/// reassembled (a long text message may leave as a text frame and continuations).
 fn read_frame(reader: &mut BufReader<TcpStream>) -> (u8, Vec<u8>) {
+    let (fin, opcode, mut payload) = read_one_frame(reader);
+    let mut fin = fin;
+    while !fin {
+        let (last, continuation, more) = read_one_frame(reader);
+        assert_eq!(continuation, 0, "a continuation frame");
+        payload.extend(more);
+        fin = last;
+    }
+    (opcode, payload)
+}
+
+/// Reads one frame: (FIN, opcode, payload).
+fn read_one_frame(reader: &mut BufReader<TcpStream>) -> (bool, u8, Vec<u8>) {
     let mut head = [0u8; 2];
     reader.read_exact(&mut head).unwrap();
+    let fin = head[0] & 0x80 != 0;
     let opcode = head[0] & 0x0f;
     let len = match head[1] & 0x7f {
         126 => {
@@ -88,7 +103,7 @@ fn read_frame(reader: &mut BufReader<TcpStream>) -> (u8, Vec<u8>) {
     };
     let mut payload = vec![0u8; len];
     reader.read_exact(&mut payload).unwrap();
-    (opcode, payload)
+    (fin, opcode, payload)
 }
 
 #[test]
