@@ -596,25 +596,9 @@ impl RedisEngine {
         frame: &Frame,
         except: Option<ConnId>,
     ) -> Delivery {
-        let (known, delivered) = self.delivered_args(key);
-        let keys = [
-            self.keys.meta(key),
-            self.keys.history(key),
-            self.keys.recent(key),
-        ];
-        let args = [
-            new_epoch().into_bytes(),
-            frame.as_bytes().to_vec(),
-            self.node.to_string().into_bytes(),
-            self.keys.bus(key).into_bytes(),
-            self.retention.to_string().into_bytes(),
-            known,
-            delivered,
-            except
-                .map(|c| c.to_string())
-                .unwrap_or_default()
-                .into_bytes(),
-        ];
+        let keys = self.announce_keys(key);
+        let mut args = self.announce_args(key, except).to_vec();
+        args.push(frame.as_bytes().to_vec());
         let parsed = (|| -> Result<_, String> {
             let mut parts = array(self.run(&self.scripts.relay, &keys, &args)?)?;
             let rest = parts.split_off(parts.len().min(1));

@@ -115,13 +115,13 @@ return out
 /// Publishes an ephemeral frame (presence, state, cursors) in the channel's one bus order
 /// (CLUS-7): no `seq`, but a `bseq` like every frame of the channel.
 ///
-/// KEYS: meta, history, recent. ARGV: 1 candidate epoch, 2 the frame, 3 origin node, 4 bus
-/// channel, 5 length of the recent list, 6 and 7 as [`append`], 8 the connection the
-/// frame is not for (or "").
+/// KEYS: meta, history, recent. ARGV: 1 candidate epoch, 2 to 7 the publish arguments of
+/// `announce` (origin node, bus channel, length of the recent list, delivered epoch and
+/// `bseq`, the connection the frame is not for), 8 the frame.
 ///
 /// Returns `{epoch, bseq, complete, missed payloads...}`.
 pub fn relay() -> String {
-    format!("{ORDER_FUNCTIONS}return announce(1, 3, ARGV[1], ARGV[2])")
+    format!("{ORDER_FUNCTIONS}return announce(1, 2, ARGV[1], ARGV[8])")
 }
 
 /// The recent payloads with `bseq` after `ARGV[1]` and up to `ARGV[2]`.
