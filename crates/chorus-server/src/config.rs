@@ -232,6 +232,10 @@ settings! {
     /// Time a connection's first HTTP request (a WebSocket upgrade too) has to send its
     /// complete headers before the connection is closed, ms [default: 5000].
     http_header_timeout_ms: u64 = 5000, env = "CHORUS_HTTP_HEADER_TIMEOUT_MS";
+    /// Threads hashing and checking room passwords (each an argon2id of 19 MiB), at the
+    /// idle scheduling priority; a subscribe waiting for one holds its connection's next
+    /// frame (ROOM-24) [default: 1].
+    password_hash_threads: u32 = 1, env = "CHORUS_PASSWORD_HASH_THREADS";
     /// Wrong room passwords one user may give before password attempts are refused with
     /// rate_limited (LIMIT-16) [default: 5].
     max_password_attempts: u32 = 5, env = "CHORUS_MAX_PASSWORD_ATTEMPTS";
@@ -493,6 +497,7 @@ impl Config {
             (self.inbound_bytes_per_sec >= 1, "inbound_bytes_per_sec"),
             (self.http_header_timeout_ms >= 1, "http_header_timeout_ms"),
             (self.max_password_attempts >= 1, "max_password_attempts"),
+            (self.password_hash_threads >= 1, "password_hash_threads"),
             (
                 self.password_attempt_interval_ms >= 1,
                 "password_attempt_interval_ms",

@@ -219,7 +219,7 @@ impl<E: Engine> Core<E> {
     /// (PRES-27).
     pub fn disconnect(&mut self, conn: ConnId, graceful: bool, now: Millis) -> Vec<Effect> {
         let mut out = Outbox::default();
-        self.checked_passwords.remove(&conn);
+        self.passwords_done.remove(&conn);
         let Some(c) = self.conns.get(&conn) else {
             return out.effects;
         };

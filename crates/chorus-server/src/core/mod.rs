@@ -279,9 +279,9 @@ pub struct Core<E: Engine = InProcessEngine> {
     cursors: Cursors,
     /// State snapshots sent, against which other nodes' state frames are filtered.
     snapshots: state::Snapshots,
-    /// Room passwords the shell checked off the core's lock, by connection: `(stored hash,
-    /// password, verdict)` (ROOM-24 costs a memory-hard hash; see `password_to_check`).
-    checked_passwords: HashMap<ConnId, (String, String, room_password::Checked)>,
+    /// Room password work the shell did off the core's lock, by connection (ROOM-24 costs
+    /// a memory-hard hash; see `password_work`).
+    passwords_done: HashMap<ConnId, room_password::Done>,
     /// `POST /api/publish` rate limit per (tenant, user) (HTTP-24).
     publish_buckets: HashMap<(Arc<str>, UserId), TokenBucket>,
     /// When expired `Idempotency-Key`s of `POST /api/changes` are next forgotten.
@@ -316,7 +316,7 @@ impl<E: Engine> Core<E> {
             conns: HashMap::new(),
             cursors: Cursors::default(),
             snapshots: state::Snapshots::default(),
-            checked_passwords: HashMap::new(),
+            passwords_done: HashMap::new(),
             publish_buckets: HashMap::new(),
             key_sweep_at: 0,
             publish_ids: dedup::PublishIds::default(),
@@ -688,7 +688,7 @@ mod room_password_tests {
     /// very hash and password, and checks anything else itself.
     #[test]
     fn a_password_verdict_from_the_shell_is_taken_for_its_own_password_only() {
-        use super::room_password::Checked;
+        use super::room_password::{Checked, Done, Work};
         let mut d = Driver::new();
         let a = d.connect("ann");
         let room = json!({"type": "subscribe", "channel": "presence-pw",
@@ -700,21 +700,93 @@ mod room_password_tests {
                 json!({"type": "subscribe", "channel": "presence-pw", "password": password});
             serde_json::from_value::<chorus_protocol::ClientMessage>(frame).unwrap()
         };
-        let (hash, password) = d.core.password_to_check(b, &join("pw"), d.now).unwrap();
+        let Some(Work::Check { hash, password }) = d.core.password_work(b, &join("pw"), d.now)
+        else {
+            panic!("a check of the room's hash is due");
+        };
         assert_eq!(password, "pw");
         // A verdict the core could not have computed itself shows it was taken.
-        d.core
-            .password_checked(b, hash.clone(), "pw".into(), Checked::Wrong);
+        let wrong = |password: &str| Done::Checked {
+            hash: hash.clone(),
+            password: password.into(),
+            checked: Checked::Wrong,
+        };
+        d.core.password_done(b, wrong("pw"));
         let refused = d.ask(b, serde_json::to_value(join("pw")).unwrap());
         assert_eq!(refused[0]["code"], "bad_password");
         // Taken once; a verdict for another password is not used for this one.
-        d.core
-            .password_checked(b, hash, "other".into(), Checked::Wrong);
+        d.core.password_done(b, wrong("other"));
         assert_eq!(
             d.ask(b, serde_json::to_value(join("pw")).unwrap())[0]["type"],
             "subscribed"
         );
-        assert!(d.core.password_to_check(a, &join("pw"), d.now).is_some());
+        assert!(d.core.password_work(a, &join("pw"), d.now).is_some());
+    }
+
+    /// The password of a room a subscribe creates is hashed by the shell off the lock, and
+    /// the core stores that hash when it is of this very password.
+    #[test]
+    fn a_new_rooms_password_hashed_by_the_shell_is_stored_for_its_own_password_only() {
+        use super::room_password::{self, Done, Work};
+        let mut d = Driver::new();
+        let a = d.connect("ann");
+        let create = |channel: &str| {
+            let frame = json!({"type": "subscribe", "channel": channel,
+                               "room": {"password": "pw"}});
+            serde_json::from_value::<chorus_protocol::ClientMessage>(frame).unwrap()
+        };
+        let work = d.core.password_work(a, &create("presence-new"), d.now);
+        assert_eq!(
+            work,
+            Some(Work::Hash {
+                password: "pw".into()
+            })
+        );
+        // A hash of another password, which the core could not have made for "pw": stored,
+        // it lets "other" in and refuses "pw", which shows the shell's hash was taken.
+        let other = room_password::hash("other");
+        d.core.password_done(
+            a,
+            Done::Hashed {
+                password: "pw".into(),
+                hash: other,
+            },
+        );
+        let created = d.ask(a, serde_json::to_value(create("presence-new")).unwrap());
+        assert_eq!(created[0]["type"], "subscribed");
+        let b = d.connect("bob");
+        let join = |channel: &str, password: &str| json!({"type": "subscribe", "channel": channel, "password": password});
+        assert_eq!(
+            d.ask(b, join("presence-new", "pw"))[0]["code"],
+            "bad_password"
+        );
+        assert_eq!(
+            d.ask(b, join("presence-new", "other"))[0]["type"],
+            "subscribed"
+        );
+        // A hash handed in for another password is not stored for this one.
+        d.core.password_done(
+            a,
+            Done::Hashed {
+                password: "else".into(),
+                hash: room_password::hash("else"),
+            },
+        );
+        let created = d.ask(a, serde_json::to_value(create("presence-next")).unwrap());
+        // After the user:joined of bob on presence-new.
+        assert!(
+            created.iter().any(|f| f["type"] == "subscribed"),
+            "{created:?}"
+        );
+        assert_eq!(
+            d.ask(b, join("presence-next", "pw"))[0]["type"],
+            "subscribed"
+        );
+        // An existing room's subscribe without a password has nothing to hash.
+        assert_eq!(
+            d.core.password_work(a, &create("presence-new"), d.now),
+            None
+        );
     }
 
     /// ROOM-24: a persisted room of an earlier version keeps its salted SHA-256 hash until

@@ -20,6 +20,67 @@ pub enum Checked {
     RightLegacy,
 }
 
+/// Work on a room password that the shell does on a blocking thread, off the core's lock
+/// (a memory-hard hash under the lock would stall every other connection), and hands back
+/// as a [`Done`] before the `subscribe` it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// Check a joining subscribe's `password` against the room's stored `hash`.
+    Check {
+        /// The room's stored hash.
+        hash: String,
+        /// The password given.
+        password: String,
+    },
+    /// Hash the `password` of the room a subscribe creates.
+    Hash {
+        /// The new room's password.
+        password: String,
+    },
+}
+
+/// What the shell computed for a [`Work`]; the core takes it only for the very hash and
+/// password it was computed for, and computes anything else itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    /// The verdict of [`check`].
+    Checked {
+        /// The stored hash checked against.
+        hash: String,
+        /// The password checked.
+        password: String,
+        /// The verdict.
+        checked: Checked,
+    },
+    /// The result of [`hash`].
+    Hashed {
+        /// The password hashed.
+        password: String,
+        /// Its new hash.
+        hash: String,
+    },
+}
+
+impl Work {
+    /// Does the work: one memory-hard hash, so on a blocking thread.
+    pub fn run(self) -> Done {
+        match self {
+            Work::Check { hash, password } => {
+                let checked = check(&hash, &password);
+                Done::Checked {
+                    hash,
+                    password,
+                    checked,
+                }
+            }
+            Work::Hash { password } => Done::Hashed {
+                hash: hash(&password),
+                password,
+            },
+        }
+    }
+}
+
 /// A new argon2id hash of `password` with a random 16-byte salt, at argon2's default
 /// parameters (19 MiB, 2 passes, 1 lane: OWASP's recommendation).
 pub fn hash(password: &str) -> String {

@@ -7,7 +7,7 @@ use chorus_protocol::{
 use super::engine::{ChannelKey, Room};
 use super::faults::Fault;
 use super::limits::check_size;
-use super::room_password::{self, Checked};
+use super::room_password::{self, Checked, Done, Work};
 use super::{ConnId, Core, CoreError, Engine, Outbox};
 
 /// Longest room password in characters (ROOM-7a).
@@ -71,9 +71,13 @@ impl<E: Engine> Core<E> {
                     (None, _) => Checked::Right,
                     (Some(hash), Some(p)) => {
                         self.password_attempt_allowed(conn, now)?; // LIMIT-16
-                        let checked = match self.checked_passwords.remove(&conn) {
+                        let checked = match self.passwords_done.remove(&conn) {
                             // The shell's verdict for this very hash and password.
-                            Some((h, pw, checked)) if h == *hash && pw == p => checked,
+                            Some(Done::Checked {
+                                hash: h,
+                                password: pw,
+                                checked,
+                            }) if h == *hash && pw == p => checked,
                             _ => room_password::check(hash, p),
                         };
                         if checked == Checked::Wrong {
@@ -101,7 +105,15 @@ impl<E: Engine> Core<E> {
                     _ => Admission::Join,
                 }
             }
-            None => Admission::Create(new_room(req.room.as_ref(), limits.max_room_users, now)),
+            None => {
+                let done = self.passwords_done.remove(&conn);
+                Admission::Create(new_room(
+                    req.room.as_ref(),
+                    limits.max_room_users,
+                    now,
+                    done,
+                ))
+            }
         };
         if !is_member && count >= limits.max_presence_members as usize {
             return Err(CoreError::LimitExceeded {
@@ -128,40 +140,50 @@ impl<E: Engine> Core<E> {
         }
     }
 
-    /// The work the shell may do off the core's lock before it hands `msg` in: the stored
-    /// hash a `subscribe`'s password is to be checked against, with that password, when
-    /// the room exists with a password and the connection has attempts left (LIMIT-16).
-    /// A memory-hard hash (ROOM-24) under the lock would stall every other connection.
-    pub fn password_to_check(
+    /// The work the shell may do off the core's lock before it hands `msg` in (ROOM-24):
+    /// checking a `subscribe`'s password against the stored hash, when the room exists
+    /// with a password and the connection has attempts left (LIMIT-16); hashing the
+    /// password of the room a `subscribe` creates. A memory-hard hash under the lock would
+    /// stall every other connection.
+    pub fn password_work(
         &mut self,
         conn: ConnId,
         msg: &chorus_protocol::ClientMessage,
         now: Millis,
-    ) -> Option<(String, String)> {
+    ) -> Option<Work> {
         let chorus_protocol::ClientMessage::Subscribe(req) = msg else {
             return None;
         };
-        let password = req.password.clone()?;
         let c = self.conns.get(&conn)?;
         let key = self.key(&c.tenant, &req.channel);
-        let hash = self.engine.room(&key)?.password_hash?;
-        self.password_attempt_allowed(conn, now).ok()?;
-        Some((hash, password))
+        match (self.engine.room(&key), &req.password, &req.room) {
+            (Some(room), Some(password), _) => {
+                let hash = room.password_hash?;
+                self.password_attempt_allowed(conn, now).ok()?;
+                Some(Work::Check {
+                    hash,
+                    password: password.clone(),
+                })
+            }
+            (None, _, Some(opts)) => {
+                let password = opts.password.clone()?;
+                // A room the channel budget refuses (LIMIT-18) is not hashed for.
+                let channels = self.engine.tenant_channels(&key.tenant) as u64;
+                if channels >= self.config.limits.max_channels && !self.engine.holds_channel(&key) {
+                    return None;
+                }
+                Some(Work::Hash { password })
+            }
+            _ => None,
+        }
     }
 
-    /// The verdict of [`room_password::check`] the shell computed for `conn`: the next
-    /// admission of `conn` checking that password against that hash takes it instead of
-    /// hashing again under the lock (a changed hash or password is checked anew).
-    pub fn password_checked(
-        &mut self,
-        conn: ConnId,
-        hash: String,
-        password: String,
-        checked: room_password::Checked,
-    ) {
+    /// What the shell computed for [`Core::password_work`] on `conn`: the next admission
+    /// of `conn` takes it for that very hash and password instead of hashing under the
+    /// lock (a changed hash or password is hashed or checked anew).
+    pub fn password_done(&mut self, conn: ConnId, done: Done) {
         if self.conns.contains_key(&conn) {
-            self.checked_passwords
-                .insert(conn, (hash, password, checked));
+            self.passwords_done.insert(conn, done);
         }
     }
 
@@ -299,10 +321,20 @@ fn check_room_range(opts: &RoomOptions, max_room_users: u32) -> Result<(), CoreE
 }
 
 /// ROOM-3: options of the creating subscribe, with the defaults.
-fn new_room(opts: Option<&RoomOptions>, max_room_users: u32, now: Millis) -> Room {
+/// `done` is the shell's hash of the password, taken when it is of this very password.
+fn new_room(
+    opts: Option<&RoomOptions>,
+    max_room_users: u32,
+    now: Millis,
+    done: Option<Done>,
+) -> Room {
     let opts = opts.cloned().unwrap_or_default();
+    let hash = |p: &str| match done {
+        Some(Done::Hashed { password, hash }) if password == p => hash,
+        _ => room_password::hash(p),
+    };
     Room {
-        password_hash: opts.password.as_deref().map(room_password::hash),
+        password_hash: opts.password.as_deref().map(hash),
         max_users: opts.max_users.unwrap_or(max_room_users),
         metadata: opts.metadata.unwrap_or_else(|| serde_json::json!({})),
         persist: opts.persist.unwrap_or(false),

@@ -23,7 +23,7 @@ use tokio::sync::{watch, Notify};
 use crate::auth::Authenticator;
 use crate::cluster::ServerEngine;
 use crate::config::Config;
-use crate::core::room_password::Checked;
+use crate::core::room_password::{Done, Work};
 use crate::core::{ChannelKey, ConnId, Core, Effect, Fault, Faults, Frame, Remote, Session};
 use crate::store::sync_wal;
 
@@ -95,6 +95,8 @@ pub struct Shared {
     sync_wanted: Notify,
     /// The write count the last sync covers, for HTTP handlers awaiting durability.
     synced: watch::Sender<u64>,
+    /// The threads room passwords are hashed and checked on (`password_hash_threads`).
+    pub password_hashers: super::passwords::PasswordHashers,
 }
 
 /// Counts one live connection (WebSocket or SSE) while it exists.
@@ -119,6 +121,7 @@ impl Shared {
         Shared {
             capabilities: core.config().capabilities.clone(),
             faults: core.config().faults.clone(),
+            password_hashers: super::passwords::PasswordHashers::new(config.password_hash_threads),
             config,
             auth,
             hub: Mutex::new(Hub {
@@ -208,17 +211,15 @@ impl Shared {
         protocol_error
     }
 
-    /// The room password `msg` carries and the hash it is to be checked against, when the
-    /// check is due (see `Core::password_to_check`).
-    pub fn password_to_check(&self, conn: ConnId, msg: &ClientMessage) -> Option<(String, String)> {
-        self.lock().core.password_to_check(conn, msg, now_ms())
+    /// The room password work `msg` asks for, to be done off the lock (see
+    /// `Core::password_work`).
+    pub fn password_work(&self, conn: ConnId, msg: &ClientMessage) -> Option<Work> {
+        self.lock().core.password_work(conn, msg, now_ms())
     }
 
-    /// Hands the core a password verdict computed off its lock.
-    pub fn password_checked(&self, conn: ConnId, hash: String, password: String, checked: Checked) {
-        self.lock()
-            .core
-            .password_checked(conn, hash, password, checked);
+    /// Hands the core room password work done off its lock.
+    pub fn password_done(&self, conn: ConnId, done: Done) {
+        self.lock().core.password_done(conn, done);
     }
 
     /// Queues `frame`, which the shell itself produced for `conn` (the `error` answering an

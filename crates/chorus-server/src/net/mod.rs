@@ -17,6 +17,7 @@ pub mod hub;
 pub mod lean_io;
 pub mod outbound;
 pub mod pages;
+pub mod passwords;
 pub mod resume;
 pub mod rewrite;
 pub mod sse;

@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chorus_protocol::{
     decode_client, AuthRefresh, ClientMessage, CloseAction, CloseCode, DecodeError, ErrorCode,
-    ErrorFrame, ServerMessage, Subscribe, PROTOCOL,
+    ErrorFrame, RoomOptions, ServerMessage, Subscribe, PROTOCOL,
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, StreamExt};
@@ -27,7 +27,6 @@ use tokio_tungstenite::tungstenite::{self, Bytes, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::{token_from_request, AuthError};
-use crate::core::room_password;
 use crate::core::{ConnId, Fault, Faults, Session};
 
 use super::hub::{deadline_at, now_ms, LiveGuard, Shared};
@@ -316,7 +315,8 @@ enum Step {
     Continue,
     Close(CloseCode),
     Ended(End),
-    /// A `subscribe` with a room password, to be checked off the core's lock first.
+    /// A `subscribe` with a room password, to be checked or hashed off the core's lock
+    /// first.
     Password(Box<ClientMessage>),
 }
 
@@ -423,6 +423,15 @@ impl Reader {
                     password: Some(_), ..
                 }),
             ) => return Step::Password(Box::new(msg)),
+            Ok(
+                msg @ ClientMessage::Subscribe(Subscribe {
+                    room:
+                        Some(RoomOptions {
+                            password: Some(_), ..
+                        }),
+                    ..
+                }),
+            ) => return Step::Password(Box::new(msg)),
             Ok(msg) => self.shared.handle(self.conn, msg),
             Err(e) => {
                 let mut frame = decode_error_frame(&e);
@@ -459,21 +468,16 @@ impl Reader {
         self.after_frame(protocol_error)
     }
 
-    /// ROOM-24: a room password is checked on a blocking thread, off the core's lock, and
-    /// the verdict handed to the core before the `subscribe` it belongs to: the
-    /// connection's next frame waits, the other connections do not.
+    /// ROOM-24: a room password is checked, or a new room's password hashed, on a hashing
+    /// thread (net/passwords.rs), off the core's lock, and the result handed to the core before the
+    /// `subscribe` it belongs to: the connection's next frame waits, the other connections
+    /// do not.
     async fn check_password(&self, msg: &ClientMessage) {
-        let Some((hash, password)) = self.shared.password_to_check(self.conn, msg) else {
+        let Some(work) = self.shared.password_work(self.conn, msg) else {
             return;
         };
-        let checked = tokio::task::spawn_blocking(move || {
-            let checked = room_password::check(&hash, &password);
-            (hash, password, checked)
-        })
-        .await;
-        if let Ok((hash, password, checked)) = checked {
-            self.shared
-                .password_checked(self.conn, hash, password, checked);
+        if let Some(done) = self.shared.password_hashers.run(work).await {
+            self.shared.password_done(self.conn, done);
         }
     }
 
