@@ -766,26 +766,9 @@ async fn slowloris_upgrade(port: u16) -> String {
 /// SSE streams that never read while their channel carries large frames: each is ended
 /// when its queue reaches the bound (LIMIT-8), and the server keeps serving others.
 async fn slowloris_sse(port: u16) -> String {
-    let channels: Vec<String> = hose_channels("sse-hose")
-        .iter()
-        .map(|c| format!("channel={c}"))
-        .collect();
-    let channels = channels.join("&");
-    let mut socks = Vec::new();
-    for i in 0..10 {
-        // A small receive window: the kernel buffers a few KiB for the sleeper, not MiBs,
-        // so what it does not read stays in the server's queue.
-        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
-        sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let mut s = sock.connect(addr).await.expect("tcp");
-        let req = format!(
-            "GET /sse?{channels}&token={} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
-            token(&format!("sse-sleeper-{i}"))
-        );
-        s.write_all(req.as_bytes()).await.expect("write");
-        socks.push(s);
-    }
+    // A small receive window: the kernel buffers a few KiB for the sleeper, not MiBs, so
+    // what it does not read stays in the server's queue.
+    let mut socks = sse_streams(port, "sse-hose", "sse-sleeper", Some(4096)).await;
     let sent = hose(port, "sse-hose").await;
     // Read each stream to its end: the server must have ended every one.
     let mut ended = 0;
@@ -818,6 +801,72 @@ async fn slowloris_sse(port: u16) -> String {
         "SSE streams that never read must be ended: {ended} of them after {sent} frames"
     );
     format!("{ended} of 10 unread SSE streams ended after {sent} frames of 60 KB from 4 publishers")
+}
+
+/// 10 SSE streams of users `{user}-{i}`, each on the channels of [`hose_channels`]`(prefix)`,
+/// their receive buffers set to `recv_buffer` bytes when given.
+async fn sse_streams(
+    port: u16,
+    prefix: &str,
+    user: &str,
+    recv_buffer: Option<u32>,
+) -> Vec<TcpStream> {
+    let channels: Vec<String> = hose_channels(prefix)
+        .iter()
+        .map(|c| format!("channel={c}"))
+        .collect();
+    let channels = channels.join("&");
+    let mut socks = Vec::new();
+    for i in 0..10 {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Some(bytes) = recv_buffer {
+            sock.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        }
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut s = sock.connect(addr).await.expect("tcp");
+        let req = format!(
+            "GET /sse?{channels}&token={} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
+            token(&format!("{user}-{i}"))
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        socks.push(s);
+    }
+    socks
+}
+
+/// The baseline of a never-reading attack: the same publishers, and in place of the
+/// never-readers clients of the same kind that read everything (their bytes discarded
+/// unparsed), so that what is compared is a client that does not read against one that
+/// does.
+async fn baseline_with_readers(port: u16, attack: Attack) -> Victim {
+    const PREFIX: &str = "calm-hose";
+    let mut readers = Vec::new();
+    if attack == Attack::SseNeverRead {
+        for mut s in sse_streams(port, PREFIX, "sse-reader", None).await {
+            readers.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 1 << 16];
+                while let Ok(n) = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }));
+        }
+    } else {
+        let mut reader = connect(port, "reader").await;
+        for channel in hose_channels(PREFIX) {
+            let sub = json!({"type": "subscribe", "channel": channel});
+            assert_eq!(ask(&mut reader, "s", sub).await["type"], "subscribed");
+        }
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(_)) = reader.next().await {}
+        }));
+    }
+    let (victim, _) = tokio::join!(victim(port, 1, window()), hose(port, PREFIX));
+    for r in readers {
+        r.abort();
+    }
+    victim
 }
 
 /// The attacks, each run against a server of its own.
@@ -875,15 +924,11 @@ impl Attack {
         }
     }
 
-    /// The channels' prefix of the legitimate load the attack rides on, which runs beside
-    /// the victim's baseline too: the never-reading clients subscribe to 4 publishers of
-    /// 60 KB frames, and what is measured is what the never-readers cost, not what the
-    /// publishers' traffic does to a 2-core machine.
-    fn background(self) -> Option<&'static str> {
-        match self {
-            Attack::NeverReads | Attack::SseNeverRead => Some("calm-hose"),
-            _ => None,
-        }
+    /// Whether the attack rides on legitimate load, which its baseline then has too: the
+    /// never-reading clients subscribe to 4 publishers of 60 KB frames, and their baseline
+    /// has the same publishers with clients that read ([`baseline_with_readers`]).
+    fn rides_on_publishers(self) -> bool {
+        matches!(self, Attack::NeverReads | Attack::SseNeverRead)
     }
 
     /// How long the attack lasts, and the victim beside it.
@@ -945,9 +990,10 @@ async fn isolated(attack: Attack) -> Outcome {
         while streams.next().await.is_some() {}
     });
     let _warmup = victim(port, 0, Duration::from_millis(500)).await;
-    let baseline = match attack.background() {
-        Some(prefix) => tokio::join!(victim(port, 1, window()), hose(port, prefix)).0,
-        None => victim(port, 1, window()).await,
+    let baseline = if attack.rides_on_publishers() {
+        baseline_with_readers(port, attack).await
+    } else {
+        victim(port, 1, window()).await
     };
     let outcome = under_attack(&server, baseline, attack.span(), attack.run(port, crowd)).await;
     drain.abort();
