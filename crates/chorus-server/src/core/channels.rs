@@ -17,6 +17,13 @@ use super::{ConnId, Core, CoreError, Engine, Frame, Outbox};
 const MAX_EVENT_CHARS: usize = 128;
 
 impl<E: Engine> Core<E> {
+    /// LIMIT-18: whether subscribing to `key` would create one channel more than its
+    /// tenant may hold.
+    pub(super) fn channel_budget_spent(&self, key: &ChannelKey) -> bool {
+        let channels = self.engine.tenant_channels(&key.tenant) as u64;
+        channels >= self.config.limits.max_channels && !self.engine.holds_channel(key)
+    }
+
     /// `subscribe`, checked in the order of ERR-12: shape, capability, name, kind, grant,
     /// `already_subscribed`, `max_subscriptions`, then the presence channel's checks.
     pub(super) fn subscribe(
@@ -68,8 +75,7 @@ impl<E: Engine> Core<E> {
         }
         let key = self.key(&c.tenant, &req.channel);
         let user = c.session.user_id.clone();
-        let channels = self.engine.tenant_channels(&key.tenant) as u64;
-        if channels >= self.config.limits.max_channels && !self.engine.holds_channel(&key) {
+        if self.channel_budget_spent(&key) {
             return Err(CoreError::LimitExceeded {
                 limit: "max_channels",
             }); // LIMIT-18

@@ -168,8 +168,7 @@ impl<E: Engine> Core<E> {
             (None, _, Some(opts)) => {
                 let password = opts.password.clone()?;
                 // A room the channel budget refuses (LIMIT-18) is not hashed for.
-                let channels = self.engine.tenant_channels(&key.tenant) as u64;
-                if channels >= self.config.limits.max_channels && !self.engine.holds_channel(&key) {
+                if self.channel_budget_spent(&key) {
                     return None;
                 }
                 Some(Work::Hash { password })
