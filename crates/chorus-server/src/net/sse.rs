@@ -297,7 +297,7 @@ impl StreamState {
 
     /// The SSE event of one frame (SSE-4), with the resume token when positions moved.
     fn event(&mut self, frame: &str) -> Event {
-        let value: Value = serde_json::from_str(frame).unwrap_or(Value::Null);
+        let value = head_of(frame);
         let kind = value
             .get("type")
             .and_then(Value::as_str)
@@ -354,6 +354,38 @@ impl StreamState {
     }
 }
 
+/// The top-level fields of `frame` that its SSE event reads (`type`, `channel`, `seq`,
+/// `position`, `recovered`), every other one skipped unparsed: a message's `data` can be as
+/// large as a frame, and this runs once per frame for every stream. `Null` when the frame
+/// is not a JSON object.
+fn head_of(frame: &str) -> Value {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "type")]
+        kind: Option<Value>,
+        channel: Option<Value>,
+        seq: Option<Value>,
+        position: Option<Value>,
+        recovered: Option<Value>,
+    }
+    let Ok(head) = serde_json::from_str::<Head>(frame) else {
+        return Value::Null;
+    };
+    let fields = [
+        ("type", head.kind),
+        ("channel", head.channel),
+        ("seq", head.seq),
+        ("position", head.position),
+        ("recovered", head.recovered),
+    ];
+    Value::Object(
+        fields
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.to_owned(), value?)))
+            .collect(),
+    )
+}
+
 /// The HTTP error matching an `error` frame, if the frame is one.
 fn error_of(frame: &str) -> Option<ApiError> {
     if !frame.starts_with(r#"{"type":"error""#) {
@@ -378,6 +410,28 @@ mod tests {
         assert_eq!(since_for(None, &channel), None);
         let empty = Resume::Named(Positions::new());
         assert_eq!(since_for(Some(&Some(empty)), &channel), None);
+    }
+
+    #[test]
+    fn a_frames_head_is_its_top_level_fields_that_events_read() {
+        let frame = serde_json::json!({
+            "type": "message", "channel": "news", "seq": 7, "event": "e",
+            "data": {"type": "inner", "channel": "other", "seq": 1, "big": "y".repeat(1000)},
+            "position": {"epoch": "e1", "seq": 7}, "recovered": true,
+        });
+        let mut whole = frame.clone();
+        for skipped in ["event", "data"] {
+            whole.as_object_mut().unwrap().remove(skipped);
+        }
+        assert_eq!(head_of(&frame.to_string()), whole);
+        // Fields of any type are kept as they are; what is not an object has no head.
+        let odd = r#"{"type":"subscribed","channel":3,"position":[1],"recovered":"yes"}"#;
+        assert_eq!(
+            head_of(odd),
+            serde_json::json!({"type": "subscribed", "channel": 3, "position": [1], "recovered": "yes"})
+        );
+        assert_eq!(head_of("[1,2]"), Value::Null);
+        assert_eq!(head_of("not json"), Value::Null);
     }
 
     #[test]
