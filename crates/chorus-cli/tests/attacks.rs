@@ -332,14 +332,15 @@ async fn victim(port: u16, run: usize, span: Duration) -> Victim {
 /// victims run at the test's priority, started by [`at_test_priority`].
 const ATTACKER_NICE: libc::c_int = 10;
 
-/// Sets the calling thread's niceness (threads and processes it starts inherit it).
+/// Sets the calling thread's niceness (threads and processes it starts inherit it). In a
+/// test already niced beyond `nice` this fails without privilege, and the attackers stay
+/// where the whole test is: the measurement loses its margin, the test still runs.
 fn set_nice(nice: libc::c_int) {
     // SAFETY: gettid has no preconditions; setpriority only reads its integer arguments.
-    let failed = unsafe {
+    let _ = unsafe {
         let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) != 0
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
     };
-    assert!(!failed, "setpriority({nice}) failed");
 }
 
 type Job = Box<dyn FnOnce() + Send>;
